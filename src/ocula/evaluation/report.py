@@ -1,0 +1,124 @@
+"""Turn a metrics report (see `metrics.classification_report`) into text, JSON and CSV.
+
+Files are written atomically (temp file in the same folder, then os.replace) so a crash or a
+concurrent reader never sees half a report.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[str]:
+    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # not mkstemp: its 0600 mode would survive os.replace; a fresh name keeps the umask's mode
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _write_text(text: str, path: PathLike) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def class_names_of(report: dict) -> list[str]:
+    if "class_names" in report:
+        return list(report["class_names"])
+    return [row["class"] for row in report["per_class"]]
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _headline(report: dict) -> str:
+    parts = [f"n={report['n']}", f"accuracy={report['accuracy']:.4f}"]
+    if "top5" in report:
+        parts.append(f"top5={report['top5']:.4f}")
+    parts.append(f"balanced_acc={report['balanced_accuracy']:.4f}")
+    parts.append(f"macro_f1={report['macro']['f1']:.4f}")
+    if "ece" in report:
+        parts.append(f"ece={report['ece']:.4f}")
+    return "  ".join(parts)
+
+
+def format_report(report: dict, max_classes: int = 50) -> str:
+    """A sklearn-like terminal table: headline, one row per class, then macro and weighted avg."""
+    rows = report["per_class"]
+    shown = rows[:max_classes]
+    total_support = sum(r["support"] for r in rows)
+    footer = [("macro avg", report["macro"]), ("weighted avg", report["weighted"])]
+    width = max([len("weighted avg")] + [len(r["class"]) for r in shown])
+    line = lambda name, m, support: (  # noqa: E731
+        f"{name:>{width}}  {m['precision']:>9.4f}  {m['recall']:>9.4f}  {m['f1']:>9.4f}  {support:>9d}")
+    out = [_headline(report), "",
+           f"{'class':>{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  {'support':>9}", ""]
+    out += [line(r["class"], r, r["support"]) for r in shown]
+    if len(rows) > len(shown):
+        out.append(f"{'':>{width}}  ... {len(rows) - len(shown)} more classes not shown "
+                   f"(max_classes={max_classes}; the JSON report has all)")
+    out.append("")
+    out += [line(name, m, total_support) for name, m in footer]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _json_default(obj):
+    # reports built elsewhere may carry numpy scalars or arrays; json cannot encode those itself
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(report: dict, path: PathLike) -> None:
+    """indent=2 JSON; path "-" writes to stdout."""
+    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    _write_text(text, path)
+
+
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def write_confusion_csv(report: dict, path: PathLike) -> None:
+    """Header `true\\pred,<class...>`, then one row per true class of counts."""
+    names = class_names_of(report)
+    rows = [["true\\pred", *names]]
+    rows += [[name, *counts] for name, counts in zip(names, report["confusion_matrix"])]
+    _write_text(_csv_text(rows), path)
+
+
+def write_per_class_csv(report: dict, path: PathLike) -> None:
+    """Header `class,precision,recall,f1,support`, one row per class."""
+    keys = ["class", "precision", "recall", "f1", "support"]
+    rows = [keys] + [[r[k] for k in keys] for r in report["per_class"]]
+    _write_text(_csv_text(rows), path)
