@@ -1,0 +1,127 @@
+"""One entry point from a data spec (built-in name, folder, or .csv manifest) to DatasetSplits.
+
+The same validation rule holds for every source: a val split that the source has is used as is
+(`val_from: "folder"`); otherwise a stratified, seeded `val_fraction` of train becomes val
+(`val_from: "stratified"`), and what went there is recorded in `split_info` so a run can be
+reproduced. Test splits are never touched.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ocula.data.builtin import builtin_names_and_aliases, canonical_builtin, load_builtin
+from ocula.data.folders import FolderScan, scan_image_folder
+from ocula.data.manifest import read_manifest
+from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
+from ocula.data.split import stratified_split
+from ocula.errors import OculaError, did_you_mean
+
+SPLITS = ("train", "val", "test")
+
+
+def resolve_data(
+    spec, *, val_fraction: float = 0.1, seed: int = 0, require_train: bool = True
+) -> DatasetSplits:
+    """Resolve `spec` to splits with labels indexing the sorted class list.
+
+    An existing path wins over a built-in name of the same spelling (with a warning).
+    `require_train=False` (evaluation) accepts sources with only a test or val split and a
+    single class.
+    """
+    spec_str = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
+    path = os.path.abspath(os.path.expanduser(spec_str))
+    if os.path.exists(path):
+        data = _from_path(path)
+        if canonical_builtin(spec_str):
+            data.warnings.append(
+                f"'{spec_str}' is a path here; using it rather than the built-in dataset"
+            )
+    elif canonical_builtin(spec_str):
+        data = load_builtin(spec_str)
+        data.split_info.setdefault("source", data.source)
+    else:
+        hint = did_you_mean(spec_str.lower(), builtin_names_and_aliases())
+        raise OculaError(f"no such dataset or folder: {spec_str}{hint}")
+    _check_usable(data, require_train)
+    _add_val_split(data, val_fraction, seed)
+    data.split_info["counts"] = {s: len(getattr(data, s)) for s in SPLITS if getattr(data, s)}
+    return data
+
+
+def _from_path(path: str) -> DatasetSplits:
+    if os.path.isdir(path):
+        scan = scan_image_folder(path)
+    elif path.lower().endswith(".csv"):
+        scan = read_manifest(path)
+    else:
+        raise OculaError(f"{path} is a file: give a folder of class folders or a .csv manifest")
+    return _splits_from_scan(scan, path)
+
+
+def _splits_from_scan(scan: FolderScan, source: str) -> DatasetSplits:
+    index = {name: i for i, name in enumerate(scan.classes)}
+    data = DatasetSplits(
+        classes=list(scan.classes), source=source, split_info={"source": source},
+        skipped=list(scan.skipped), warnings=list(scan.warnings),
+    )
+    for split, items in scan.splits.items():
+        if items:
+            samples = FileSamples([p for p, _ in items], [index[label] for _, label in items])
+            setattr(data, split, samples)
+    train_classes = {label for _, label in scan.splits.get("train", [])}
+    for split in ("val", "test"):
+        extra = sorted({label for _, label in scan.splits.get(split, [])} - train_classes)
+        if extra and train_classes:
+            data.warnings.append(f"classes in {split} but not in train: {', '.join(extra)}")
+    return data
+
+
+def _check_usable(data: DatasetSplits, require_train: bool) -> None:
+    have = [s for s in SPLITS if getattr(data, s) is not None and len(getattr(data, s))]
+    if not have:
+        skipped = f" ({len(data.skipped)} files skipped)" if data.skipped else ""
+        raise OculaError(f"no images found in {data.source}{skipped}")
+    if not require_train:
+        return
+    if "train" not in have:
+        raise OculaError(f"no training images in {data.source} (found only: {', '.join(have)})")
+    if len(data.classes) < 2:
+        only = data.classes[0] if data.classes else "?"
+        raise OculaError(f"only one class ('{only}') in {data.source}: need at least two")
+
+
+def _add_val_split(data: DatasetSplits, val_fraction: float, seed: int) -> None:
+    info = data.split_info
+    info.update(val_fraction=val_fraction, seed=seed)
+    if data.val is not None:
+        info["val_from"] = "folder" if isinstance(data.val, FileSamples) else "official"
+        return
+    if data.train is None or val_fraction == 0:
+        info["val_from"] = "none"
+        return
+    train_idx, val_idx = stratified_split(_labels(data.train), val_fraction, seed)
+    if not val_idx:
+        info["val_from"] = "none"
+        data.warnings.append("too few images per class to carve a validation split from train")
+        return
+    whole = data.train
+    data.train, data.val = whole.subset(train_idx), whole.subset(val_idx)
+    info["val_from"] = "stratified"
+    if isinstance(whole, FileSamples):
+        info["val_paths"] = list(data.val.paths)
+    else:
+        info["val_indices"] = list(val_idx)
+
+
+def _labels(samples) -> list[int]:
+    if isinstance(samples, TensorSamples):
+        return samples.labels.tolist()
+    return list(samples.labels)
+
+
+def describe(data: DatasetSplits) -> str:
+    """One line for logs: 'fashion-mnist: 10 classes, train 54000, val 6000, test 10000'."""
+    counts = ", ".join(f"{s} {len(getattr(data, s))}" for s in SPLITS if getattr(data, s))
+    extra: Optional[str] = f", {len(data.skipped)} skipped" if data.skipped else ""
+    return f"{data.source}: {len(data.classes)} classes, {counts}{extra}"
