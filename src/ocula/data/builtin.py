@@ -260,3 +260,18 @@ register_builtin("fashion-mnist", load_fashion_mnist, aliases=("fmnist", "fashio
                  description="Zalando Fashion-MNIST: 70k 28x28 grey clothing images, 10 classes")
 register_builtin("digits", load_digits,
                  description="scikit-learn digits: 1,797 8x8 grey handwritten digits, 10 classes")
+
+
+def export_builtin(name: str, out, split: str = "test", limit: Optional[int] = None) -> int:
+    """Write a built-in split as PNGs in class folders (for demos, and to try predict on real files)."""
+    from PIL import Image
+
+    data = load_builtin(name)
+    samples = data.split(split)
+    n = len(samples) if limit is None else min(limit, len(samples))
+    for i in range(n):
+        label = data.classes[int(samples.labels[i])]
+        folder = Path(out) / label.replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(samples.images[i, 0].numpy()).save(folder / f"{split}_{i:05d}.png")
+    return n

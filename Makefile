@@ -1,0 +1,39 @@
+# Fresh machine: `make demo` or `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+OCULA := $(VENV)/bin/ocula
+STAMP := $(VENV)/.installed-stamp
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install demo test test-fast datasets bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package when we may install it;
+# otherwise ocula looks in $$OCULA_DATA and ~/.cache/ocula, or downloads it (with checksums).
+datasets:
+	@test -d $(FMNIST) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1; } || \
+	  echo "note: Debian's dataset-fashion-mnist is not installed; ocula will look elsewhere"
+
+demo: install datasets
+	$(OCULA) train fashion-mnist --recipe fmnist-fast --epochs 3 --out runs/demo-fmnist
+	$(OCULA) evaluate runs/demo-fmnist fashion-mnist
+	$(OCULA) datasets export fashion-mnist runs/demo-samples --split test --limit 12
+	$(OCULA) predict runs/demo-fmnist runs/demo-samples --topk 3
+
+test: install datasets
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: install datasets
+	@echo "see bench/README.md: each script prints its command, machine and figures"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from ocula.cli import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""`ocula COMMAND ...`: each command parses, calls one function of ocula.api, prints.
+
+Training options are generated from TrainConfig, so the CLI, the Python API and saved configs share
+one set of names and defaults. `key=value` works too (`ocula train digits epochs=3`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from dataclasses import fields
+
+from ocula.errors import OculaError, did_you_mean
+
+
+class Parser(argparse.ArgumentParser):
+    """One-line errors with "did you mean" for misspelt options."""
+
+    def error(self, message):
+        bad = message.split(": ")[-1].split()[0] if "unrecognized arguments" in message else ""
+        hint = did_you_mean(bad.split("=")[0], self._option_string_actions) if bad else ""
+        self.exit(2, f"ocula: error: {message}{hint}\n")
+
+
+def _train_parser(sub) -> None:
+    from ocula.config import TrainConfig
+
+    p = sub.add_parser("train", help="train or fine-tune a classifier", description="Train a model. "
+                       "Options may also be given as key=value.")
+    p.add_argument("data", nargs="?", default="", help="built-in name (fashion-mnist, digits), folder or CSV")
+    for f in fields(TrainConfig):
+        if f.name in ("data", "model_kwargs"):
+            continue
+        comment = _field_comment(f.name)
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper(),
+                       nargs="?" if f.type in ("bool", "Union[bool, str]") else None,
+                       const="true" if f.type in ("bool", "Union[bool, str]") else None,
+                       help=f"{comment} (default: {f.default!r})" if comment else f"(default: {f.default!r})")
+    p.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+
+
+def _field_comment(name: str) -> str:
+    import inspect
+
+    from ocula import config
+
+    for line in inspect.getsource(config.TrainConfig).splitlines():
+        if line.strip().startswith(f"{name}:") and "#" in line:
+            return line.split("#", 1)[1].strip()
+    return ""
+
+
+SUBPARSERS: dict = {}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ocula", description="Image and video recognition: train, evaluate, predict.",
+                    allow_abbrev=False)
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    sub._parser_class = lambda **kw: Parser(allow_abbrev=False, **kw)
+    SUBPARSERS.clear()
+    SUBPARSERS.update(sub.choices)
+    _train_parser(sub)
+    SUBPARSERS.update(sub.choices)
+    p = sub.add_parser("evaluate", help="metrics of a trained model on a labelled dataset")
+    p.add_argument("run", help="run directory or .safetensors bundle")
+    p.add_argument("data", help="built-in name, folder or CSV with labels")
+    p.add_argument("--split", choices=["train", "val", "test"], help="which split (default: test, else held-out val)")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write report.json, CSVs and the confusion-matrix plot here "
+                   "(default: RUN/eval-DATA)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int)
+    p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
+    p.add_argument("run", help="run directory or .safetensors bundle")
+    p.add_argument("inputs", nargs="+", help="image files, folders, globs ('*.png') or CSV manifests")
+    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--json", metavar="PATH", help="write predictions as JSON ('-' for stdout)")
+    p.add_argument("--csv", metavar="PATH", help="write predictions as CSV ('-' for stdout)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int)
+    p = sub.add_parser("models", help="list model names (ocula's own and timm's)")
+    p.add_argument("--filter", default="*", help="substring or glob, e.g. vit or 'resnet*'")
+    p.add_argument("--own", action="store_true", help="only ocula's own families")
+    sub.add_parser("recipes", help="list shipped training recipes")
+    p = sub.add_parser("datasets", help="list built-in datasets, or export one to a folder of PNGs")
+    p.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    p.add_argument("name", nargs="?", help="export: the built-in dataset")
+    p.add_argument("out", nargs="?", help="export: target folder (class sub-folders are created)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="export at most this many images")
+    return parser
+
+
+def _split_overrides(args) -> dict:
+    from ocula.config import field_names
+
+    values = {f: getattr(args, f) for f in field_names() if hasattr(args, f) and getattr(args, f) is not None}
+    for item in args.overrides:
+        if "=" not in item:
+            raise OculaError(f"unexpected argument '{item}' (options are --key value or key=value)")
+        key, value = item.split("=", 1)
+        values[key.replace("-", "_")] = value
+    values.pop("data", None)
+    return values
+
+
+def cmd_train(args) -> int:
+    from ocula import api
+
+    overrides = _split_overrides(args)
+    if not args.data and not overrides.get("resume"):
+        raise OculaError("train needs DATA (a built-in name, folder or CSV) or --resume RUN")
+    run = api.train(args.data, **overrides)
+    final = run.summary["final"]
+    val = f", val_acc {final['val_acc']:.4f}" if final.get("val_acc") is not None else ""
+    print(f"done: {run.summary['epochs_run']} epochs in {run.summary['train_time_s']:.1f} s of training{val}; "
+          f"run saved to {run.dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from ocula import api
+    from ocula.evaluation.report import format_report, write_json
+
+    out = args.out or str(Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem}")
+    report = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, out_dir=out,
+                          workers=args.workers)
+    if args.json:
+        write_json(report, args.json)
+    if args.json != "-":
+        print(f"{args.data} [{report['split']}]")
+        print(format_report(report))
+        if report["skipped"]:
+            print(f"skipped {len(report['skipped'])} unreadable files (listed in {out}/report.json)")
+        print(f"report, CSVs and confusion matrix in {out}/")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ocula import api
+
+    preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk,
+                                              batch_size=args.batch_size, workers=args.workers)]
+    if args.json:
+        _write(args.json, json.dumps(preds, indent=2) + "\n")
+    if args.csv:
+        _write(args.csv, _predictions_csv(preds, args.topk))
+    if "-" not in (args.json, args.csv):
+        width = min(60, max((len(p["source"]) for p in preds), default=10))
+        for p in preds:
+            shown = p["error"] and f"ERROR: {p['error']}" or "  ".join(
+                f"{t['label']} {t['prob']:.3f}" for t in p["topk"])
+            print(f"{p['source'][-width:]:<{width}}  {shown}")
+        errors = sum(1 for p in preds if p["error"])
+        if errors:
+            print(f"{errors} of {len(preds)} inputs could not be read")
+    return 1 if preds and all(p["error"] for p in preds) else 0
+
+
+def _predictions_csv(preds: list[dict], topk: int) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["source", "label", "prob", "error"] + [c for i in range(2, topk + 1) for c in (f"label{i}", f"prob{i}")])
+    for p in preds:
+        extra = [v for t in p["topk"][1:] for v in (t["label"], f"{t['prob']:.6f}")]
+        w.writerow([p["source"], p["label"] or "", "" if p["prob"] is None else f"{p['prob']:.6f}",
+                    p["error"] or ""] + extra)
+    return buf.getvalue()
+
+
+def _write(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        from ocula.io import write_text
+
+        write_text(path, text)
+
+
+def cmd_models(args) -> int:
+    from ocula.models.registry import describe, list_models
+
+    names = list_models(args.filter, include_timm=not args.own)
+    for name in names:
+        d = describe(name) if not name.startswith("timm") else {}
+        print(f"{name:<40} {d.get('family', ''):<10} {d.get('source', '')}")
+    print(f"{len(names)} models")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from importlib import resources
+
+    from ocula.config import list_recipes
+
+    for name in list_recipes():
+        doc = json.loads((resources.files("ocula") / "recipes" / f"{name}.json").read_text()).get("_doc", "")
+        print(f"{name:<20} {doc}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from ocula.data.builtin import export_builtin, list_builtin
+
+    if args.action == "export":
+        if not args.name or not args.out:
+            raise OculaError("usage: ocula datasets export NAME OUT [--split test] [--limit N]")
+        n = export_builtin(args.name, args.out, split=args.split, limit=args.limit)
+        print(f"wrote {n} images to {args.out}")
+        return 0
+    for name in list_builtin():
+        print(name)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "recipes": cmd_recipes, "datasets": cmd_datasets}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            options = SUBPARSERS[args.command]._option_string_actions if args.command else {}
+            hint = did_you_mean(extra[0].split("=")[0], options)
+            parser.exit(2, f"ocula: error: unrecognized arguments: {' '.join(extra)}{hint}\n")
+    if args.version:
+        import ocula
+
+        print(ocula.__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return COMMANDS[args.command](args)
+    except OculaError as e:
+        print(f"ocula: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ocula: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

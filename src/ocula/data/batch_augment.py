@@ -1,0 +1,131 @@
+"""Augmentation of whole batches of uint8 tensors, no per-image Python (the airbench way).
+
+One affine resampling (`affine_grid` + `grid_sample`) does crop, scale, flip and resize for the
+whole batch. The random numbers come from a caller-owned generator, drawn for the *global* batch,
+so every DDP rank and every resumed run sees exactly the same augmentation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ocula.data.contract import DataContract
+
+
+def to_float(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
+    """uint8 (B, C, H, W) → normalised float32."""
+    mean = torch.tensor(contract.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(contract.std, device=x.device).view(1, -1, 1, 1)
+    return (x.float().div_(255.0) - mean) / std
+
+
+def eval_resize(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
+    """Float batch → the eval geometry of transforms.eval_geometry (short side, then centre crop)."""
+    size = contract.input_size
+    if x.shape[-2:] == (size, size):
+        return x
+    short = int(math.floor(size / contract.crop_pct))
+    h, w = x.shape[-2:]
+    scale = short / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def random_affine(x: torch.Tensor, out_size: int, gen: torch.Generator, *, scale=(1.0, 1.0),
+                  translate_px: int = 0, hflip: bool = True) -> torch.Tensor:
+    """Random crop/scale/flip of a float batch, resampled to out_size. Integer-pixel shifts with
+    scale 1 reproduce pad-and-crop exactly (zero padding)."""
+    b, _, h, w = x.shape
+    s = torch.empty(b).uniform_(scale[0], scale[1], generator=gen).sqrt()  # area scale → side scale
+    if translate_px:
+        shift = torch.randint(-translate_px, translate_px + 1, (b, 2), generator=gen).float()
+        tx, ty = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
+    else:  # anywhere the crop stays inside the image
+        tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - s)
+        ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - s)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = s * flip, s
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+    mode = "nearest" if translate_px and scale == (1.0, 1.0) and out_size == w else "bilinear"
+    grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], out_size, out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25, area=(0.02, 0.25)) -> torch.Tensor:
+    """Zero one random rectangle in a fraction p of the images (vectorised with masks)."""
+    b, _, h, w = x.shape
+    frac = torch.empty(b).uniform_(*area, generator=gen)
+    eh = (frac.sqrt() * h).long().clamp(1, h)
+    ew = (frac.sqrt() * w).long().clamp(1, w)
+    top = (torch.rand(b, generator=gen) * (h - eh + 1).float()).long()
+    left = (torch.rand(b, generator=gen) * (w - ew + 1).float()).long()
+    on = torch.rand(b, generator=gen) < p
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    mask = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1)) & (cols >= left.view(-1, 1, 1))
+            & (cols < (left + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
+    return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.0)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator,
+              mixup: float = 0.0, cutmix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or cutmix (one chosen per batch) → soft targets (B, K)."""
+    target = F.one_hot(y, num_classes).float()
+    if mixup <= 0 and cutmix <= 0:
+        return x, target
+    use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand(1, generator=gen).item() < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = _beta(alpha, gen)
+    perm = torch.arange(x.shape[0] - 1, -1, -1)  # flip the batch, as timm does
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(h, (1,), generator=gen)), int(torch.randint(w, (1,), generator=gen))
+        t, b_, l, r = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[..., t:b_, l:r] = x[perm][..., t:b_, l:r]
+        lam = 1 - (b_ - t) * (r - l) / (h * w)
+    else:
+        x = x * lam + x[perm] * (1 - lam)
+    return x, target * lam + target[perm] * (1 - lam)
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """Beta(alpha, alpha) seeded from our generator (torch's Beta sampler takes no generator)."""
+    import numpy as np
+
+    seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+class BatchAugment:
+    """Preset-driven batch augmentation for in-memory datasets."""
+
+    def __init__(self, contract: DataContract, preset: str = "light", hflip: bool = True,
+                 mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0,
+                 native_size: Optional[int] = None):
+        self.contract, self.preset, self.hflip = contract, preset, hflip
+        self.mixup, self.cutmix, self.num_classes = mixup, cutmix, num_classes
+        self.native_size = native_size
+
+    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        """uint8 (B, C, H, W), labels (B,) → float inputs at input_size, targets (labels or soft)."""
+        x = to_float(x_uint8, self.contract)
+        size = self.contract.input_size
+        if self.preset == "light":
+            pad = max(1, round(x.shape[-1] / 7))  # 4 px at 28 px, like the classic pad-and-crop
+            x = random_affine(x, size, gen, translate_px=pad, hflip=self.hflip)
+        elif self.preset == "strong":
+            x = random_affine(x, size, gen, scale=(0.35, 1.0), hflip=self.hflip)
+            x = random_erasing(x, gen)
+        else:
+            x = eval_resize(x, self.contract)
+        if self.mixup > 0 or self.cutmix > 0:
+            return mix_batch(x, y, self.num_classes, gen, self.mixup, self.cutmix)
+        return x, y

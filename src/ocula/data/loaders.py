@@ -1,0 +1,150 @@
+"""Batches for training and evaluation.
+
+Two paths end in the same (inputs, targets) batches:
+- `TensorLoader`: a split held in RAM as one uint8 tensor, batch-wise augmentation, no workers.
+- `file_loader`: a torch DataLoader decoding files in worker processes with per-image transforms.
+Small file datasets are decoded once into RAM (`cache_in_memory`) and then take the first path.
+Both draw randomness from per-epoch seeded generators, so a resumed run repeats an epoch exactly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
+from ocula.data.contract import DataContract
+from ocula.data.samples import FileSamples, TensorSamples
+from ocula.errors import BadImageError
+
+CACHE_LIMIT_BYTES = 2 * 1024**3  # decode a file dataset into RAM when it fits in this
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
+
+
+class TensorLoader:
+    """Global batches from an in-memory split; each DDP rank takes its contiguous slice."""
+
+    def __init__(self, samples: TensorSamples, contract: DataContract, batch_size: int, *, train: bool,
+                 augment: Optional[BatchAugment] = None, seed: int = 0, rank: int = 0, world: int = 1,
+                 sample_weights: Optional[torch.Tensor] = None, drop_last: Optional[bool] = None):
+        self.samples, self.contract, self.batch_size = samples, contract, batch_size
+        self.train, self.augment, self.seed = train, augment, seed
+        self.rank, self.world = rank, world
+        self.sample_weights = sample_weights
+        self.drop_last = train if drop_last is None else drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.samples)
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+
+    def _order(self, gen: torch.Generator) -> torch.Tensor:
+        n = len(self.samples)
+        if not self.train:
+            return torch.arange(n)
+        if self.sample_weights is not None:  # balanced sampling, with replacement
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=gen)
+        return torch.randperm(n, generator=gen)
+
+    def __iter__(self):
+        gen = epoch_generator(self.seed, self.epoch)
+        order = self._order(gen)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x, y = self.samples.images[idx], self.samples.labels[idx]
+            if self.train and self.augment is not None:
+                x, y = self.augment(x, y, gen)  # drawn for the global batch: identical on every rank
+            else:
+                x = eval_resize(to_float(x, self.contract), self.contract)
+            yield _rank_slice(x, self.rank, self.world), _rank_slice(y, self.rank, self.world), \
+                _rank_slice(idx, self.rank, self.world)
+
+
+def _rank_slice(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    if world == 1:
+        return t
+    per = -(-t.shape[0] // world)
+    return t[rank * per:(rank + 1) * per]
+
+
+class FileDataset(Dataset):
+    """Decodes one file per item; a bad file yields None (counted and named by the caller)."""
+
+    def __init__(self, samples: FileSamples, transform: Callable, channels: int, draft_size: Optional[int] = None):
+        self.samples, self.transform, self.channels, self.draft_size = samples, transform, channels, draft_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from ocula.data.images import open_image
+
+        path = self.samples.paths[i]
+        try:
+            img = open_image(path, channels=self.channels, draft_size=self.draft_size)
+        except BadImageError as e:
+            return None, e.path, e.reason
+        return self.transform(img), self.samples.labels[i], i
+
+
+def collate_skipping_bad(items):
+    """→ (inputs, labels, indices, bad) where bad lists (path, reason) of undecodable files."""
+    good = [it for it in items if it[0] is not None]
+    bad = [(it[1], it[2]) for it in items if it[0] is None]
+    if not good:
+        return None, None, None, bad
+    x = torch.stack([it[0] for it in good])
+    y = torch.tensor([it[1] for it in good], dtype=torch.long)
+    idx = torch.tensor([it[2] for it in good], dtype=torch.long)
+    return x, y, idx, bad
+
+
+def default_workers() -> int:
+    return min(4, max(0, (os.cpu_count() or 1)))
+
+
+def file_loader(samples: FileSamples, transform: Callable, channels: int, batch_size: int, *, train: bool,
+                workers: Optional[int] = None, seed: int = 0, epoch: int = 0, sampler=None,
+                draft_size: Optional[int] = None) -> DataLoader:
+    workers = default_workers() if workers is None else workers
+    gen = epoch_generator(seed, epoch)
+    return DataLoader(FileDataset(samples, transform, channels, draft_size), batch_size=batch_size,
+                      shuffle=train and sampler is None, sampler=sampler, drop_last=False,
+                      num_workers=workers, collate_fn=collate_skipping_bad, generator=gen,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def fits_in_memory(samples: FileSamples, contract: DataContract) -> bool:
+    return len(samples) * contract.channels * contract.input_size ** 2 <= CACHE_LIMIT_BYTES
+
+
+def cache_in_memory(samples: FileSamples, contract: DataContract, workers: Optional[int] = None,
+                    desc: str = "decode") -> tuple[TensorSamples, list[tuple[str, str]]]:
+    """Decode every file once at the eval geometry → (TensorSamples, skipped files)."""
+    from tqdm import tqdm
+
+    from ocula.data.transforms import eval_geometry
+
+    loader = file_loader(samples, eval_geometry(contract), contract.channels, 64, train=False, workers=workers,
+                         draft_size=contract.input_size)
+    images, labels, names, skipped = [], [], [], []
+    with tqdm(total=len(samples), desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
+        for x, y, idx, bad in loader:
+            skipped += bad
+            if x is not None:
+                images.append(x)
+                labels.append(y)
+                names += [samples.paths[i] for i in idx.tolist()]
+            bar.update((0 if x is None else len(x)) + len(bad))
+    if not images:
+        return TensorSamples(torch.zeros(0, contract.channels, contract.input_size, contract.input_size,
+                                         dtype=torch.uint8), torch.zeros(0, dtype=torch.long), []), skipped
+    return TensorSamples(torch.cat(images), torch.cat(labels), names), skipped

@@ -1,0 +1,360 @@
+"""The one training engine: loop, precision, accumulation, clipping, EMA, checkpoints, resume, DDP.
+
+    trainer = Trainer(build_config("digits", model="seed_cnn", epochs=5))
+    summary = trainer.fit()
+
+Per-task code (images, clips) is a small `task` object; side effects are callbacks.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ocula import bundle
+from ocula.config import TrainConfig
+from ocula.data.samples import TensorSamples
+from ocula.engine import distributed as dist
+from ocula.engine import setup
+from ocula.engine.callbacks import Callback, default_callbacks
+from ocula.engine.optim import build_optimizer, build_scheduler, param_groups
+from ocula.engine.tasks import ClassificationTask
+from ocula.io import load_state, read_json, save_state, write_json
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, callbacks: Optional[list[Callback]] = None, task=None,
+                 splits=None):
+        from ocula.data.sources import resolve_data
+        from ocula.models.registry import check_model_name, create_model
+
+        self.cfg = cfg
+        self.device = dist.local_device(cfg.device)
+        dist.init(self.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed, cfg.deterministic)
+        check_model_name(cfg.model)  # fail before reading any data
+
+        self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.classes = self.splits.classes
+        self.contract = setup.resolve_contract(cfg, self.splits)
+        self.train_samples = self._prepare_split("train")
+        self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
+        self._report_skipped()
+
+        self.model = create_model(cfg.model, len(self.classes), self.contract.channels, self.contract.input_size,
+                                  pretrained=cfg.pretrained is True, **cfg.model_kwargs)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.autocast_dtype = setup.resolve_precision(cfg.precision, self.device)
+        self.task = task or ClassificationTask(cfg.label_smoothing, self._class_weights(), cfg.channels_last)
+
+        self.steps_per_epoch = len(self._train_loader(0)) // cfg.accumulate
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.optimizer = build_optimizer(param_groups(self.model, cfg.weight_decay), cfg.optimizer,
+                                         cfg.peak_lr, cfg.momentum)
+        warmup = (int(cfg.pct_warmup * self.total_steps) if cfg.schedule == "onecycle"
+                  else int(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, cfg.schedule)
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.ema = None
+        if cfg.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema)
+        self.ddp_model = self._wrap_ddp()
+
+        self.callbacks = default_callbacks(cfg) if callbacks is None else callbacks
+        self.history: list[dict] = []
+        self.start_epoch, self.global_step, self.elapsed_train_s = 0, 0, 0.0
+        self.best_metric, self.best_epoch, self.is_best, self.should_stop = None, -1, False, False
+        self.run_dir = cfg.resume or cfg.out or setup.default_run_dir(cfg)
+        self.run_dir = dist.broadcast_object(self.run_dir)
+        self._fingerprint = setup.fingerprint(self.splits) if dist.is_main() else ""
+        if cfg.resume:
+            self._load_training_state()
+
+    # ---------------------------------------------------------------- data
+    def _prepare_split(self, name: str):
+        samples, skipped = setup.to_memory(self.splits.split(name), self.contract, self.cfg, desc=f"decode {name}")
+        self.splits.skipped += skipped
+        if isinstance(samples, TensorSamples):
+            samples = setup.adapt_channels(samples, self.contract.channels)
+        return samples
+
+    def _report_skipped(self) -> None:
+        if dist.is_main():
+            for path, reason in self.splits.skipped:
+                warnings.warn(f"skipped {path}: {reason}", stacklevel=1)
+            for w in self.splits.warnings:
+                warnings.warn(w, stacklevel=1)
+
+    def _class_weights(self) -> Optional[torch.Tensor]:
+        if self.cfg.balance != "weighted-loss":
+            return None
+        counts = setup.class_counts(self.train_samples, len(self.classes))
+        return counts.sum() / (len(counts) * counts.clamp_min(1))
+
+    def _train_loader(self, epoch: int):
+        loader = setup.make_loader(self.train_samples, self.contract, self.cfg, train=True,
+                                   num_classes=len(self.classes), rank=self.rank, world=self.world, epoch=epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        return loader
+
+    def _eval_loader(self, samples):
+        return setup.make_loader(samples, self.contract, self.cfg, train=False, num_classes=len(self.classes),
+                                 rank=self.rank, world=self.world)
+
+    def _wrap_ddp(self) -> nn.Module:
+        if self.world == 1:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
+
+    # ---------------------------------------------------------------- loop
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def fit(self) -> dict:
+        if dist.is_main():
+            self._write_run_files()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            logs = self.train_one_epoch(epoch)
+            if self.val_samples is not None:
+                report, val_loss = self.evaluate(self.val_samples)
+                logs.update(val_loss=val_loss, val_acc=report["accuracy"], val_top5=report.get("top5"))
+            self._track_best(epoch, logs)
+            self.history.append(logs)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            if self.should_stop or self._hit_max_steps():
+                break
+        summary = self.summary()
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        if dist.is_main():
+            write_json(Path(self.run_dir) / "summary.json", summary)
+        return summary
+
+    def _hit_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        self.ddp_model.train()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch)
+        loader = self._train_loader(epoch)
+        seen = correct = 0
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        t0 = time.perf_counter()
+        for i, batch in enumerate(loader):
+            x, y = batch[0], batch[1]
+            if len(batch) == 4 and batch[3]:
+                self.splits.skipped += batch[3]
+            if x is None:
+                continue
+            x, y = self.task.prepare(x, y, self.device)
+            loss, logits = self.train_step(x, y, micro_step=i)
+            n = x.shape[0]
+            seen += n
+            loss_sum += loss.detach().double().cpu() * n
+            correct += int((logits.argmax(1) == self.task.hard_labels(y)).sum())
+            if (i + 1) % self.cfg.accumulate == 0:
+                elapsed = time.perf_counter() - t0
+                for cb in self.callbacks:
+                    cb.on_train_step(self, {"loss": loss.item(), "acc": correct / max(1, seen),
+                                            "img_per_s": seen * self.world / max(elapsed, 1e-9),
+                                            "step_in_epoch": (i + 1) // self.cfg.accumulate})
+                if self._hit_max_steps():
+                    break
+        epoch_s = time.perf_counter() - t0
+        self.elapsed_train_s += epoch_s
+        totals = dist.all_reduce_sum(torch.tensor([float(loss_sum), correct, seen], dtype=torch.float64))
+        return {"epoch": epoch + 1, "train_loss": float(totals[0] / max(1, totals[2])),
+                "train_acc": float(totals[1] / max(1, totals[2])), "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_s": epoch_s, "train_img_per_s": float(totals[2]) / max(epoch_s, 1e-9),
+                "elapsed_train_s": self.elapsed_train_s}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, micro_step: int):
+        """autocast → backward → (on the last micro-step) unscale → clip → step → zero_grad → schedule."""
+        last_micro = (micro_step + 1) % self.cfg.accumulate == 0
+        sync = contextlib.nullcontext() if last_micro or self.world == 1 else self.ddp_model.no_sync()
+        with sync:
+            with self.autocast():
+                logits = self.task.forward(self.ddp_model, x)
+                loss = self.task.loss(logits, y)
+            scaled = loss / self.cfg.accumulate
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if last_micro:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            if self.cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.global_step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.global_step)
+        return loss, logits
+
+    @torch.inference_mode()
+    def predict_samples(self, samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """→ (probabilities (N, K), labels (N,), sample indices (N,)) over all ranks, in sample order."""
+        model = self.eval_model
+        model.eval()
+        parts = []
+        for batch in self._eval_loader(samples):
+            x, y, idx = batch[0], batch[1], batch[2]
+            if x is None:
+                continue
+            x, y = self.task.prepare(x, y, self.device)
+            with self.autocast():
+                probs = self.task.forward(model, x).float().softmax(1)
+            parts.append((probs.cpu(), y.cpu(), idx.cpu()))
+        gathered = [p for rank_parts in dist.all_gather_objects(parts) for p in rank_parts]
+        probs = torch.cat([p[0] for p in gathered]).numpy()
+        labels = torch.cat([p[1] for p in gathered]).numpy()
+        idx = torch.cat([p[2] for p in gathered]).numpy()
+        order = np.unique(idx, return_index=True)[1]  # DistributedSampler pads with repeats
+        return probs[order], labels[order], idx[order]
+
+    def evaluate(self, samples) -> tuple[dict, float]:
+        from ocula.evaluation import classification_report
+
+        probs, labels, _ = self.predict_samples(samples)
+        report = classification_report(labels, probs, self.classes)
+        return report, report["nll"]
+
+    def _track_best(self, epoch: int, logs: dict) -> None:
+        metric = logs.get("val_acc")
+        metric = -logs["train_loss"] if metric is None else metric
+        self.is_best = self.best_metric is None or metric > self.best_metric
+        if self.is_best:
+            self.best_metric, self.best_epoch = metric, epoch
+        logs["best"] = self.is_best
+
+    @property
+    def epochs_since_best(self) -> int:
+        return (self.history[-1]["epoch"] - 1 - self.best_epoch) if self.history else 0
+
+    # ---------------------------------------------------------------- files
+    def meta(self) -> dict:
+        arch = dict(bundle_arch(self.model))
+        return bundle.make_meta(arch, self.contract, self.classes, task="image",
+                                data={"source": self.splits.source, "fingerprint": self._fingerprint},
+                                split={k: self.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
+                                metrics=self.history[-1] if self.history else {},
+                                best_epoch=self.best_epoch + 1)
+
+    def save_weights(self, tag: str) -> None:
+        meta = self.meta()
+        bundle.save_weights(Path(self.run_dir) / "weights" / f"{tag}.safetensors", dist.unwrap(self.eval_model),
+                            meta)
+        if tag == "best":
+            write_json(Path(self.run_dir) / "model.json", meta)
+
+    def save_training_state(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": len(self.history) and self.history[-1]["epoch"],
+                 "global_step": self.global_step, "history": self.history, "best_metric": self.best_metric,
+                 "best_epoch": self.best_epoch, "elapsed_train_s": self.elapsed_train_s,
+                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        save_state(Path(self.run_dir) / "state" / "last.safetensors", state)
+
+    def _load_training_state(self) -> None:
+        path = Path(self.run_dir) / "state" / "last.safetensors"
+        if not path.is_file():
+            from ocula.errors import OculaError
+
+            raise OculaError(f"{self.run_dir}: nothing to resume (no state/last.safetensors)")
+        state = load_state(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history, self.elapsed_train_s = list(state["history"]), float(state["elapsed_train_s"])
+        self.best_metric, self.best_epoch = state["best_metric"], int(state["best_epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(tuple(state["rng"]["numpy"]))
+        random.setstate(_as_tuples(state["rng"]["python"]))
+
+    def _write_run_files(self) -> None:
+        run = Path(self.run_dir)
+        (run / "weights").mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg.to_dict()
+        if not self.cfg.resume:
+            write_json(run / "config.json", cfg)
+        write_json(run / "split.json", self.splits.split_info)
+        write_json(run / "data.json", {"source": self.splits.source, "classes": self.classes,
+                                       "contract": self.contract.to_dict(),
+                                       "skipped": [{"path": p, "reason": r} for p, r in self.splits.skipped],
+                                       "warnings": self.splits.warnings})
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"run_dir": str(self.run_dir), "epochs_run": len(self.history), "best_epoch": self.best_epoch + 1,
+                "best_val_acc": self.best_metric if last.get("val_acc") is not None else None,
+                "final": last, "train_time_s": self.elapsed_train_s,
+                "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
+                "world_size": self.world, "skipped_files": len(self.splits.skipped)}
+
+
+def bundle_arch(model: nn.Module) -> dict:
+    return dist.unwrap(model).ocula_arch
+
+
+def _as_tuples(o):
+    return tuple(_as_tuples(v) for v in o) if isinstance(o, (list, tuple)) else o
+
+
+def load_run_config(run_dir: str, **overrides) -> TrainConfig:
+    """The config a run was started with, for `--resume` (epochs may be extended)."""
+    from ocula.config import coerce
+
+    values = read_json(Path(run_dir) / "config.json")
+    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
+    values["resume"] = run_dir
+    return TrainConfig(**values)

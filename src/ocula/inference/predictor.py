@@ -1,0 +1,121 @@
+"""A saved model that predicts: `clf = ocula.load("runs/shoes"); clf.predict("cat.jpg")`.
+
+Preprocessing is rebuilt from the bundle's data contract, so the file alone predicts correctly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from ocula import bundle
+from ocula.data.contract import DataContract
+from ocula.data.loaders import file_loader
+from ocula.data.samples import FileSamples
+from ocula.data.transforms import eval_transform
+from ocula.errors import BadImageError
+
+
+@dataclass
+class Prediction:
+    source: str
+    label: Optional[str] = None
+    prob: Optional[float] = None
+    topk: list = field(default_factory=list)  # [(label, prob), ...] best first
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["topk"] = [{"label": lab, "prob": p} for lab, p in self.topk]
+        return d
+
+
+class Classifier:
+    def __init__(self, model: torch.nn.Module, meta: dict, device: Optional[torch.device] = None):
+        self.model, self.meta = model, meta
+        self.device = device or next(model.parameters()).device
+        self.classes: list[str] = meta["classes"]
+        self.contract = DataContract.from_dict(meta["contract"])
+        self.transform = eval_transform(self.contract)
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "Classifier":
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        model, meta = bundle.load_model(path, dev)
+        return cls(model, meta, dev)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.meta["arch"]["name"]
+
+    # ------------------------------------------------------------------ tensors
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch (B, C, H, W) → logits (B, K) on the CPU."""
+        return self.model(x.to(self.device)).float().cpu()
+
+    def preprocess(self, obj) -> torch.Tensor:
+        """One image (path, bytes, PIL, numpy array) → normalised tensor (C, H, W)."""
+        from ocula.data.images import open_image, to_pil
+
+        if isinstance(obj, (str, Path, bytes, bytearray)):
+            img = open_image(obj, channels=self.contract.channels, draft_size=self.contract.input_size)
+        else:
+            img = to_pil(obj, channels=self.contract.channels)
+        return self.transform(img)
+
+    def _result(self, source: str, probs: torch.Tensor, topk: int) -> Prediction:
+        k = min(topk, len(self.classes))
+        p, i = probs.topk(k)
+        top = [(self.classes[j], float(q)) for j, q in zip(i.tolist(), p.tolist())]
+        return Prediction(source, top[0][0], top[0][1], top)
+
+    # ------------------------------------------------------------------ public
+    def predict(self, inputs, topk: int = 1, batch_size: int = 32):
+        """Paths, PIL images, numpy arrays, or a list of them → Prediction (or a list of them)."""
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        results: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            tensors, where = [], []
+            for j, obj in enumerate(chunk):
+                name = str(obj) if isinstance(obj, (str, Path)) else f"<{type(obj).__name__} {start + j}>"
+                try:
+                    tensors.append(self.preprocess(obj))
+                    where.append(len(results))
+                except BadImageError as e:
+                    results.append(Prediction(name, error=e.reason))
+                    continue
+                results.append(Prediction(name))
+            if tensors:
+                probs = self.logits(torch.stack(tensors)).softmax(1)
+                for pos, pr in zip(where, probs):
+                    results[pos] = self._result(results[pos].source, pr, topk)
+        return results[0] if single else results
+
+    def predict_proba(self, inputs, batch_size: int = 32) -> np.ndarray:
+        preds = self.predict(list(inputs), topk=len(self.classes), batch_size=batch_size)
+        out = np.full((len(preds), len(self.classes)), np.nan, dtype=np.float32)
+        for row, p in zip(out, preds):
+            for lab, q in p.topk:
+                row[self.classes.index(lab)] = q
+        return out
+
+    def predict_files(self, paths: list[str], topk: int = 1, batch_size: int = 32,
+                      workers: Optional[int] = None) -> Iterator[Prediction]:
+        """Many files: decoded in DataLoader workers while the model runs; bad files yield errors."""
+        samples = FileSamples(list(paths), [-1] * len(paths))
+        loader = file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
+                             workers=workers, draft_size=self.contract.input_size)
+        for x, _, idx, bad in loader:
+            for path, reason in bad:
+                yield Prediction(path, error=reason)
+            if x is not None:
+                probs = self.logits(x).softmax(1)
+                for i, pr in zip(idx.tolist(), probs):
+                    yield self._result(paths[i], pr, topk)

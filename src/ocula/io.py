@@ -1,0 +1,134 @@
+"""Atomic file writes and pickle-free state (safetensors for tensors, JSON for the rest).
+
+Every file ocula writes goes through `atomic_write`: a temp file in the same folder, fsync, then
+`os.replace`, so a run killed at any instant leaves either the old file or the new one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextmanager
+def atomic_path(path):
+    """Yields a temp path next to `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_json(path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    # safetensors refuses shared or non-contiguous storage; copies are cheap next to a disk write.
+    flat = {k: v.detach().cpu().contiguous().clone() if _shares_storage(v, tensors) else v.detach().cpu()
+            .contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, tmp, metadata=metadata)
+
+
+def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return sum(1 for v in all_tensors.values() if v.untyped_storage().data_ptr() == ptr) > 1
+
+
+def load_tensors(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested state (optimizer, RNG, scheduler) into a JSON skeleton and named tensors."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(o, key):
+        if isinstance(o, torch.Tensor):
+            tensors[key] = o
+            return {"__tensor__": key}
+        if isinstance(o, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")]
+                                 for i, (k, v) in enumerate(o.items())]}
+        if isinstance(o, (list, tuple)):
+            return {"__tuple__" if isinstance(o, tuple) else "__list__":
+                    [walk(v, f"{key}.{i}") for i, v in enumerate(o)]}
+        if o is None or isinstance(o, (bool, int, float, str)):
+            return o
+        if hasattr(o, "tolist"):  # numpy arrays and scalars
+            return {"__numpy__": o.tolist(), "dtype": str(o.dtype)}
+        raise TypeError(f"cannot store {type(o).__name__} without pickle")
+
+    return walk(obj, prefix or "s"), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    def walk(o):
+        if isinstance(o, dict):
+            if "__tensor__" in o:
+                return tensors[o["__tensor__"]]
+            if "__dict__" in o:
+                return {walk(k): walk(v) for k, v in o["__dict__"]}
+            if "__tuple__" in o:
+                return tuple(walk(v) for v in o["__tuple__"])
+            if "__list__" in o:
+                return [walk(v) for v in o["__list__"]]
+            if "__numpy__" in o:
+                import numpy as np
+
+                return np.asarray(o["__numpy__"], dtype=o["dtype"])
+        return o
+
+    return walk(skeleton)
+
+
+def save_state(path, state: Any) -> None:
+    """One safetensors file: tensors as tensors, the skeleton as JSON metadata (one atomic rename)."""
+    skeleton, tensors = flatten_state(state)
+    save_tensors(path, tensors, metadata={"ocula_state": json.dumps(skeleton)})
+
+
+def load_state(path) -> Any:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        skeleton = json.loads(f.metadata()["ocula_state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return unflatten_state(skeleton, tensors)

@@ -1,0 +1,151 @@
+"""One registry and one `create_model` for every family: ocula's own models and any timm name.
+
+A model is rebuilt from a small dict (`arch`): {"name", "num_classes", "in_chans", "input_size",
+"kwargs"}. That dict is what a saved bundle stores, so loading never needs pickled code.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch.nn as nn
+
+from ocula.data.contract import DataContract
+from ocula.errors import OculaError, unknown
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]  # builder(num_classes=, in_chans=, input_size=, **kwargs)
+    family: str  # cnn | recurrent | attention | vit | video
+    description: str = ""
+    input_size: Optional[int] = None  # None: adapts to the data's native size
+    video: bool = False  # takes (B, T, C, H, W) clips
+    defaults: dict = field(default_factory=dict)  # builder kwargs a user may override
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, family: str, description: str = "", input_size: Optional[int] = None,
+                   video: bool = False, **defaults):
+    """Decorator: `@register_model("seed_cnn", family="cnn")` over a builder function or class."""
+
+    def wrap(builder):
+        _REGISTRY[name] = ModelSpec(name, builder, family, description or (builder.__doc__ or "").strip()
+                                    .split("\n")[0], input_size, video, defaults)
+        return builder
+
+    return wrap
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from ocula.models import families  # noqa: F401
+
+
+def get_spec(name: str) -> Optional[ModelSpec]:
+    _ensure_builtin_models()
+    return _REGISTRY.get(name)
+
+
+def is_timm_model(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name)
+
+
+def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
+    """ocula's own models first, then timm's (a cheap query, like `timm.list_models`)."""
+    _ensure_builtin_models()
+    pat = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    own = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pat))
+    if not include_timm:
+        return own
+    import timm
+
+    return own + [n for n in timm.list_models(pat) if n not in _REGISTRY]
+
+
+def describe(name: str) -> dict:
+    spec = get_spec(name)
+    if spec is not None:
+        return {"name": name, "family": spec.family, "source": "ocula", "video": spec.video,
+                "description": spec.description}
+    return {"name": name, "family": "vit" if _looks_like_vit(name) else "cnn", "source": "timm",
+            "video": False, "description": "timm model"}
+
+
+def _looks_like_vit(name: str) -> bool:
+    return any(k in name for k in ("vit", "deit", "beit", "eva", "swin", "dino", "cait", "xcit"))
+
+
+def check_model_name(name: str) -> None:
+    if get_spec(name) is None and not is_timm_model(name):
+        raise unknown("model", name, list_models("*"))
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: Optional[int] = None,
+                 pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build any registered or timm model with the head and input channels set from the data."""
+    check_model_name(name)
+    spec = get_spec(name)
+    if spec is not None:
+        if pretrained:
+            raise OculaError(f"'{name}' has no hub weights; pass a weights file or use a timm model")
+        kw = {**spec.defaults, **kwargs}
+        size = input_size or spec.input_size or 224
+        model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=size, **kw)
+    else:
+        model = _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs)
+    model.ocula_arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
+                        "input_size": input_size, "kwargs": kwargs}
+    return model
+
+
+def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) -> nn.Module:
+    import timm
+
+    def build(**extra):
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
+                                 **kwargs, **extra)
+
+    try:
+        if input_size:
+            # Models with positional embeddings (ViTs) must be told their input size; CNNs refuse it.
+            try:
+                return build(img_size=input_size)
+            except TypeError as e:
+                if "img_size" not in str(e):
+                    raise
+        return build()
+    except TypeError as e:
+        raise OculaError(f"timm model '{name}' rejects an option: {e}") from None
+    except (OSError, RuntimeError) as e:
+        if pretrained:
+            raise OculaError(f"cannot fetch hub weights for '{name}' ({type(e).__name__}); offline? "
+                             f"pass a local file instead: --pretrained path/to/weights.safetensors") from None
+        raise
+
+
+def default_contract(name: str, channels: int, native_size: Optional[int] = None, mean=None, std=None,
+                     input_size: Optional[int] = None) -> DataContract:
+    """The preprocessing a model expects: timm's pretrained config, or the data's own statistics."""
+    spec = get_spec(name)
+    if spec is not None:
+        size = input_size or native_size or spec.input_size or 224
+        return DataContract(input_size=size, channels=channels, mean=mean or (0.5,), std=std or (0.5,))
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    size = input_size or (cfg.get("input_size") or (3, 224, 224))[-1]
+    return DataContract(input_size=size, channels=channels,
+                        mean=cfg.get("mean") or IMAGENET_MEAN, std=cfg.get("std") or IMAGENET_STD,
+                        interpolation=cfg.get("interpolation") or "bilinear",
+                        crop_pct=cfg.get("crop_pct") or 1.0)
