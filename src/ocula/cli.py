@@ -54,6 +54,11 @@ def _field_comment(name: str) -> str:
 
 SUBPARSERS: dict = {}
 
+# Feature packages add commands without touching this file: each module named here defines
+# `register(subparsers) -> {command_name: handler(args) -> int}` and imports heavy things lazily.
+PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocula.explain.cli",
+                  "ocula.video.cli", "ocula.transfer.cli")
+
 
 def build_parser() -> Parser:
     parser = Parser(prog="ocula", description="Image and video recognition: train, evaluate, predict.",
@@ -61,10 +66,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub._parser_class = lambda **kw: Parser(allow_abbrev=False, **kw)
-    SUBPARSERS.clear()
-    SUBPARSERS.update(sub.choices)
     _train_parser(sub)
-    SUBPARSERS.update(sub.choices)
     p = sub.add_parser("evaluate", help="metrics of a trained model on a labelled dataset")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("data", help="built-in name, folder or CSV with labels")
@@ -92,7 +94,22 @@ def build_parser() -> Parser:
     p.add_argument("out", nargs="?", help="export: target folder (class sub-folders are created)")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="export at most this many images")
+    _register_plugins(sub)
+    SUBPARSERS.update(sub.choices)
     return parser
+
+
+def _register_plugins(sub) -> None:
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):  # the feature package is not there; fine
+                continue
+            raise
+        COMMANDS.update(module.register(sub))
 
 
 def _split_overrides(args) -> dict:

@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny trained run on real data (digits) and a small generated image folder."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OCULA_OFFLINE", "1")  # tests never reach the network
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> str:
+    """seed_cnn trained for a few epochs on scikit-learn's digits (real data, ~2 s)."""
+    import ocula
+
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    ocula.train("digits", model="seed_cnn", epochs=4, batch_size=64, hflip=False, out=str(out), seed=0)
+    return str(out)
+
+
+def make_shapes_folder(root, classes=("circle", "square", "triangle"), per_class=12, size=32, seed=0,
+                       ext=".png") -> str:
+    """Class-per-folder tree of coloured shapes on noise: learnable in seconds, shape-checked."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = Image.fromarray(rng.integers(0, 60, (size, size, 3), dtype=np.uint8))
+            d = ImageDraw.Draw(img)
+            x0, y0 = rng.integers(2, size // 3, 2)
+            x1, y1 = x0 + size // 2, y0 + size // 2
+            color = tuple(int(v) for v in rng.integers(150, 256, 3))
+            if c == "circle":
+                d.ellipse([x0, y0, x1, y1], fill=color)
+            elif c == "square":
+                d.rectangle([x0, y0, x1, y1], fill=color)
+            else:
+                d.polygon([(x0, y1), ((x0 + x1) // 2, y0), (x1, y1)], fill=color)
+            img.save(root / c / f"{c}_{i:03d}{ext}")
+    return str(root)
+
+
+@pytest.fixture
+def shapes_folder(tmp_path) -> str:
+    return make_shapes_folder(tmp_path / "shapes")
