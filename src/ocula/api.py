@@ -121,16 +121,20 @@ def _map_classes(data_classes: list[str], model_classes: list[str]) -> np.ndarra
     return np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
 
 
-def _predict_split(clf: Classifier, samples, batch_size: int, workers: Optional[int]):
+def _split_loader(clf: Classifier, samples, batch_size: int, workers: Optional[int]):
+    """Eval batches in the model's contract: (x, y, idx) from RAM, (x, y, idx, bad) from files."""
     from ocula.data.loaders import TensorLoader, file_loader
     from ocula.data.samples import TensorSamples
     from ocula.engine.setup import adapt_channels
 
     if isinstance(samples, TensorSamples):
-        loader = TensorLoader(adapt_channels(samples, clf.contract.channels), clf.contract, batch_size, train=False)
-    else:
-        loader = file_loader(samples, clf.transform, clf.contract.channels, batch_size, train=False,
-                             workers=workers, draft_size=clf.contract.input_size)
+        return TensorLoader(adapt_channels(samples, clf.contract.channels), clf.contract, batch_size, train=False)
+    return file_loader(samples, clf.transform, clf.contract.channels, batch_size, train=False,
+                       workers=workers, draft_size=clf.contract.input_size)
+
+
+def _predict_split(clf: Classifier, samples, batch_size: int, workers: Optional[int]):
+    loader = _split_loader(clf, samples, batch_size, workers)
     probs, labels, skipped = [], [], []
     for batch in loader:
         if len(batch) == 4:

@@ -33,30 +33,25 @@ class Prediction:
         return d
 
 
-class Classifier:
-    def __init__(self, model: torch.nn.Module, meta: dict, device: Optional[torch.device] = None):
-        self.model, self.meta = model, meta
-        self.device = device or next(model.parameters()).device
+class Predictor:
+    """What every backend shares (PyTorch here, ONNX Runtime in ocula.export.runtime): preprocessing
+    from the data contract, batching, top-k. A subclass sets `meta` and implements `logits`."""
+
+    meta: dict
+
+    def _init_contract(self, meta: dict) -> None:
+        self.meta = meta
         self.classes: list[str] = meta["classes"]
         self.contract = DataContract.from_dict(meta["contract"])
         self.transform = eval_transform(self.contract)
-
-    @classmethod
-    def load(cls, path, device: str = "auto") -> "Classifier":
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
-        model, meta = bundle.load_model(path, dev)
-        return cls(model, meta, dev)
 
     @property
     def name(self) -> str:
         return self.meta.get("name") or self.meta["arch"]["name"]
 
-    # ------------------------------------------------------------------ tensors
-    @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch (B, C, H, W) → logits (B, K) on the CPU."""
-        return self.model(x.to(self.device)).float().cpu()
+        """Preprocessed batch (B, C, H, W) → logits (B, K), float32 on the CPU."""
+        raise NotImplementedError
 
     def preprocess(self, obj) -> torch.Tensor:
         """One image (path, bytes, PIL, numpy array) → normalised tensor (C, H, W)."""
@@ -119,3 +114,30 @@ class Classifier:
                 probs = self.logits(x).softmax(1)
                 for i, pr in zip(idx.tolist(), probs):
                     yield self._result(paths[i], pr, topk)
+
+
+class Classifier(Predictor):
+    """A PyTorch model with its bundle metadata."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device: Optional[torch.device] = None):
+        self.model = model
+        self.device = device or next(model.parameters()).device
+        self._init_contract(meta)
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "Classifier":
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        model, meta = bundle.load_model(path, dev)
+        return cls(model, meta, dev)
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch (B, C, H, W) → logits (B, K) on the CPU."""
+        return self.model(x.to(self.device)).float().cpu()
+
+    def explain(self, images, method: str = "auto", target=None) -> list:
+        """Saliency maps (H, W) in [0, 1], one per image; see `ocula.explain.explain`."""
+        from ocula.explain import explain
+
+        return explain(self, images, method=method, target=target)

@@ -1,0 +1,123 @@
+"""The accuracy gate: the exported model must agree with PyTorch on real, labelled images.
+
+Both models see the very same preprocessed batches, so any difference is the export's (operator
+numerics, quantization), never preprocessing drift. Reported:
+    max_abs_logit_diff   max |Δlogit| over all images and classes
+    top1_agreement       fraction of images where both models pick the same class
+    delta_accuracy       (PyTorch accuracy − exported accuracy) in points; the gate fails above max_drop
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ocula.errors import OculaError
+
+DEFAULT_MAX_DROP = {"fp32": 0.5, "int8": 1.0}  # accuracy points
+
+
+def gate_data(reference, data: Optional[str]) -> str:
+    """The data to gate on: the given spec, else the data the run was trained on (its test/val split)."""
+    if data:
+        return str(data)
+    source = (reference.meta.get("data") or {}).get("source")
+    if not source:
+        raise OculaError("the run does not record its training data: pass --gate-data DATA (labelled images)")
+    return source
+
+
+def gate_samples(reference, data: str, limit: Optional[int] = None):
+    """→ (samples, label mapping data→model, split name); the same choice as `ocula evaluate`."""
+    from ocula.api import _evaluation_samples, _map_classes
+
+    samples, classes, split = _evaluation_samples(reference, data, None)
+    if limit and len(samples) > limit:
+        # Evenly spaced, not the first N: built-in splits are often ordered by class.
+        samples = samples.subset(np.linspace(0, len(samples) - 1, limit).round().astype(int).tolist())
+        split = f"{split}, {limit} evenly spaced"
+    return samples, _map_classes(classes, reference.classes), split
+
+
+def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
+                  workers: Optional[int] = None):
+    """Run the reference and every candidate on the same batches →
+    (ref logits (N, K), [candidate logits (N, K)], labels (N,), skipped files)."""
+    from tqdm import tqdm
+
+    from ocula.api import _split_loader
+
+    ref, cands, labels, skipped = [], [[] for _ in candidates], [], []
+    with tqdm(total=len(samples), desc="accuracy gate", unit="img", leave=False, dynamic_ncols=True) as bar:
+        for batch in _split_loader(reference, samples, batch_size, workers):
+            if len(batch) == 4:
+                skipped += batch[3]
+                bar.update(len(batch[3]))
+            if batch[0] is None:
+                continue
+            ref.append(reference.logits(batch[0]))
+            for out, cand in zip(cands, candidates):
+                out.append(cand.logits(batch[0]))
+            labels.append(batch[1])
+            bar.update(len(batch[0]))
+    if not ref:
+        raise OculaError("no readable images for the accuracy gate")
+    return (torch.cat(ref).numpy(), [torch.cat(c).numpy() for c in cands], torch.cat(labels).numpy(),
+            skipped)
+
+
+def compare(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray, max_drop: float) -> dict:
+    """The gate's numbers from two logit arrays and the true labels (model class indices)."""
+    ref_top, cand_top = ref.argmax(1), cand.argmax(1)
+    acc_ref, acc_cand = float((ref_top == labels).mean()), float((cand_top == labels).mean())
+    delta = round((acc_ref - acc_cand) * 100, 6)
+    report = {"images": int(len(labels)), "max_abs_logit_diff": float(np.abs(ref - cand).max()),
+              "mean_abs_logit_diff": float(np.abs(ref - cand).mean()),
+              "top1_agreement": float((ref_top == cand_top).mean()), "accuracy_pytorch": acc_ref,
+              "accuracy_exported": acc_cand, "delta_accuracy_points": delta, "max_drop_points": max_drop,
+              "passed": bool(delta <= max_drop)}
+    report["reason"] = None if report["passed"] else (
+        f"accuracy gate failed: accuracy dropped {delta:.2f} points "
+        f"({acc_ref * 100:.2f}% → {acc_cand * 100:.2f}%), more than the {max_drop:g} allowed")
+    return report
+
+
+def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop: Optional[float] = None,
+                  limit: Optional[int] = None, batch_size: int = 64, workers: Optional[int] = None):
+    """Compare exported models (e.g. OnnxClassifiers) with `reference` (the PyTorch Classifier).
+
+    `candidates`: one model → one report dict; a list → a list of reports (one pass over the data).
+    `data`: a built-in name, folder or CSV with labels (default: the run's own data: its test split,
+    else the held-out val); `limit`: at most this many images, evenly spaced; `max_drop`: allowed
+    accuracy drop in points (default 0.5 for fp32, 1 for int8).
+    """
+    single = not isinstance(candidates, (list, tuple))
+    candidates = [candidates] if single else list(candidates)
+    for cand in candidates:
+        if list(cand.classes) != list(reference.classes):
+            raise OculaError("the exported model's classes differ from the PyTorch model's")
+    spec = gate_data(reference, data)
+    samples, mapping, split = gate_samples(reference, spec, limit)
+    ref, outs, labels, skipped = paired_logits(reference, candidates, samples, batch_size=batch_size,
+                                               workers=workers)
+    reports = []
+    for cand, out in zip(candidates, outs):
+        precision = getattr(cand, "precision", "fp32")
+        drop = DEFAULT_MAX_DROP.get(precision, 0.5) if max_drop is None else float(max_drop)
+        report = compare(ref, out, mapping[labels], drop)
+        report.update(precision=precision, data=spec, split=split, skipped=len(skipped))
+        reports.append(report)
+    return reports[0] if single else reports
+
+
+def format_gate(report: dict) -> str:
+    """Three readable lines for the terminal."""
+    verdict = "PASS" if report["passed"] else "FAIL"
+    return (f"accuracy gate [{report['precision']}] on {report['data']} [{report['split']}], "
+            f"{report['images']} images: {verdict}\n"
+            f"  max |Δlogit| {report['max_abs_logit_diff']:.3g}   top-1 agreement "
+            f"{report['top1_agreement'] * 100:.2f}%\n"
+            f"  accuracy PyTorch {report['accuracy_pytorch'] * 100:.2f}%  exported "
+            f"{report['accuracy_exported'] * 100:.2f}%  Δ {report['delta_accuracy_points']:+.2f} points "
+            f"(max {report['max_drop_points']:g})")

@@ -1,0 +1,131 @@
+"""PyTorch bundle → one self-contained .onnx file with a dynamic batch axis.
+
+Everything needed to predict travels in the file's `metadata_props`:
+    ocula           the bundle metadata as JSON (arch, contract, classes, versions) + an "export" block
+    ocula.classes   JSON list of class names          (readable by tools that know nothing of ocula)
+    ocula.contract  JSON DataContract (size, channels, mean/std, interpolation, crop_pct)
+    ocula.version   the ocula version that wrote the file
+    ocula.arch      the architecture name
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ocula.errors import OculaError
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+META_KEY = "ocula"
+EXAMPLE_BATCH = 2  # a batch of 1 would let the exporter specialise the batch axis to 1
+
+
+def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int] = None) -> Path:
+    """Export `model` (eval mode) with the bundle `meta` written into the file; returns the path."""
+    import onnx
+
+    from ocula.data.contract import DataContract
+
+    contract = DataContract.from_dict(meta["contract"])
+    example = torch.randn(EXAMPLE_BATCH, contract.channels, contract.input_size, contract.input_size)
+    model = model.eval().float().to("cpu")
+    proto = _torch_export(model, example, opset)
+    onnx.checker.check_model(proto)
+    return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto)), out)
+
+
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: Optional[int]):
+    """torch.export-based exporter (the supported one); the TorchScript exporter only as a fallback."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes=({0: batch},), optimize=True, verbose=False)
+        return program.model_proto
+    except Exception as e:  # noqa: BLE001 - any exporter failure gets the second route
+        warnings.warn(f"torch.export-based ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "falling back to the TorchScript exporter")
+    return _torchscript_export(model, example, opset)
+
+
+def _torchscript_export(model, example, opset):
+    import io
+
+    import onnx
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset or 17,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _opset_of(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _export_meta(meta: dict, *, precision: str, opset: int, **extra) -> dict:
+    import ocula
+
+    out = dict(meta)
+    out["export"] = {"format": "onnx", "precision": precision, "opset": opset, "input": INPUT_NAME,
+                     "output": OUTPUT_NAME, "ocula": ocula.__version__, "torch": torch.__version__, **extra}
+    return out
+
+
+def write_onnx(proto, meta: dict, out) -> Path:
+    """Replace the file's ocula metadata with `meta` and save it as one file, atomically."""
+    import onnx
+
+    from ocula.io import atomic_path
+
+    props = {META_KEY: json.dumps(meta), "ocula.classes": json.dumps(meta["classes"]),
+             "ocula.contract": json.dumps(meta["contract"]),
+             "ocula.version": meta["export"]["ocula"], "ocula.arch": meta["arch"]["name"]}
+    keep = [p for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name, proto.doc_string = "ocula", f"ocula classifier: {meta['arch']['name']}"
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, tmp)  # weights inline: one file is the whole model (< 2 GB)
+    return out
+
+
+def read_onnx_meta(path) -> dict:
+    """The ocula metadata of an exported file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise OculaError(f"no such ONNX file: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own exception types
+        raise OculaError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+    return parse_meta({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def parse_meta(props: dict, path) -> dict:
+    if META_KEY not in props:
+        raise OculaError(f"{path}: ONNX file without ocula metadata (export it with `ocula export`)")
+    meta = json.loads(props[META_KEY])
+    for key in ("classes", "contract", "arch"):
+        if key not in meta:
+            raise OculaError(f"{path}: ocula metadata lacks '{key}'")
+    return meta
+
+
+def load_proto(path):
+    import onnx
+
+    return onnx.load(str(path))

@@ -1,0 +1,81 @@
+"""ONNX Runtime behind the Classifier surface: `OnnxClassifier.load("model.onnx").predict("cat.jpg")`.
+
+Classes and preprocessing come from the file's metadata alone (see ocula.export.onnx), and batching,
+top-k and file decoding are the very code `Classifier` runs (ocula.inference.predictor.Predictor).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ocula.errors import OculaError
+from ocula.inference.predictor import Predictor
+
+# What a run directory's exports are called (`ocula export RUN` writes them).
+FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
+
+
+def resolve_onnx(path, int8: bool = False) -> Path:
+    """A .onnx file, or a run directory holding model.onnx (model.int8.onnx with int8=True)."""
+    p = Path(path)
+    if p.is_dir():
+        found = p / (INT8_NAME if int8 else FP32_NAME)
+        if not found.is_file():
+            extra = " --int8 --calibrate DATA" if int8 else ""
+            raise OculaError(f"{path}: no {found.name} (create it with `ocula export {path} --format onnx{extra}`)")
+        return found
+    if not p.is_file():
+        raise OculaError(f"no such ONNX model or run directory: {path}")
+    if p.suffix != ".onnx":
+        raise OculaError(f"{path}: expected a .onnx file or a run directory")
+    return p
+
+
+def make_session(path, threads: Optional[int] = None):
+    """A CPU InferenceSession: all graph optimisations, `threads` intra-op threads (None: ORT's choice)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3  # warnings about unused initialisers etc. are noise to users
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise OculaError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+
+
+class OnnxClassifier(Predictor):
+    """Same surface as `Classifier` (classes, contract, transform, meta, preprocess, logits, predict,
+    predict_proba, predict_files), running an exported file on ONNX Runtime's CPU provider."""
+
+    def __init__(self, session, meta: dict, path: Optional[Path] = None):
+        self.session, self.path = session, path
+        self.device = torch.device("cpu")
+        self._init_contract(meta)
+        self.input_name = session.get_inputs()[0].name
+        self.precision = meta.get("export", {}).get("precision", "fp32")
+
+    @classmethod
+    def load(cls, path, threads: Optional[int] = None, int8: bool = False) -> "OnnxClassifier":
+        """`path`: a .onnx file or a run directory (its model.onnx; model.int8.onnx with int8=True)."""
+        from ocula.export.onnx import parse_meta
+
+        onnx_path = resolve_onnx(path, int8=int8)
+        session = make_session(onnx_path, threads)
+        meta = parse_meta(session.get_modelmeta().custom_metadata_map, onnx_path)
+        return cls(session, meta, onnx_path)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch (B, C, H, W) → logits (B, K), float32 on the CPU."""
+        if x.dim() != 4:
+            raise OculaError(f"expected a batch (B, C, H, W), got shape {tuple(x.shape)}")
+        feed = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (out,) = self.session.run(None, {self.input_name: feed})
+        return torch.from_numpy(out).float()
