@@ -1,0 +1,18 @@
+"""Serve a model over HTTP: `ocula serve RUN` or `ocula.serve.serve(RUN)`; `create_app(model)` for the
+FastAPI app itself (tests, embedding in another ASGI server). See docs/serve.md."""
+from __future__ import annotations
+
+
+def create_app(model, name=None, **options):
+    from ocula.serve.app import create_app as _create_app
+
+    return _create_app(model, name, **options)
+
+
+def serve(run, **options) -> None:
+    from ocula.serve.runner import serve as _serve
+
+    _serve(run, **options)
+
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,210 @@
+"""The HTTP app: `create_app(model)` → a FastAPI app that classifies images over HTTP.
+
+    GET  /                          a page: drop an image, see the top-k with bars
+    POST /predict?topk=5            images (multipart 'file'/'files', or a raw image body) → top-k JSON
+    *    /v2/...                    Open Inference Protocol v2 (see oip.py): tritonclient works unchanged
+    GET  /metrics                   Prometheus text
+
+`model` is anything with the Classifier surface (`ocula.load(run)`, or ONNX Runtime's
+`ocula.export.runtime.OnnxClassifier`). Images are decoded in a small thread pool, the model runs in
+one thread behind the micro-batcher, and the event loop only moves bytes.
+FastAPI is imported at module level because it resolves handler annotations by name; `import ocula`
+never imports this module.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Optional
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from ocula.serve.batching import BatcherBusy, BatcherClosed, MicroBatcher
+from ocula.serve.limits import BodyLimit, Rejected, header, images_to_batch, read_image_bodies, send_error
+from ocula.serve.metrics import Metrics, MetricsMiddleware
+
+MB = 2 ** 20
+OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready")  # no API key needed: the page and probes
+
+
+class Service:
+    """Everything a request handler needs: the model, the batcher, the limits, the metrics."""
+
+    def __init__(self, model, name: str, platform: str, *, max_batch: int, max_wait_ms: float,
+                 timeout_s: float, max_pixels: int, max_images: int, max_queue: int,
+                 decode_workers: Optional[int]):
+        self.model, self.name, self.platform = model, name, platform
+        self.timeout_s, self.max_pixels, self.max_images = timeout_s, max_pixels, max_images
+        self.decode_workers = decode_workers or min(4, os.cpu_count() or 1)
+        self.metrics = Metrics(lambda: self.batcher.depth)
+        self.batcher = MicroBatcher(model.logits, max_batch, max_wait_ms, max_queue,
+                                    on_batch=self.metrics.observe_batch)
+        self._decoder: Optional[ThreadPoolExecutor] = None
+
+    async def start(self) -> None:
+        self._decoder = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="ocula-decode")
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.close()  # drains: requests already queued still get their answer
+        self._decoder.shutdown(wait=True)
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher.running
+
+    @property
+    def input_shape(self) -> list[int]:
+        c = self.model.contract
+        return [c.channels, c.input_size, c.input_size]
+
+    async def read(self, reading):
+        """Await a body read; a client that does not send its body in time gets 408."""
+        try:
+            return await asyncio.wait_for(reading, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise Rejected(408, f"request body not received within {self.timeout_s:g} s") from None
+
+    async def decode(self, bodies: list[tuple[str, bytes]]) -> torch.Tensor:
+        if len(bodies) > self.max_images:
+            raise Rejected(413, f"{len(bodies)} images in one request; the limit is {self.max_images}")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decoder, images_to_batch, self.model, bodies, self.max_pixels)
+
+    async def classify(self, work) -> torch.Tensor:
+        """Run `work` (decode + infer) under the per-request timeout; map server states to 503/504."""
+        try:
+            return await asyncio.wait_for(work, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise Rejected(504, f"no answer within {self.timeout_s:g} s") from None
+        except BatcherClosed as e:
+            raise Rejected(503, str(e)) from None
+        except BatcherBusy as e:
+            raise Rejected(503, f"server busy: {e}", {"retry-after": "1"}) from None
+
+    async def classify_bodies(self, bodies: list[tuple[str, bytes]]) -> torch.Tensor:
+        async def work():
+            return await self.batcher.infer(await self.decode(bodies))
+
+        return await self.classify(work())
+
+
+class ApiKeyGuard:
+    """ASGI middleware: 401 unless `X-API-Key: KEY` or `Authorization: Bearer KEY` is sent."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self._allowed(scope):
+            return await send_error(send, 401, "missing or wrong API key: send it as 'X-API-Key: KEY' "
+                                    "or 'Authorization: Bearer KEY'", {"www-authenticate": "Bearer"})
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope) -> bool:
+        given = header(scope, b"x-api-key")
+        auth = header(scope, b"authorization") or ""
+        if given is None and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        # compare_digest: the time taken does not reveal how much of the key was right
+        return given is not None and hmac.compare_digest(given.encode("latin-1"), self.key)
+
+
+def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+               api_key: Optional[str] = None, timeout_s: float = 30.0, max_body_bytes: int = 20 * MB,
+               max_pixels: int = 40_000_000, max_images: int = 64, max_queue: int = 1024,
+               decode_workers: Optional[int] = None, platform: str = "pytorch"):
+    """The FastAPI app serving `model`. Its lifespan starts the batcher and, on shutdown, drains it."""
+    from ocula.serve.oip import make_router
+
+    service = Service(model, name or model.meta.get("name") or "model", platform, max_batch=max_batch,
+                      max_wait_ms=max_wait_ms, timeout_s=timeout_s, max_pixels=max_pixels,
+                      max_images=max_images, max_queue=max_queue, decode_workers=decode_workers)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    import ocula
+
+    app = FastAPI(title=f"ocula: {service.name}", version=ocula.__version__, lifespan=lifespan)
+    app.state.service = service
+    _add_routes(app, service, key_required=bool(api_key))
+    app.include_router(make_router(service))
+    _add_error_handlers(app)
+    # Outermost last: metrics see every answer, the key is checked before any body is read.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if api_key:
+        app.add_middleware(ApiKeyGuard, key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def _add_routes(app, service: Service, key_required: bool) -> None:
+    from ocula.serve.schemas import Error, PredictResponse
+
+    page = _page(service, key_required)
+    errors = {code: {"model": Error} for code in (401, 408, 413, 415, 422, 503, 504)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return HTMLResponse(page)
+
+    @app.post("/predict", response_model=PredictResponse, responses=errors)
+    async def predict(request: Request, topk: int = Query(5, ge=1, le=1000)):
+        """Classify one or several images: multipart 'file'/'files', or a raw image body."""
+        bodies = await service.read(read_image_bodies(request, service.max_images))
+        probs = (await service.classify_bodies(bodies)).softmax(1)
+        k = min(topk, len(service.model.classes))
+        values, indices = probs.topk(k)
+        preds = []
+        for (label, _), p, i in zip(bodies, values.tolist(), indices.tolist()):
+            top = [{"label": service.model.classes[j], "prob": q} for j, q in zip(i, p)]
+            preds.append({"source": label, "label": top[0]["label"], "prob": top[0]["prob"], "topk": top})
+        return {"model": service.name, "predictions": preds}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+
+def _page(service: Service, key_required: bool) -> str:
+    text = (resources.files("ocula.serve") / "page.html").read_text(encoding="utf-8")
+    info = {"name": service.name, "classes": len(service.model.classes), "backend": service.platform,
+            "input": service.input_shape, "key_required": key_required}
+    # "<" escaped so that no value can close the <script> element it is placed in
+    return text.replace("__OCULA_INFO__", json.dumps(info).replace("<", "\\u003c"))
+
+
+def _add_error_handlers(app) -> None:
+    @app.exception_handler(Rejected)
+    async def rejected(request, exc: Rejected):
+        return JSONResponse({"error": exc.reason}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request, exc: Exception):  # a bug, not bad input: still answer in JSON
+        return JSONResponse({"error": f"internal error ({type(exc).__name__})"}, 500)

@@ -1,0 +1,127 @@
+"""`serve(run)`: load a model (PyTorch, or its ONNX export) and serve it with uvicorn until Ctrl-C.
+
+Shutdown is graceful: uvicorn stops accepting connections and waits for requests in flight, then the
+app's lifespan drains the micro-batcher, so nothing already accepted is dropped.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ocula.errors import OculaError
+
+
+def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optional[int] = None):
+    """→ (model with the Classifier surface, OIP platform name)."""
+    if int8 and not onnx:
+        raise OculaError("--int8 serves the quantized ONNX export: add --onnx")
+    if onnx:
+        try:
+            from ocula.export.runtime import OnnxClassifier
+        except ModuleNotFoundError as e:
+            raise OculaError(f"--onnx needs ocula's export support ({e.name} is missing; "
+                             f"pip install 'ocula[export]')") from None
+        return OnnxClassifier.load(run, threads=threads, int8=int8), "onnxruntime_onnx"
+    from ocula.inference.predictor import Classifier
+
+    return Classifier.load(run), "pytorch_libtorch"
+
+
+def model_name(run) -> str:
+    """The run directory's name (`runs/shoes` → shoes); for a file, the run it sits in, else its stem."""
+    p = Path(run).resolve()
+    if p.is_dir():
+        return p.name
+    if p.parent.name == "weights":
+        return p.parent.parent.name
+    return p.stem
+
+
+def api_key_from_env(variable: Optional[str]) -> Optional[str]:
+    if not variable:
+        return None
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise OculaError(f"--api-key-env {variable}: that environment variable is not set or empty")
+    return key
+
+
+def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False, int8: bool = False,
+          name: Optional[str] = None, max_batch: int = 32, max_wait_ms: float = 5.0,
+          api_key_env: Optional[str] = None, timeout_s: float = 30.0, max_body_mb: float = 20.0,
+          threads: Optional[int] = None, access_log: bool = False,
+          announce: Callable[[str], None] = print) -> None:
+    """Serve `run` over HTTP until interrupted (see docs/serve.md)."""
+    import uvicorn
+    from prometheus_client import disable_created_metrics
+
+    from ocula.serve.app import create_app
+
+    disable_created_metrics()  # *_created series are noise on dashboards; this process only serves
+    if max_batch < 1 or max_wait_ms < 0 or timeout_s <= 0 or max_body_mb <= 0:
+        raise OculaError("--max-batch must be >= 1, --max-wait-ms >= 0, --timeout-s and --max-body-mb > 0")
+    key = api_key_from_env(api_key_env)
+    model, platform = load_for_serving(run, onnx=onnx, int8=int8, threads=threads)
+    name = name or model_name(run)
+    app = create_app(model, name, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=key,
+                     timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 2 ** 20), platform=platform)
+    url_host = f"[{host}]" if ":" in host else host
+    announce(f"serving '{name}' ({platform}, {len(model.classes)} classes) at http://{url_host}:{port}/ "
+             f"— page at /, POST /predict, Open Inference Protocol at /v2, metrics at /metrics")
+    if not _is_loopback(host) and not key:
+        announce(f"warning: listening on {host} without an API key; anyone who can reach it may use it "
+                 f"(--api-key-env VAR)")
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
+                            timeout_graceful_shutdown=int(timeout_s) + 5, log_level="info")
+    uvicorn.Server(config).run()
+
+
+class BackgroundServer:
+    """uvicorn in a thread of this process (notebooks, tests): `with BackgroundServer(app) as s: s.url`.
+
+    `port=0` picks a free port. Leaving the block shuts down gracefully, like Ctrl-C would.
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, timeout_graceful_s: int = 30):
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning",
+                                timeout_graceful_shutdown=timeout_graceful_s)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="ocula-serve", daemon=True)
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OculaError("the server did not start (is the port in use?)")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop accepting, finish requests in flight, drain the batcher, join the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
