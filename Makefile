@@ -6,7 +6,7 @@ OCULA := $(VENV)/bin/ocula
 STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test test-fast datasets bench clean
+.PHONY: install demo test test-fast datasets browsers bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,13 +23,20 @@ datasets:
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1; } || \
 	  echo "note: Debian's dataset-fashion-mnist is not installed; ocula will look elsewhere"
 
+# The page served by `ocula serve` is tested in Debian's headless Chromium (driven by Selenium);
+# without it that test is skipped and counted.
+browsers:
+	@{ test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; } || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	  >/dev/null 2>&1; } || echo "note: chromium/chromium-driver are not installed; the browser test will be skipped"
+
 demo: install datasets
 	$(OCULA) train fashion-mnist --recipe fmnist-fast --epochs 3 --out runs/demo-fmnist
 	$(OCULA) evaluate runs/demo-fmnist fashion-mnist
 	$(OCULA) datasets export fashion-mnist runs/demo-samples --split test --limit 12
 	$(OCULA) predict runs/demo-fmnist runs/demo-samples --topk 3
 
-test: install datasets
+test: install datasets browsers
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install datasets
