@@ -1,0 +1,317 @@
+"""Explain predictions: one call from a run (or Classifier) and images to maps in [0, 1].
+
+    maps = ocula.explain.explain("runs/shoes", ["a.jpg", "b.jpg"])               # default method
+    maps = clf.explain(images, method="gradcam++", target="sandal")
+    summary = explain_to_folder("runs/shoes", ["photos/"], "maps/")               # PNGs + maps.npz
+
+Three levels, each built from the one below:
+    explain_to_folder  → overlays, a grid, maps.npz and summary.json on disk (what the CLI calls)
+    explain_images     → Explanation objects (map, label, probability, the image the model saw)
+    explain_tensor     → preprocessed batch (B, C, H, W) or clips (B, T, C, H, W) → (maps, logits)
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ocula.errors import BadImageError, OculaError, did_you_mean
+from ocula.explain.cam import CAM_METHODS
+from ocula.explain.reference import REFERENCE_METHODS
+
+METHODS = CAM_METHODS + ("rollout",) + REFERENCE_METHODS
+
+
+@dataclass
+class Explanation:
+    source: str
+    map: Optional[np.ndarray] = None  # (H, W), or (T, H, W) for a clip; float32 in [0, 1]
+    target: Optional[int] = None  # the explained class index
+    label: Optional[str] = None  # … and its name
+    prob: Optional[float] = None  # … and its probability
+    predicted: Optional[str] = None  # the model's top class (differs from label when a target is forced)
+    predicted_prob: Optional[float] = None
+    view: Optional[np.ndarray] = None  # uint8 (H, W, C), or (T, H, W, C): the pixels the model saw
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("source", "target", "label", "prob", "predicted",
+                                                "predicted_prob", "error")}
+
+
+# ---------------------------------------------------------------------------- level 1: tensors
+def explain_tensor(model: nn.Module, x: torch.Tensor, method: str = "auto", classes=None,
+                   layer: Optional[str] = None, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                   window: Optional[int] = None, steps: int = 32) -> tuple[np.ndarray, torch.Tensor]:
+    """Preprocessed batch → (maps in [0, 1] at input size, logits (B, K) on the CPU).
+
+    `classes`: None (each input's predicted class), an int, or one index per input.
+    `layer`: CAM methods only; a module name overriding the architecture's default target layer.
+    """
+    from ocula.explain.targets import resolve_target_layer
+
+    method = resolve_method(model, method)
+    if layer and method not in CAM_METHODS:
+        raise OculaError(f"--layer applies to CAM methods ({', '.join(CAM_METHODS)}), not '{method}'")
+    device = next(model.parameters()).device
+    x = x.to(device)
+    chosen = _class_tensor(classes, x.shape[0])
+    with _eval_mode(model):
+        if method in CAM_METHODS:
+            from ocula.explain.cam import cam_maps
+
+            return cam_maps(model, x, chosen, method, resolve_target_layer(model, layer))
+        if method == "rollout":
+            from ocula.explain.rollout import rollout_maps
+
+            return rollout_maps(model, x, head_fusion, discard_ratio)
+        from ocula.explain.reference import reference_maps
+
+        return reference_maps(model, x, chosen, method, window=window, steps=steps)
+
+
+def resolve_method(model: nn.Module, method: str) -> str:
+    from ocula.explain.targets import default_method
+
+    name = (method or "auto").lower().replace("_", "").replace("-", "")
+    aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "integratedgradients": "ig",
+               "attentionrollout": "rollout"}
+    name = aliases.get(name, name)
+    if name == "auto":
+        return default_method(model)
+    if name not in METHODS:
+        raise OculaError(f"unknown method '{method}'{did_you_mean(method, METHODS)} "
+                         f"(choose from auto, {', '.join(METHODS)})")
+    return name
+
+
+def _class_tensor(classes, n: int) -> Optional[torch.Tensor]:
+    if classes is None:
+        return None
+    t = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+    return t.expand(n).clone() if t.numel() == 1 else t
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Explain in eval mode (dropout off, BatchNorm frozen); a model in training mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------- level 2: images
+def explain_images(model_or_run, images, method: str = "auto", target=None, layer: Optional[str] = None,
+                   batch_size: int = 16, progress: bool = True, **options) -> list[Explanation]:
+    """Paths, folders, globs, PIL images, arrays or a preprocessed tensor → one Explanation each.
+
+    Unreadable files become Explanations with `.error` set; the others are explained in batches.
+    `target`: None (the predicted class), a class name or an index, the same for every image.
+    """
+    from tqdm import tqdm
+
+    clf = as_classifier(model_or_run)
+    index = target_index(target, clf.classes)
+    results, tensors = _load_inputs(clf, images)
+    ready = [i for i, r in enumerate(results) if r.error is None]
+    starts = range(0, len(ready), batch_size)
+    for start in tqdm(starts, desc=f"explain ({resolve_method(clf.model, method)})", unit="batch",
+                      disable=not progress or len(starts) < 2):
+        chunk = ready[start:start + batch_size]
+        x = torch.stack([tensors[i] for i in chunk])
+        maps, logits = explain_tensor(clf.model, x, method, index, layer, **options)
+        probs = logits.softmax(1)
+        for i, m, p in zip(chunk, maps, probs):
+            _fill(results[i], m, p, index, clf.classes)
+        del maps, logits, x
+    return results
+
+
+def explain(model_or_run, images, method: str = "auto", target=None, layer: Optional[str] = None,
+            **options) -> list[np.ndarray]:
+    """Maps in [0, 1] at the model's input resolution, one per image ((T, H, W) per clip).
+
+    `model_or_run`: a Classifier, a run directory or a .safetensors bundle — or a bare nn.Module
+    when `images` is an already preprocessed tensor. Unreadable images raise OculaError here; use
+    `explain_images` to get them reported instead.
+    """
+    if isinstance(model_or_run, nn.Module):
+        if not isinstance(images, torch.Tensor):
+            raise OculaError("a bare nn.Module needs a preprocessed tensor; pass a run or Classifier for files")
+        x = images if images.dim() >= 4 else images[None]
+        if isinstance(target, str):
+            raise OculaError("a bare nn.Module knows no class names; pass target as an index")
+        return list(explain_tensor(model_or_run, x, method, target, layer, **options)[0])
+    results = explain_images(model_or_run, images, method, target, layer, progress=False, **options)
+    bad = [r for r in results if r.error]
+    if bad:
+        raise OculaError(f"{bad[0].source}: {bad[0].error}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    return [r.map for r in results]
+
+
+def as_classifier(model_or_run):
+    from ocula.inference.predictor import Classifier
+
+    if isinstance(model_or_run, Classifier):
+        return model_or_run
+    if isinstance(model_or_run, (str, Path)):
+        return Classifier.load(model_or_run)
+    raise OculaError(f"expected a run directory, a .safetensors bundle or a Classifier, "
+                     f"got {type(model_or_run).__name__}")
+
+
+def target_index(target, classes: list[str]) -> Optional[int]:
+    """None, an index, or a class name (exact, else a digit string) → index; did-you-mean otherwise."""
+    if target is None:
+        return None
+    if isinstance(target, str) and target in classes:
+        return classes.index(target)
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().lstrip("-").isdigit()):
+        i = int(target)
+        if not 0 <= i < len(classes):
+            raise OculaError(f"target index {i} is out of range: the model has {len(classes)} classes")
+        return i
+    raise OculaError(f"unknown target class '{target}'{did_you_mean(str(target), classes)} "
+                     f"(classes: {', '.join(classes[:10])}{' …' if len(classes) > 10 else ''})")
+
+
+def _fill(result: Explanation, heat: np.ndarray, probs: torch.Tensor, index: Optional[int], classes) -> None:
+    top = int(probs.argmax())
+    chosen = top if index is None else index
+    result.map = heat
+    result.target, result.label, result.prob = chosen, classes[chosen], float(probs[chosen])
+    result.predicted, result.predicted_prob = classes[top], float(probs[top])
+
+
+def _load_inputs(clf, images) -> tuple[list[Explanation], list[Optional[torch.Tensor]]]:
+    """→ (an Explanation per input, with .view or .error set; the normalised tensor per input)."""
+    if isinstance(images, torch.Tensor):
+        x = images if images.dim() == 4 + bool(_is_video(clf)) else images[None]
+        return [Explanation(f"<tensor {i}>", view=_unnormalise(t, clf.contract)) for i, t in enumerate(x)], list(x)
+    if _is_video(clf):
+        return _load_clips(clf, images)
+    from ocula.data.images import open_image, to_pil
+    from ocula.data.transforms import eval_geometry, normalize
+
+    geometry, norm = eval_geometry(clf.contract), normalize(clf.contract)
+    results, tensors = [], []
+    for item in _expand(images):
+        name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} {len(results)}>"
+        try:
+            if isinstance(item, (str, Path)):
+                img = open_image(item, channels=clf.contract.channels, draft_size=clf.contract.input_size)
+            else:
+                img = to_pil(item, channels=clf.contract.channels)
+            pixels = geometry(img)  # uint8 (C, H, W): exactly what the model sees, before normalising
+        except BadImageError as e:
+            results.append(Explanation(name, error=e.reason))
+            tensors.append(None)
+            continue
+        results.append(Explanation(name, view=pixels.permute(1, 2, 0).numpy()))
+        tensors.append(norm(pixels))
+    if not results:
+        raise OculaError("no images to explain")
+    return results, tensors
+
+
+def _expand(images) -> list:
+    """Single items become a list; path strings may be folders, globs or CSV manifests."""
+    from ocula.inference.inputs import expand_inputs
+
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    out = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            paths, missing = expand_inputs([item])
+            if missing:
+                raise OculaError(f"{item}: {missing[0][1]}")
+            out += paths
+        else:
+            out.append(item)
+    return out
+
+
+def _unnormalise(t: torch.Tensor, contract) -> np.ndarray:
+    """A normalised tensor (…, C, H, W) → uint8 (…, H, W, C) for overlays."""
+    mean = torch.tensor(contract.mean).view(-1, 1, 1)
+    std = torch.tensor(contract.std).view(-1, 1, 1)
+    pixels = ((t.detach().cpu().float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.movedim(-3, -1).numpy()
+
+
+def _is_video(clf) -> bool:
+    return bool(clf.contract.frames) or clf.meta.get("task") == "video"
+
+
+def _load_clips(clf, clips):
+    raise OculaError("explaining video models is not yet supported (needs ocula.video)")
+
+
+# ---------------------------------------------------------------------------- level 3: files
+def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", method: str = "auto", target=None,
+                      layer: Optional[str] = None, batch_size: int = 16, cols: int = 4, **options) -> dict:
+    """Explain inputs and write, under `out`: one overlay PNG per input, grid.png (several inputs),
+    maps.npz (map_0000, … in input order) and summary.json. → the summary."""
+    from ocula.explain import overlay
+    from ocula.io import write_json
+
+    clf = as_classifier(model_or_run)
+    chosen = resolve_method(clf.model, method)
+    results = explain_images(clf, inputs, chosen, target, layer, batch_size=batch_size, **options)
+    out = Path(out)
+    panels, rows, arrays = [], [], {}
+    for i, r in enumerate(results):
+        row = r.to_dict()
+        if r.error is None:
+            picture = _panel(r)
+            row["overlay"] = overlay.save_png(picture, out / f"{i:04d}_{_stem(r.source)}.png")
+            row["map_key"] = f"map_{i:04d}"
+            arrays[row["map_key"]] = r.map.astype(np.float16)  # 2 bytes a pixel is plenty for [0, 1]
+            panels.append(picture)
+        rows.append(row)
+    if len(panels) > 1:
+        overlay.save_png(overlay.grid(panels, cols), out / "grid.png")
+    if arrays:
+        _write_npz(out / "maps.npz", arrays)
+    summary = {"model": str(getattr(model_or_run, "name", model_or_run)), "method": chosen,
+               "layer": _layer_name(clf.model, chosen, layer), "target": target, "out": str(out),
+               "explained": len(arrays), "errors": sum(1 for r in results if r.error), "items": rows}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _panel(r: Explanation):
+    from ocula.explain import overlay
+
+    title = f"{r.label} {r.prob:.2f}" + ("" if r.label == r.predicted else f" (pred {r.predicted} {r.predicted_prob:.2f})")
+    if r.map.ndim == 3:
+        return overlay.clip_panel(list(r.view), r.map, title)
+    return overlay.panel(r.view, r.map, title)
+
+
+def _layer_name(model: nn.Module, method: str, layer: Optional[str]) -> Optional[str]:
+    if method not in CAM_METHODS:
+        return None
+    from ocula.explain.targets import resolve_target_layer
+
+    return resolve_target_layer(model, layer).name
+
+
+def _stem(source: str) -> str:
+    stem = Path(source).stem if not source.startswith("<") else source.strip("<>").replace(" ", "_")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "input"
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    from ocula.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)

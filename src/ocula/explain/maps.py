@@ -1,0 +1,39 @@
+"""Raw low-resolution saliency → maps at the input's resolution, scaled to [0, 1]."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_input_size(raw, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) scores, any sign and scale → (N, H, W) float32 in [0, 1], bilinearly upsampled."""
+    return scale_01(upsample(raw, size)).numpy()
+
+
+def upsample(raw, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) → (N, H, W). Negative evidence is clipped first: maps show what speaks *for* the class."""
+    t = torch.nan_to_num(torch.as_tensor(np.asarray(raw), dtype=torch.float32)).clamp(min=0)
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return t
+
+
+def scale_01(t: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max scaling of (N, ...); a constant map carries nothing and becomes zeros.
+
+    "Constant" is relative: a flat map upsampled from 1×1 differs by float rounding only, and
+    stretching that noise to [0, 1] would draw a meaningless hot spot."""
+    flat = t.reshape(t.shape[0], -1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    span = hi - lo
+    flat_map = span <= 1e-5 * torch.maximum(hi.abs(), lo.abs()) + 1e-12
+    out = torch.where(flat_map, torch.zeros_like(flat), (flat - lo) / span.clamp(min=1e-12))
+    return out.reshape(t.shape)
+
+
+def per_clip(raw, clips: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(B*T, h, w) frame scores → (B, T, H, W), one scale per clip so a frame the model ignores looks
+    cold instead of being stretched to full range."""
+    b, t = clips
+    return scale_01(upsample(raw, size).reshape(b, t, *size)).numpy()

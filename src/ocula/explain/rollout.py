@@ -1,0 +1,113 @@
+"""Attention rollout (Abnar & Zuidema, 2020) through an explicit attention path.
+
+Fused attention (`F.scaled_dot_product_attention`) never materialises the weights. Like nanoGPT's
+flag, timm's `Attention.fused_attn` switches to the explicit path `softmax(q kᵀ · scale)` followed
+by `attn_drop`; for the duration of one forward ocula turns the flag off and reads the weights as
+the input of `attn_drop`, then restores both. Per layer l, with heads fused (mean, max or min) and
+the weakest `discard_ratio` of entries zeroed:
+
+    Â_l = normalise_rows((A_l + I) / 2)          # the residual path carries half the signal
+    R   = Â_L · … · Â_1                           # how much each input token flows to each output
+    map = R[cls, patches]  (or the mean of the patch rows when the model has no class token)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ocula.errors import OculaError
+from ocula.explain.maps import per_clip, to_input_size
+from ocula.explain.targets import attention_modules, is_vit, patch_grid
+
+_FUSE = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}  # over heads
+HEAD_FUSIONS = tuple(_FUSE)
+
+
+def rollout_maps(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                 ) -> tuple[np.ndarray, torch.Tensor]:
+    """Preprocessed images (B, C, H, W) or clips → (maps in [0, 1] at input size, logits (B, K))."""
+    vit = _rollout_vit(model)
+    attentions, logits = collect_attention(model, x)
+    grid = rollout_grid(attentions, vit, head_fusion, discard_ratio)  # (N, h, w)
+    size = tuple(x.shape[-2:])
+    if x.dim() == 5:
+        return per_clip(grid.numpy(), tuple(x.shape[:2]), size), logits
+    return to_input_size(grid.numpy(), size), logits
+
+
+def collect_attention(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One forward on the explicit path → ([softmax weights (N, heads, T, T) per layer], logits)."""
+    modules = attention_modules(model)
+    if not modules:
+        raise OculaError(f"{type(model).__name__} has no attention layers for rollout; use method='gradcam'")
+    weights: list[torch.Tensor] = []
+    fused = [m.fused_attn for m in modules]
+    handles = [m.attn_drop.register_forward_hook(lambda _m, inp, _out: weights.append(inp[0].detach()))
+               for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in zip(modules, fused):
+            m.fused_attn = flag
+    if not weights:
+        raise OculaError("the attention layers did not run their explicit path; rollout is not possible")
+    return weights, logits.float().cpu()
+
+
+def rollout_grid(attentions: list[torch.Tensor], vit: nn.Module, head_fusion: str = "mean",
+                 discard_ratio: float = 0.0) -> torch.Tensor:
+    """Per-layer attention → (N, h, w) rollout over the patch grid, unscaled."""
+    prefix = vit.num_prefix_tokens
+    flow = attention_rollout(attentions, head_fusion, discard_ratio, keep=prefix)  # (N, T, T)
+    if getattr(vit, "cls_token", None) is not None:
+        scores = flow[:, 0, prefix:]  # what the class token gathered from each patch
+    else:  # average-pooled ViTs: the patches' own rows are what the head sees
+        scores = flow[:, prefix:, prefix:].mean(1)
+    h, w = patch_grid(vit, scores.shape[1])
+    return scores.reshape(-1, h, w)
+
+
+def attention_rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      keep: int = 1) -> torch.Tensor:
+    """[(N, heads, T, T)] → (N, T, T) rollout. The top-left `keep`×`keep` block (prefix tokens among
+    themselves) is never discarded, so the class token always keeps a path to itself."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise OculaError(f"unknown head fusion '{head_fusion}' (choose from {', '.join(HEAD_FUSIONS)})")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise OculaError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    n, _, t, _ = attentions[0].shape
+    eye = torch.eye(t)
+    result = eye.expand(n, t, t).clone()
+    for attn in attentions:
+        a = _FUSE[head_fusion](attn.float().cpu())  # (N, T, T)
+        if discard_ratio > 0:
+            a = _discard_weakest(a, discard_ratio, keep)
+        a = (a + eye) / 2
+        a = a / a.sum(-1, keepdim=True)
+        result = a @ result
+    return result
+
+
+def _discard_weakest(a: torch.Tensor, ratio: float, keep: int) -> torch.Tensor:
+    n, t, _ = a.shape
+    protected = torch.zeros(t, t, dtype=torch.bool)
+    protected[:keep, :keep] = True
+    scores = a.masked_fill(protected, float("inf")).reshape(n, -1)
+    k = int(scores.shape[1] * ratio)
+    drop = scores.topk(k, dim=1, largest=False).indices
+    return a.reshape(n, -1).scatter(1, drop, 0.0).reshape(n, t, t)
+
+
+def _rollout_vit(model: nn.Module) -> nn.Module:
+    """The ViT whose tokens the rollout lays on a grid (the model, or a video model's frame encoder)."""
+    for m in model.modules():
+        if is_vit(m):
+            return m
+    raise OculaError(f"rollout needs a vision transformer (patch tokens); {type(model).__name__} has none — "
+                     "use method='gradcam'")
