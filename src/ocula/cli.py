@@ -76,6 +76,8 @@ def build_parser() -> Parser:
                    "(default: RUN/eval-DATA)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int)
+    p.add_argument("--explain-errors", type=int, metavar="N", help="gallery of the N most confident errors "
+                   "with their saliency maps (OUT/errors/)")
     p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("inputs", nargs="+", help="image files, folders, globs ('*.png') or CSV manifests")
@@ -156,6 +158,11 @@ def cmd_evaluate(args) -> int:
         if report["skipped"]:
             print(f"skipped {len(report['skipped'])} unreadable files (listed in {out}/report.json)")
         print(f"report, CSVs and confusion matrix in {out}/")
+    if args.explain_errors:
+        from ocula.explain.gallery import explain_errors
+
+        shown = explain_errors(args.run, args.data, args.explain_errors, Path(out) / "errors", split=args.split)
+        print(f"{shown['shown']} of {shown['errors']} errors explained in {shown['out']}/ (errors.png, errors.csv)")
     return 0
 
 
