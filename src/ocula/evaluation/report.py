@@ -11,29 +11,14 @@ import io
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
 
+from ocula.io import atomic_path
+
 PathLike = Union[str, os.PathLike]
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[str]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not mkstemp: its 0600 mode would survive os.replace; a fresh name keeps the umask's mode
-    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def _write_text(text: str, path: PathLike) -> None:
