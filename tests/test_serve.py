@@ -194,6 +194,30 @@ def test_timeout_gives_504_and_server_recovers(clf, digit_pngs):
         assert ok.status_code == 200
 
 
+def test_v2_infer_in_plain_json(client, clf, digit_pngs):
+    import base64
+
+    x = clf.preprocess(digit_pngs[0]).unsqueeze(0)  # (1, 1, 8, 8)
+    r = client.post("/v2/models/digits/infer", json={
+        "id": "42", "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                                "data": x.flatten().tolist()}],
+        "outputs": [{"name": "logits"}]})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["id"] == "42" and body["model_name"] == "digits"
+    (out,) = body["outputs"]
+    assert out["shape"] == [1, 10] and np.allclose(out["data"], clf.logits(x).flatten().numpy(), atol=1e-5)
+
+    encoded = base64.b64encode(read(digit_pngs[1])).decode()
+    r = client.post("/v2/models/digits/versions/1/infer", json={
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [encoded]}]})
+    probs = {o["name"]: o for o in r.json()["outputs"]}["probabilities"]["data"]
+    assert np.argmax(probs) == clf.classes.index(clf.predict(digit_pngs[1]).label)
+    bad = client.post("/v2/models/digits/infer", json={
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["hello, world"]}]})
+    assert bad.status_code == 400 and "base64" in bad.json()["error"]
+
+
 # ---------------------------------------------------------------------------- the batcher itself
 def test_batcher_groups_concurrent_requests_and_drains_on_close():
     sizes = []
