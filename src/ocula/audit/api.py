@@ -1,0 +1,158 @@
+"""`audit(data, ...)`: every check over one dataset, a report, and a cleaned manifest on request.
+
+    result = ocula.audit.audit("data/", folds=5, out="audit/")
+    result.counts["label-issue"], result.findings[0].to_dict()
+    result.write_clean("clean.csv")  # the user's files are never modified, moved or deleted
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ocula.audit import duplicates, integrity, labels, outliers, stats
+from ocula.audit.findings import Finding, count_by_category, dropped_ids
+from ocula.audit.inventory import Inventory, load_inventory
+from ocula.errors import OculaError
+
+
+@dataclass
+class AuditResult:
+    source: str
+    classes: list[str]
+    findings: list[Finding]
+    stats: dict
+    counts: dict  # per category, plus the checks' own numbers
+    inventory: Inventory = field(repr=False)
+    timings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # checks skipped and why; data warnings
+    out: Optional[str] = None
+
+    def by_category(self, category: str) -> list[Finding]:
+        return [f for f in self.findings if f.category == category]
+
+    def flagged(self, exclude: Sequence[str] = ()) -> set[str]:
+        """Sample ids a cleaned manifest leaves out."""
+        return dropped_ids([f for f in self.findings if f.category not in exclude])
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "classes": self.classes, "counts": self.counts, "stats": self.stats,
+                "timings": self.timings, "notes": self.notes, "findings": [f.to_dict() for f in self.findings]}
+
+    def write_clean(self, path, exclude: Sequence[str] = ()) -> int:
+        """Write `path,label,split` rows of every sample not flagged; → rows written.
+
+        `exclude`: categories whose findings should not remove anything (e.g. ("outlier",)).
+        File paths are absolute; in-memory datasets list their sample names instead.
+        """
+        from ocula.io import write_text
+
+        flagged = self.flagged(exclude)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "label", "split"])
+        rows = 0
+        for ref in self.inventory.refs:
+            if ref.id in flagged or ref.label is None:
+                continue
+            writer.writerow([ref.path or ref.id, ref.label, ref.split])
+            rows += 1
+        write_text(path, buf.getvalue())
+        return rows
+
+
+def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional[int] = None,
+          img_size: Optional[int] = None, splits: Optional[Sequence[str]] = None, out: Optional[str] = None,
+          seed: int = 0, limits: Optional[integrity.SizeLimits] = None,
+          near: Optional[duplicates.NearDuplicateParams] = None, outlier_z: float = 6.0,
+          workers: Optional[int] = None, train_options: Optional[dict] = None) -> AuditResult:
+    """Audit a dataset: integrity, duplicates and leakage, statistics, label errors, outliers.
+
+    `data`: built-in name, folder, CSV manifest or a DatasetSplits. `folds=0` skips the checks
+    that train models (label errors, outliers). `out`: write report.md, report.html, issues.json.
+    """
+    limits, near = limits or integrity.SizeLimits(), near or duplicates.NearDuplicateParams()
+    timings: dict = {}
+    t = time.perf_counter()
+    inv = load_inventory(data, splits)
+    findings, notes = [], list(inv.data.warnings)
+    if inv.kind == "files":
+        infos = integrity.inspect_files([r.path for r in inv.refs], limits, duplicates.small_gray, workers)
+        findings += integrity.skipped_findings(inv.skipped, inv.root)
+        findings += integrity.file_findings(infos, inv.refs)
+        findings += integrity.size_findings(infos, inv.refs, limits)
+        usable = np.array([i.usable for i in infos], bool)
+        digests = [i.sha1 for i in infos]
+        small = np.stack([i.small if i.small is not None else np.zeros((32, 32), np.uint8) for i in infos])
+        sizes = [(i.width, i.height) for i in infos]
+        image_stats = stats.image_stats(sizes, [i.mode for i in infos], [i.format for i in infos],
+                                        [i.nbytes for i in infos])
+    else:
+        usable, digests, small, sizes, image_stats = _tensor_features(inv)
+    timings["integrity_s"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    dup_findings, dup_counts = duplicates.duplicate_findings(inv.refs, digests, small, usable, near)
+    findings += dup_findings
+    timings["duplicates_s"] = round(time.perf_counter() - t, 2)
+
+    counts = stats.class_counts(inv.labels, [r.split for r in inv.refs], inv.classes)
+    findings += stats.balance_findings(counts)
+    extra = {**dup_counts}
+    if folds:
+        t = time.perf_counter()
+        label_part, info = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
+                                         train_options or {}, notes)
+        findings += label_part
+        extra.update(info)
+        timings["labels_s"] = round(time.perf_counter() - t, 2)
+    else:
+        notes.append("label and outlier checks off (folds=0)")
+    result = AuditResult(inv.data.source or str(data), inv.classes, findings,
+                         {"class_counts": counts, "images": image_stats, "samples": len(inv)},
+                         {**count_by_category(findings), **extra}, inv, timings, notes, out)
+    if out:
+        from ocula.audit.report import write_report
+
+        write_report(result, out)
+    return result
+
+
+def _tensor_features(inv: Inventory):
+    """In-memory data decodes by construction: hashes of the pixels, the small grey images, sizes."""
+    import hashlib
+
+    parts, digests = [], []
+    for split in dict.fromkeys(s for s, _ in inv.positions):
+        images = inv.data.split(split).images
+        parts.append(duplicates.small_gray_tensors(images))
+        flat = images.reshape(images.shape[0], -1).numpy()
+        digests += [hashlib.sha1(row.tobytes()).hexdigest() for row in flat]
+    small = np.concatenate(parts)
+    _, c, h, w = inv.data.split(inv.positions[0][0]).images.shape
+    sizes = [(w, h)] * len(inv)
+    mode = "L" if c == 1 else "RGB"
+    image_stats = stats.image_stats(sizes, [mode] * len(inv), [])
+    return np.ones(len(inv), bool), digests, small, sizes, image_stats
+
+
+def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z, train_options, notes):
+    """Label errors and outliers from one K-fold run over the usable, labelled images."""
+    rows = np.flatnonzero(usable & (inv.labels >= 0))
+    options = labels.training_options(inv, len(rows), sizes, model=model, epochs=epochs, img_size=img_size,
+                                      **train_options)
+    try:
+        oof = labels.out_of_fold(inv, rows, folds, options, seed)
+    except OculaError as e:
+        notes.append(f"label and outlier checks skipped: {e}")
+        return [], {}
+    found, engine = labels.label_findings(inv, oof)
+    scores = outliers.outlier_scores(oof.embeddings, inv.labels[rows], oof.fold)
+    found += outliers.outlier_findings([inv.refs[i] for i in rows], scores, min_score=outlier_z)
+    info = {"label_model": options, "label_engine": engine, "out_of_fold_accuracy": round(oof.accuracy, 4),
+            "label_train_s": round(oof.train_s, 1), "folds": folds}
+    return found, info

@@ -1,0 +1,213 @@
+"""Suspected label errors: K-fold out-of-fold probabilities from a quick model, then confident learning.
+
+Each fold trains a fresh model with ocula's own Trainer on the other folds' images and predicts the
+held-out fold, so every image is judged by a model that never saw its label. The same pass keeps
+each image's embedding (`forward_head(forward_features(x), pre_logits=True)`) for the outlier check.
+Confident learning (cleanlab's `find_label_issues`, or the same rule in numpy when cleanlab is not
+installed) then picks the images whose given label the predictions confidently contradict.
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ocula.audit.findings import Finding, SampleRef
+from ocula.audit.inventory import Inventory
+from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
+from ocula.engine.callbacks import Callback
+from ocula.errors import OculaError
+
+
+@dataclass
+class OutOfFold:
+    indices: np.ndarray  # (M,) inventory rows that were judged
+    probs: np.ndarray  # (M, K) out-of-fold predicted probabilities
+    embeddings: np.ndarray  # (M, D) from the same held-out pass
+    fold: np.ndarray  # (M,) which fold's model judged the row
+    config: dict = field(default_factory=dict)  # the training settings used
+    accuracy: float = 0.0  # of out-of-fold argmax against the given labels
+    train_s: float = 0.0
+
+
+class FoldProgress(Callback):
+    """One bar per fold over all its optimizer steps (the Trainer's own bar prints one per epoch)."""
+
+    def __init__(self, fold: int, folds: int):
+        self.name, self.bar = f"labels: fold {fold + 1}/{folds}", None
+
+    def on_fit_start(self, trainer):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.total_steps, desc=self.name, unit="step", dynamic_ncols=True, leave=False)
+
+    def on_train_step(self, trainer, logs):
+        self.bar.update(1)
+
+    def on_fit_end(self, trainer, logs):
+        self.bar.close()
+
+
+def training_options(inv: Inventory, pool_size: int, sizes: Optional[list] = None, *, model: Optional[str] = None,
+                     epochs: Optional[int] = None, img_size: Optional[int] = None, **extra) -> dict:
+    """Quick-model settings by data kind: a VGG-style BN CNN at (close to) native size, SGD one-cycle.
+
+    Small images (<= 32 px, e.g. the built-ins) train at native size with width 16; files train at
+    their median short side clipped to 16..64 px. Fewer images get more epochs.
+    """
+    native = inv.data.image_size
+    if native is None and sizes:
+        shorts = [min(w, h) for w, h in sizes if w and h]
+        native = int(np.clip(np.median(shorts), 16, 64)) if shorts else 32
+    native = native or 32
+    opts = {"model": model or "vgg_bn", "optimizer": "sgd", "schedule": "onecycle", "weight_decay": 5e-4,
+            "batch_size": 256 if pool_size >= 20000 else 64, "augment": "light", "hflip": False,
+            "label_smoothing": 0.0, "val_fraction": 0.0, "img_size": img_size or native,
+            "epochs": epochs or (4 if pool_size >= 20000 else 12 if pool_size >= 2000 else 30)}
+    if opts["model"] == "vgg_bn" and model is None:
+        opts["model_kwargs"] = {"width": 16 if native <= 32 else 32}
+    opts.update({k: v for k, v in extra.items() if v is not None})
+    return opts
+
+
+def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, seed: int = 0) -> OutOfFold:
+    """Train `folds` models (stratified folds of `rows`) and predict each held-out fold."""
+    import time
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from ocula.config import build_config
+
+    labels = inv.labels[rows]
+    _check_foldable(labels, folds, inv.classes)
+    cfg = build_config(inv.data.source or "audit", seed=seed, **options)
+    pool, contract = _pool_samples(inv, rows, cfg)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probs, embeds, fold_of = None, None, np.zeros(len(rows), np.int64)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="ocula-audit-") as tmp:
+        warnings.simplefilter("ignore")  # sklearn's small-class notes, the Trainer's skip notes
+        for k, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            p, e = _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp)
+            if probs is None:
+                probs = np.zeros((len(rows), p.shape[1]), np.float32)
+                embeds = np.zeros((len(rows), e.shape[1]), np.float32)
+            probs[held_idx], embeds[held_idx], fold_of[held_idx] = p, e, k
+    accuracy = float((probs.argmax(1) == labels).mean())
+    return OutOfFold(rows, probs, embeds, fold_of, dict(options), accuracy, time.perf_counter() - t0)
+
+
+def _check_foldable(labels: np.ndarray, folds: int, classes: list[str]) -> None:
+    if folds < 2:
+        raise OculaError("folds must be at least 2 for the label check (0 turns it off)")
+    present = np.bincount(labels, minlength=len(classes))
+    if (present > 0).sum() < 2:
+        raise OculaError("the label check needs at least two classes with images")
+    if len(labels) < 2 * folds:
+        raise OculaError(f"too few images ({len(labels)}) for {folds} folds")
+
+
+def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
+    """All judged rows as one sample set; files are decoded into RAM once (not once per fold)."""
+    from ocula.engine import setup
+
+    probe = DatasetSplits(classes=inv.classes, source=inv.data.source, channels=inv.data.channels,
+                          image_size=inv.data.image_size, mean=inv.data.mean, std=inv.data.std)
+    contract = setup.resolve_contract(cfg, probe)
+    samples = inv.samples(rows.tolist())
+    if isinstance(samples, FileSamples):
+        cached, _ = setup.to_memory(samples, contract, cfg, desc="labels: decode")
+        if isinstance(cached, TensorSamples) and len(cached) == len(samples):
+            samples = cached
+    if isinstance(samples, TensorSamples):
+        samples = setup.adapt_channels(samples, contract.channels)
+    return samples, contract
+
+
+def _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp):
+    from dataclasses import replace
+
+    from ocula.engine.trainer import Trainer
+
+    splits = DatasetSplits(classes=inv.classes, train=pool.subset(train_idx.tolist()), source=inv.data.source,
+                           channels=contract.channels, image_size=contract.input_size,
+                           mean=contract.mean, std=contract.std)
+    fold_cfg = replace(cfg, out=f"{tmp}/fold{k}", seed=cfg.seed + k)
+    trainer = Trainer(fold_cfg, callbacks=[FoldProgress(k, folds)], splits=splits)
+    trainer.fit()
+    return predict_with_embeddings(trainer, pool.subset(held_idx.tolist()))
+
+
+@torch.inference_mode()
+def predict_with_embeddings(trainer, samples) -> tuple[np.ndarray, np.ndarray]:
+    """→ (probabilities (N, K), embeddings (N, D)) in sample order, from one forward_features pass."""
+    from ocula.engine import setup
+
+    model = trainer.eval_model.eval()
+    loader = setup.make_loader(samples, trainer.contract, trainer.cfg, train=False,
+                               num_classes=len(trainer.classes), rank=0, world=1)
+    probs, embeds = np.zeros((len(samples), len(trainer.classes)), np.float32), None
+    for batch in loader:
+        x, y, idx = batch[0], batch[1], batch[2]
+        if x is None:
+            continue
+        x, _ = trainer.task.prepare(x, y, trainer.device)
+        with trainer.autocast():
+            features = model.forward_features(x)
+            pre = model.forward_head(features, pre_logits=True)
+            logits = model.forward_head(features)
+        if embeds is None:
+            embeds = np.zeros((len(samples), pre.shape[1]), np.float32)
+        probs[idx.numpy()] = logits.float().softmax(1).cpu().numpy()
+        embeds[idx.numpy()] = pre.float().flatten(1).cpu().numpy()
+    return probs, embeds
+
+
+def confident_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """→ (indices of suspected label errors, worst first; label quality per row (self-confidence);
+    which implementation ran)."""
+    quality = probs[np.arange(len(labels)), labels]
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        return _confident_learning(labels, probs, quality), quality, "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    return np.asarray(ranked, dtype=np.int64), quality, "cleanlab"
+
+
+def _confident_learning(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Confident learning's basic rule: per-class thresholds t_j = mean p_j over images labelled j;
+    an image is suspect when its most likely class above threshold is not its given label."""
+    k = probs.shape[1]
+    thresholds = np.array([probs[labels == j, j].mean() if (labels == j).any() else 1.0 for j in range(k)])
+    above = probs >= thresholds[None, :]
+    confident = np.where(above, probs, -1.0).argmax(1)
+    suspect = above.any(1) & (confident != labels)
+    idx = np.flatnonzero(suspect)
+    return idx[np.argsort(quality[idx])]
+
+
+def label_findings(inv: Inventory, oof: OutOfFold) -> tuple[list[Finding], str]:
+    labels = inv.labels[oof.indices]
+    ranked, quality, engine = confident_issues(labels, oof.probs)
+    findings = []
+    for m in ranked.tolist():
+        row = int(oof.indices[m])
+        ref: SampleRef = inv.refs[row]
+        p = oof.probs[m].copy()
+        p[labels[m]] = -1.0  # the suggestion is the best *other* class
+        suggested = int(p.argmax())
+        score = round(1.0 - float(quality[m]), 4)
+        findings.append(Finding(
+            "label-issue", [ref], f"{ref.id}: labelled '{ref.label}', looks like '{inv.classes[suggested]}'",
+            score=score, drop=[ref.id],
+            details={"given": ref.label, "suggested": inv.classes[suggested],
+                     "p_given": round(float(quality[m]), 4), "p_suggested": round(float(oof.probs[m, suggested]), 4),
+                     "fold": int(oof.fold[m])}))
+    return findings, engine
