@@ -70,7 +70,7 @@ class SlowModel:
     """The Classifier surface with a model call that takes `delay` seconds."""
 
     def __init__(self, inner, delay: float):
-        self.inner, self.delay, self.batch_sizes = inner, delay, []
+        self.inner, self.delay, self.batch_sizes, self.finished = inner, delay, [], 0
         self.classes, self.contract, self.meta = inner.classes, inner.contract, inner.meta
 
     def preprocess(self, obj):
@@ -79,7 +79,9 @@ class SlowModel:
     def logits(self, x):
         self.batch_sizes.append(len(x))
         time.sleep(self.delay)
-        return self.inner.logits(x)
+        out = self.inner.logits(x)
+        self.finished += 1
+        return out
 
 
 # ---------------------------------------------------------------------------- /predict
@@ -189,7 +191,9 @@ def test_timeout_gives_504_and_server_recovers(clf, digit_pngs):
         r = c.post("/predict", content=read(digit_pngs[0]), headers={"content-type": "image/png"})
         assert r.status_code == 504 and "0.2 s" in r.json()["error"]
         slow.delay = 0.0
-        time.sleep(0.5)  # the abandoned call finishes in the model thread
+        deadline = time.monotonic() + 10
+        while not slow.finished and time.monotonic() < deadline:  # the abandoned call ends in its thread
+            time.sleep(0.02)
         ok = c.post("/predict", content=read(digit_pngs[0]), headers={"content-type": "image/png"})
         assert ok.status_code == 200
 
