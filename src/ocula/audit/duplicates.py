@@ -6,7 +6,7 @@ Near: a perceptual comparison of small grey images, in two stages so it scales t
      one matrix product per chunk;
   2. verdict: the cosine of the 32×32 images, the best over slight zooms of either one (a slightly
      cropped copy is a zoomed one), against a threshold set by the dataset itself: a near pair must
-     be several times closer than typical nearest neighbours are (see `similarity_threshold`).
+     be several times closer than a typical neighbour is (see `similarity_threshold`).
 Resizing and re-encoding barely move the 32×32 image; so near copies score close to 1.
 Copies are grouped (connected pairs); a group spanning splits is leakage, a group under several
 labels is a label conflict, otherwise it is an extra copy.
@@ -64,25 +64,30 @@ def thumb_vectors(small: np.ndarray, side: int = 16) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-3)
 
 
-def candidate_pairs(vectors: np.ndarray, params: NearDuplicateParams, progress: bool = True) -> np.ndarray:
-    """(P, 2) pairs i < j whose coarse thumbnails are close: each row's `neighbours` most similar
-    above `candidate_similarity` (a cap, so a dataset of look-alikes cannot make N² pairs)."""
+def candidate_pairs(vectors: np.ndarray, params: NearDuplicateParams,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """→ ((P, 2) pairs i < j whose coarse thumbnails are close, (N,) each image's k-th best coarse
+    similarity). Each row keeps its `neighbours` most similar above `candidate_similarity` (a cap, so
+    a dataset of look-alikes cannot make N² pairs); the k-th best is what a typical neighbour is."""
     from tqdm import tqdm
 
     n, found = len(vectors), []
+    kth = np.zeros(n, np.float32)
     k = min(params.neighbours, max(1, n - 1))
     for start in tqdm(range(0, n, params.chunk), desc="near duplicates: search", unit="chunk",
                       disable=not progress, dynamic_ncols=True, leave=False):
         sims = vectors[start:start + params.chunk] @ vectors.T  # (b, N)
         rows = np.arange(sims.shape[0])
         sims[rows, rows + start] = -1.0  # not its own neighbour
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.argsort(-sims, axis=1)
-        ok = sims[rows[:, None], top] >= params.candidate_similarity
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.argsort(-sims, axis=1)[:, :k]
+        top_sims = sims[rows[:, None], top]
+        kth[start:start + len(rows)] = top_sims.min(1)
+        ok = top_sims >= params.candidate_similarity
         i = np.broadcast_to((rows + start)[:, None], top.shape)[ok]
         j = top[ok]
         found.append(np.stack([np.minimum(i, j), np.maximum(i, j)], 1))
     pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
-    return np.unique(pairs, axis=0)
+    return np.unique(pairs, axis=0), kth
 
 
 def alignment_grids(params: "NearDuplicateParams", side: int = SMALL):
@@ -130,24 +135,10 @@ def aligned_similarity(small: np.ndarray, pairs: np.ndarray, params: "NearDuplic
     return out
 
 
-def kth_similarity(n: int, pairs: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
-    """(n,) each item's k-th highest similarity among its candidate pairs (0 with fewer than k):
-    a typical neighbour's, since an item's few near copies take the first places."""
-    items = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    values = np.concatenate([sims, sims])
-    order = np.lexsort((-values, items))
-    items, values = items[order], values[order]
-    starts = np.searchsorted(items, np.arange(n))
-    counts = np.bincount(items, minlength=n)
-    out = np.zeros(n, np.float32)
-    has = counts >= k
-    out[has] = values[starts[has] + k - 1]
-    return out
-
-
 def similarity_threshold(kth: np.ndarray, params: NearDuplicateParams) -> float:
     """A pair is a near duplicate when far closer than typical neighbours in *this* dataset: its
-    dissimilarity (1 - cosine) below `relative` × the median k-th-neighbour dissimilarity, and
+    dissimilarity (1 - cosine) below `relative` × the median dissimilarity of each image's k-th
+    nearest neighbour (its first few places may be its own copies), and
     never above `max_dissimilarity`. Look-alike datasets (Fashion-MNIST) get a strict bar, varied
     photos the fixed one."""
     typical = float(np.median(1.0 - kth)) if len(kth) else 1.0
@@ -156,9 +147,9 @@ def similarity_threshold(kth: np.ndarray, params: NearDuplicateParams) -> float:
 
 def near_pairs(small: np.ndarray, params: NearDuplicateParams, progress: bool = True):
     """→ (list of (i, j, similarity) near-duplicate pairs, the similarity threshold used)."""
-    pairs = candidate_pairs(thumb_vectors(small), params, progress)
+    pairs, kth = candidate_pairs(thumb_vectors(small), params, progress)
     sims = aligned_similarity(small, pairs, params, progress)
-    threshold = similarity_threshold(kth_similarity(len(small), pairs, sims, params.neighbours), params)
+    threshold = similarity_threshold(kth, params)
     keep = sims >= threshold
     return [(int(i), int(j), float(s)) for (i, j), s in zip(pairs[keep], sims[keep])], threshold
 
