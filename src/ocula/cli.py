@@ -38,6 +38,8 @@ def _train_parser(sub) -> None:
                        nargs="?" if f.type in ("bool", "Union[bool, str]") else None,
                        const="true" if f.type in ("bool", "Union[bool, str]") else None,
                        help=f"{comment} (default: {f.default!r})" if comment else f"(default: {f.default!r})")
+    p.add_argument("--from", dest="init_from", default=None, metavar="RUN",  # the spelling
+                   help="start from an ocula run or any weights file (same as --init-from)")
     p.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
 
 

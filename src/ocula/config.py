@@ -20,6 +20,8 @@ CHOICES = {
     "augment": ("none", "light", "strong"),
     "balance": ("none", "weighted-loss", "sampler"),
     "cache": ("auto", "ram", "none"),
+    "strategy": ("full", "linear-probe", "partial", "llrd", "gradual"),
+    "margin": ("none", "arcface", "cosface"),
 }
 
 
@@ -62,6 +64,16 @@ class TrainConfig:
     pretrained: Union[bool, str] = False  # True: hub weights; or a local weights file
     resume: Optional[str] = None  # a run directory to continue
     max_steps: Optional[int] = None  # stop after this many optimizer steps (tests, smoke runs)
+    init_from: Optional[str] = None  # start from these weights (--from): an ocula run/bundle or any weights file
+    strategy: str = "full"  # fine-tuning: full | linear-probe | partial | llrd | gradual
+    unfreeze_stages: int = 1  # partial: train the top N stages (+ head); gradual: N more per step
+    unfreeze_every: int = 1  # gradual: epochs between unfreezing steps
+    layer_decay: float = 0.75  # llrd: each stage below gets this factor of the lr above it
+    head_lr: Optional[float] = None  # learning rate of the classifier head; default: lr
+    freeze_bn: Optional[bool] = None  # BatchNorm statistics: default held in frozen stages; true: everywhere
+    margin: str = "none"  # embedding training: none | arcface | cosface (margin loss on the head)
+    margin_m: Optional[float] = None  # the margin; default 0.5 rad (arcface) or 0.35 (cosface)
+    margin_s: float = 30.0  # scale of the cosine logits under a margin loss
     model_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
 
     def __post_init__(self):

@@ -56,12 +56,17 @@ class Trainer:
         self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
         self.classes = self.splits.classes
         self.contract = setup.resolve_contract(cfg, self.splits)
+        from ocula.transfer.plan import TransferPlan  # --from/--pretrained FILE, strategy, margin
+        self.transfer = TransferPlan(cfg, self.contract, self.splits.channels)  # may adopt the source arch
+        self.contract = self.transfer.contract  # the source's preprocessing, unless overridden
         self.train_samples = self._prepare_split("train")
         self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
         self._report_skipped()
 
         self.model = create_model(cfg.model, len(self.classes), self.contract.channels, self.contract.input_size,
                                   pretrained=cfg.pretrained is True, **cfg.model_kwargs)
+        self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
+        task = task or self.transfer.task(self._class_weights())  # margin loss, if asked for
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -70,7 +75,9 @@ class Trainer:
 
         self.steps_per_epoch = len(self._train_loader(0)) // cfg.accumulate
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.optimizer = build_optimizer(param_groups(self.model, cfg.weight_decay), cfg.optimizer,
+        groups = self.transfer.param_groups(self.model)  # plain groups unless a strategy sets lrs
+        self.transfer.freeze(self.model)  # strategy: frozen stages, BatchNorm statistics
+        self.optimizer = build_optimizer(groups, cfg.optimizer,
                                          cfg.peak_lr, cfg.momentum)
         warmup = (int(cfg.pct_warmup * self.total_steps) if cfg.schedule == "onecycle"
                   else int(cfg.warmup_epochs * self.steps_per_epoch))
@@ -83,7 +90,7 @@ class Trainer:
             self.ema = ModelEmaV3(self.model, decay=cfg.ema)
         self.ddp_model = self._wrap_ddp()
 
-        self.callbacks = default_callbacks(cfg) if callbacks is None else callbacks
+        self.callbacks = (default_callbacks(cfg) if callbacks is None else callbacks) + self.transfer.callbacks()
         self.history: list[dict] = []
         self.start_epoch, self.global_step, self.elapsed_train_s = 0, 0, 0.0
         self.best_metric, self.best_epoch, self.is_best, self.should_stop = None, -1, False, False

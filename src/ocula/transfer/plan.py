@@ -1,0 +1,165 @@
+"""What the Trainer asks of transfer learning, in the order it asks:
+
+    plan = TransferPlan(cfg, contract)       # --from / --pretrained FILE: the source's arch and preprocessing
+    plan.attach(model)                        # weights in, head replaced, input conv adapted
+    task = plan.task(class_weights)           # margin="arcface" | "cosface": the margin task, else None
+    groups = plan.param_groups(model)         # strategy: learning rate per group
+    plan.freeze(model)                        # strategy: frozen stages, BatchNorm statistics
+    callbacks += plan.callbacks()             # gradual unfreezing, transfer.json in the run dir
+
+With none of init_from, a pretrained path, a strategy or a margin set, every step is the Trainer's
+plain behaviour (the engine's parameter groups, nothing frozen, no extra callbacks).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import torch.nn as nn
+
+from ocula.config import TrainConfig
+from ocula.data.contract import DataContract
+from ocula.engine.callbacks import Callback
+from ocula.errors import OculaError
+from ocula.transfer import strategies
+from ocula.transfer.weights import LoadReport, WeightsSource, load_weights, read_weights
+
+DEFAULT_MODEL = TrainConfig.__dataclass_fields__["model"].default
+
+
+class TransferPlan:
+    def __init__(self, cfg: TrainConfig, contract: DataContract, data_channels: Optional[int] = None):
+        self.cfg = cfg
+        self.source: Optional[WeightsSource] = None
+        self.report: Optional[LoadReport] = None
+        self.fixed: frozenset = frozenset()
+        self.groups_info: list[dict] = []
+        path = _weights_path(cfg)
+        if path is not None and not cfg.resume:
+            self.source = read_weights(path)
+        elif path is not None:
+            self.source = _meta_only(path)  # resuming: the state file has the weights
+        self.contract = self._adopt_source(contract, data_channels)
+
+    @property
+    def active(self) -> bool:
+        return self.source is not None or self.cfg.strategy != "full" or self.cfg.margin != "none" \
+            or self.cfg.head_lr is not None or bool(self.cfg.freeze_bn)
+
+    # ------------------------------------------------------------------ source
+    def _adopt_source(self, contract: DataContract, data_channels: Optional[int]) -> DataContract:
+        """An ocula source brings its architecture and preprocessing (unless overridden)."""
+        if self.source is None or not self.source.is_ocula:
+            return contract
+        meta, cfg = self.source.meta, self.cfg
+        arch = meta["arch"]
+        if cfg.model not in (arch["name"], DEFAULT_MODEL):
+            raise OculaError(f"{self.source.path} is a '{arch['name']}', not '{cfg.model}': drop --model, "
+                             f"or pass weights of that architecture")
+        cfg.model = arch["name"]
+        cfg.model_kwargs = {**arch.get("kwargs", {}), **cfg.model_kwargs}
+        src = DataContract.from_dict(meta["contract"])
+        channels = cfg.channels or data_channels or src.channels
+        # DataContract fits mean/std to the channel count (grey repeated for RGB, RGB averaged for grey)
+        return replace(src, input_size=cfg.img_size or src.input_size, channels=channels)
+
+    def attach(self, model: nn.Module) -> None:
+        if self.source is not None and self.source.state_dict:
+            self.report = load_weights(model, self.source)
+            print(f"weights: {self.report.summary()}")
+        if self.cfg.margin != "none":
+            from ocula.transfer.margin import prepare_margin_head
+
+            self.fixed = prepare_margin_head(model)
+        if self.cfg.strategy != "full" and self.source is None and self.cfg.pretrained is not True:
+            warnings.warn(f"strategy={self.cfg.strategy} without pretrained weights (--from RUN or "
+                          f"--pretrained): the frozen layers stay random", stacklevel=2)
+
+    def task(self, class_weights=None):
+        if self.cfg.margin == "none":
+            return None
+        from ocula.engine import distributed as dist
+        from ocula.transfer.margin import MarginTask
+
+        if dist.world_size() > 1:
+            raise OculaError("margin losses train in a single process for now (drop torchrun)")
+        return MarginTask(self.cfg.margin, self.cfg.margin_m, self.cfg.margin_s, self.cfg.label_smoothing,
+                          class_weights, self.cfg.channels_last)
+
+    # ------------------------------------------------------------------ strategy
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        cfg = self.cfg
+        if not self.active:
+            from ocula.engine.optim import param_groups
+
+            return param_groups(model, cfg.weight_decay)
+        groups = strategies.param_groups(model, cfg.strategy, cfg.peak_lr, cfg.weight_decay, cfg.layer_decay,
+                                         cfg.head_lr)
+        self.groups_info = [{"lr": g["lr"], "weight_decay": g["weight_decay"], "tensors": len(g["params"])}
+                            for g in groups]
+        return groups
+
+    def freeze(self, model: nn.Module) -> None:
+        cfg = self.cfg
+        if not self.active:
+            return
+        stages = len(strategies.layer_groups(model)) - 1
+        top = strategies.trainable_stages(cfg.strategy, stages, cfg.unfreeze_stages, 0, cfg.unfreeze_every)
+        strategies.set_trainable(model, top, self.fixed)
+        if cfg.freeze_bn is not False and (top < stages or cfg.freeze_bn):
+            strategies.hold_batchnorm(model, everywhere=bool(cfg.freeze_bn))
+
+    def callbacks(self) -> list[Callback]:
+        if not self.active:
+            return []
+        found: list[Callback] = [TransferRecord(self)]
+        if self.cfg.strategy == "gradual":
+            found.append(strategies.GradualUnfreezing(self.cfg.unfreeze_stages, self.cfg.unfreeze_every,
+                                                      self.fixed))
+        return found
+
+    def to_dict(self) -> dict:
+        cfg = self.cfg
+        return {"source": self.source.path if self.source else None,
+                "source_arch": (self.source.meta or {}).get("arch") if self.source else None,
+                "load": self.report.to_dict() if self.report else None, "strategy": cfg.strategy,
+                "layer_decay": cfg.layer_decay if cfg.strategy == "llrd" else None, "head_lr": cfg.head_lr,
+                "freeze_bn": cfg.freeze_bn, "margin": cfg.margin, "param_groups": self.groups_info,
+                "contract": self.contract.to_dict()}
+
+
+class TransferRecord(Callback):
+    """Writes RUN/transfer.json: where the weights came from, what loaded, the groups' lrs."""
+
+    def __init__(self, plan: TransferPlan):
+        self.plan = plan
+
+    def on_fit_start(self, trainer):
+        from ocula.engine import distributed as dist
+        from ocula.io import write_json
+
+        if dist.is_main():
+            trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in trainer.model.parameters())
+            write_json(Path(trainer.run_dir) / "transfer.json",
+                       {**self.plan.to_dict(), "trainable_params_at_start": trainable, "params": total})
+
+
+def _weights_path(cfg: TrainConfig) -> Optional[str]:
+    path = cfg.pretrained if isinstance(cfg.pretrained, str) else None
+    if path is not None and cfg.init_from:
+        raise OculaError("give the starting weights once: --from RUN or --pretrained FILE, not both")
+    return cfg.init_from or path
+
+
+def _meta_only(path: str) -> WeightsSource:
+    from ocula import bundle
+
+    try:
+        meta = bundle.read_meta(path)
+    except OculaError:
+        meta = None
+    return WeightsSource(str(path), {}, meta)
+

@@ -1,0 +1,249 @@
+"""Load weights from anywhere into an ocula model, without ever running code from a file.
+
+    source = read_weights("resnet18.pth")           # or .safetensors, an ocula run, a bundle
+    report = load_weights(model, source)             # head reset / input conv adapted / keys reported
+    print(report.summary())
+
+Accepted: ocula run directories and bundles; `.safetensors`; `.pth/.pt/.bin/.ckpt` read with
+`torch.load(weights_only=True)` only, so a pickle that would import or call anything but tensors is
+refused before it runs. Checkpoints from timm's and torchvision's training scripts (nested
+`state_dict`/`model`/`state_dict_ema`/`model_ema`/`ema`, `module.`/`_orig_mod.` prefixes, an
+`argparse.Namespace` of arguments) load as they are.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ocula.errors import OculaError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# Where training scripts nest the weights, EMA first (timm's load_checkpoint prefers it too).
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema")
+PLAIN_KEYS = ("state_dict", "model", "module", "net", "params")
+ALWAYS_STRIPPED = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+MAYBE_STRIPPED = ("model.", "backbone.", "encoder.")  # Lightning & co.: only when every key has it
+
+
+@dataclass
+class WeightsSource:
+    path: str
+    state_dict: dict  # name -> tensor, as found in the file (before prefix handling)
+    meta: Optional[dict] = None  # the ocula bundle metadata when the source is an ocula model
+    nested_key: Optional[str] = None  # where in the checkpoint the weights were found
+    file_format: str = "safetensors"  # safetensors | torch
+
+    @property
+    def is_ocula(self) -> bool:
+        return self.meta is not None
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: int = 0
+    total: int = 0  # entries in the model's state dict
+    missing: list = field(default_factory=list)  # model keys left at their initial values
+    unexpected: list = field(default_factory=list)  # file keys the model has no use for
+    head_reset: bool = False  # the classifier was left freshly initialised (class count differs)
+    adapted: list = field(default_factory=list)  # input convs adapted to another channel count
+    stripped: list = field(default_factory=list)  # key prefixes removed
+    nested_key: Optional[str] = None
+    filter_fn: Optional[str] = None  # timm's checkpoint_filter_fn, when it was needed
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.loaded}/{self.total} tensors from {self.source}"]
+        if self.nested_key:
+            parts.append(f"checkpoint['{self.nested_key}']")
+        if self.stripped:
+            parts.append(f"prefix {'/'.join(self.stripped)} removed")
+        if self.filter_fn:
+            parts.append(f"converted by {self.filter_fn}")
+        if self.head_reset:
+            parts.append("new classifier head")
+        if self.adapted:
+            parts.append(f"input conv adapted ({', '.join(self.adapted)})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({_few(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({_few(self.unexpected)})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _few(keys: list, n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (" …" if len(keys) > n else "")
+
+
+# ------------------------------------------------------------------------------------- reading
+def read_weights(path, use_ema: bool = True) -> WeightsSource:
+    """A run directory, an ocula bundle, a .safetensors file or a PyTorch checkpoint → tensors."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        from ocula import bundle
+
+        return _read_safetensors(bundle.resolve_weights(p))
+    if not p.is_file():
+        raise OculaError(f"no such weights file or run: {path}")
+    if p.suffix == ".safetensors":
+        return _read_safetensors(p)
+    if p.suffix in TORCH_SUFFIXES:
+        return _read_torch(p, use_ema)
+    raise OculaError(f"{path}: unknown weights format (use .safetensors, {', '.join(TORCH_SUFFIXES)} "
+                     f"or an ocula run directory)")
+
+
+def _read_safetensors(path: Path) -> WeightsSource:
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise OculaError(f"{path}: not a readable safetensors file ({e})") from None
+    meta = json.loads(metadata["ocula"]) if "ocula" in metadata else None
+    return WeightsSource(str(path), tensors, meta, None, "safetensors")
+
+
+def _read_torch(path: Path, use_ema: bool) -> WeightsSource:
+    import argparse
+    import pickle
+
+    try:
+        # argparse.Namespace is how timm's and torchvision's train scripts store their arguments;
+        # it only holds attributes, so allowing it lets their checkpoints load without running code.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if not found and "Unsupported operand" in str(e):  # not a pickle at all: truncated or another format
+            raise OculaError(f"{path}: not a readable PyTorch checkpoint (corrupt or another format)") from None
+        what = f"it would import '{found.group(1)}'" if found else "it holds more than tensors"
+        raise OculaError(f"{path}: refused to load: {what} when unpickled; only plain weights are read "
+                         f"(re-save it with torch.save(model.state_dict()) or as .safetensors)") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise OculaError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    state, key = _find_state_dict(obj, use_ema)
+    if state is None:
+        raise OculaError(f"{path}: no tensors found (top-level keys: {_few(list(obj) if isinstance(obj, dict) else [], 8)})")
+    return WeightsSource(str(path), state, None, key, "torch")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _find_state_dict(obj, use_ema: bool, depth: int = 0):
+    """→ (name → tensor, where it was nested) or (None, None)."""
+    if _is_state_dict(obj):
+        return obj, None
+    if not isinstance(obj, dict) or depth > 2:
+        return None, None
+    for key in (EMA_KEYS if use_ema else ()) + PLAIN_KEYS + (() if use_ema else EMA_KEYS):
+        if key in obj:
+            found, inner = _find_state_dict(obj[key], use_ema, depth + 1)
+            if found is not None:
+                return found, key + (f".{inner}" if inner else "")
+    # a dict with a few non-tensor entries mixed in (step counters): keep the tensors
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return (tensors, None) if len(tensors) > len(obj) // 2 else (None, None)
+
+
+# ------------------------------------------------------------------------------------- loading
+def classifier_keys(model: nn.Module) -> set:
+    """State-dict names of the classifier (`get_classifier()`), which a new class count replaces."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if head is None:
+        return set()
+    for name, module in model.named_modules():
+        if module is head:
+            return {f"{name}.{k}" if name else k for k in head.state_dict()}
+    return set()
+
+
+def strip_prefixes(state: dict, model_keys: set) -> tuple[dict, list]:
+    stripped = []
+    for prefix in ALWAYS_STRIPPED + MAYBE_STRIPPED:
+        optional = prefix in MAYBE_STRIPPED
+        has = [k for k in state if k.startswith(prefix)]
+        if not has or (optional and (len(has) < len(state) or any(k.startswith(prefix) for k in model_keys))):
+            continue
+        state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+        stripped.append(prefix)
+    return state, stripped
+
+
+def load_weights(model: nn.Module, source, use_ema: bool = True) -> LoadReport:
+    """Copy matching tensors into `model`; see the module docstring for what is handled."""
+    src = source if isinstance(source, WeightsSource) else read_weights(source, use_ema)
+    target = model.state_dict()
+    state, stripped = strip_prefixes(src.state_dict, set(target))
+    report = LoadReport(src.path, total=len(target), stripped=stripped, nested_key=src.nested_key)
+    state = _maybe_timm_filter(model, state, target, report)
+    head = classifier_keys(model)
+    chosen, mismatched = {}, []
+    for key, value in state.items():
+        if key not in target:
+            report.unexpected.append(key)
+        elif value.shape == target[key].shape:
+            chosen[key] = value
+        elif key in head:
+            report.head_reset = True  # the fresh head of the right size stays
+        elif _is_input_conv(value, target[key]):
+            chosen[key] = _adapt_input_conv(value, target[key].shape[1])
+            report.adapted.append(f"{key}: {value.shape[1]}→{target[key].shape[1]} channels")
+        else:
+            mismatched.append(f"{key}: file {tuple(value.shape)}, model {tuple(target[key].shape)}")
+    if mismatched:
+        raise OculaError(f"{src.path}: {len(mismatched)} tensors do not fit this model "
+                         f"(another width or depth?): {_few(mismatched, 2)}")
+    if not set(chosen) - head:
+        raise OculaError(f"{src.path}: no tensor name matches the model (file has {_few(list(state), 3)}; "
+                         f"model has {_few(list(target), 3)}): weights of another architecture?")
+    model.load_state_dict(chosen, strict=False)
+    report.loaded = len(chosen)
+    report.missing = [k for k in target if k not in chosen and not (report.head_reset and k in head)]
+    return report
+
+
+def _is_input_conv(value: torch.Tensor, want: torch.Tensor) -> bool:
+    return (value.ndim == 4 and want.ndim == 4 and value.shape[0] == want.shape[0]
+            and value.shape[2:] == want.shape[2:] and value.shape[1] != want.shape[1])
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """grey ↔ RGB the way timm does it: sum the channels for grey, repeat and rescale for more."""
+    from timm.models._manipulate import adapt_input_conv
+
+    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
+
+
+def _maybe_timm_filter(model: nn.Module, state: dict, target: dict, report: LoadReport) -> dict:
+    """Checkpoints in another layout (original JAX/OpenAI ViTs, other resolutions) go through the
+    model module's own `checkpoint_filter_fn`, as timm's pretrained loading does."""
+    fits = sum(1 for k, v in state.items() if k in target and v.shape == target[k].shape)
+    if not hasattr(model, "pretrained_cfg") or fits == len(target):
+        return state
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        filtered = fn(dict(state), model)
+    except Exception:  # noqa: BLE001 - the filter assumes its own layout; then the raw keys are used
+        return state
+    better = sum(1 for k, v in filtered.items() if k in target and v.shape == target[k].shape)
+    if better > fits:
+        report.filter_fn = f"{type(model).__module__}.checkpoint_filter_fn"
+        return filtered
+    return state

@@ -1,0 +1,206 @@
+"""Loading weights from anywhere (timm, training-script checkpoints, ocula runs), refusing code in
+pickles, and the fine-tuning strategies, on tiny models and scikit-learn's digits."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ocula.errors import OculaError
+from ocula.models.registry import create_model
+from ocula.transfer.weights import load_weights, read_weights
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: exactly what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def digits_base(tmp_path_factory) -> str:
+    """A tiny vgg_bn trained on digits at 16 px: the 'pretrained' source of the fine-tuning tests."""
+    import ocula
+    from ocula.engine.callbacks import Checkpointer
+
+    out = tmp_path_factory.mktemp("transfer") / "base"
+    ocula.train("digits", model="vgg_bn", epochs=2, batch_size=64, hflip=False, img_size=16, out=str(out),
+                model_kwargs={"width": 8}, seed=0, callbacks=[Checkpointer()])
+    return str(out)
+
+
+# ------------------------------------------------------------------------------ timm checkpoints
+@pytest.mark.parametrize("name,size", [("resnet10t", 32), ("vit_tiny_patch16_224", 32)])
+def test_timm_state_dict_loads_with_identical_logits(tmp_path, name, size):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    kw = {"img_size": size, "depth": 2} if "vit" in name else {}
+    reference = timm.create_model(name, num_classes=7, **kw).eval()
+    save_file(reference.state_dict(), tmp_path / "w.safetensors")
+    # the layout of timm's train.py: nested, DDP prefix, argparse arguments, an EMA copy
+    sd = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    torch.save({"epoch": 3, "arch": name, "state_dict": sd, "state_dict_ema": sd,
+                "args": argparse.Namespace(lr=0.1)}, tmp_path / "w.pth")
+    x = torch.randn(2, 3, size, size)
+    for file in ("w.safetensors", "w.pth"):
+        model = create_model(name, 7, 3, size if "vit" in name else None, **({"depth": 2} if "vit" in name else {}))
+        report = load_weights(model, tmp_path / file)
+        assert report.loaded == report.total and not report.missing and not report.unexpected
+        with torch.no_grad():
+            assert (model.eval()(x) - reference(x)).abs().max() <= 1e-5
+    assert read_weights(tmp_path / "w.pth").nested_key == "state_dict_ema"
+
+
+def test_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path, capsys):
+    from ocula.cli import main
+
+    marker = tmp_path / "MARKER"
+    torch.save({"conv.weight": torch.zeros(1), "payload": _RunsCode(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(OculaError, match="refused.*posix.system|refused.*os.system"):
+        read_weights(tmp_path / "evil.pth")
+    assert main(["train", "digits", "--epochs", "1", "--pretrained", str(tmp_path / "evil.pth"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ocula: error:") and "refused" in err and len(err.splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_unknown_format_and_missing_file_are_one_line_errors(tmp_path):
+    (tmp_path / "w.h5").write_bytes(b"x")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    for path, match in [(tmp_path / "w.h5", "unknown weights format"), (tmp_path / "nope.pth", "no such"),
+                        (tmp_path / "broken.pth", "not a readable")]:
+        with pytest.raises(OculaError, match=match):
+            read_weights(path)
+
+
+# ------------------------------------------------------------------------------ adapting a source
+def test_head_replaced_and_grey_input_conv_adapted_to_rgb(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    grey = create_model("vgg_bn", 10, 1, 16, width=8).eval()
+    save_file(grey.state_dict(), tmp_path / "grey.safetensors")
+    rgb = create_model("vgg_bn", 3, 3, 16, width=8)
+    report = load_weights(rgb, tmp_path / "grey.safetensors")
+    assert report.head_reset and report.adapted and not report.missing
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():  # timm's rule: repeat and divide by 3, so a grey picture in RGB gives the same features
+        same = rgb.eval().forward_head(rgb.forward_features(x.expand(-1, 3, -1, -1)), pre_logits=True)
+        assert torch.allclose(same, grey.forward_head(grey.forward_features(x), pre_logits=True), atol=1e-5)
+    assert rgb.head.out_features == 3
+
+
+def test_missing_and_unexpected_keys_are_reported_and_wrong_arch_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = create_model("seed_cnn", 10, 1, 16).state_dict()
+    sd["extra.weight"] = torch.zeros(3)
+    del sd["fc.1.bias"]
+    save_file(sd, tmp_path / "w.safetensors")
+    report = load_weights(create_model("seed_cnn", 10, 1, 16), tmp_path / "w.safetensors")
+    assert report.missing == ["fc.1.bias"] and report.unexpected == ["extra.weight"]
+    with pytest.raises(OculaError, match="do not fit|no tensor name"):
+        load_weights(create_model("vgg_bn", 10, 1, 16, width=8), tmp_path / "w.safetensors")
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+def _finetune(source, out, **kw):
+    """A Trainer fine-tuning on digits for a few steps, without the files-and-plots callbacks."""
+    from ocula.config import build_config
+    from ocula.engine.trainer import Trainer
+
+    cfg = build_config("digits", init_from=source, hflip=False, out=str(out), seed=1, **{"epochs": 1, **kw})
+    trainer = Trainer(cfg, callbacks=[])
+    trainer.fit()
+    return trainer
+
+
+def test_from_run_adopts_architecture_and_preprocessing(digits_base, tmp_path):
+    trainer = _finetune(digits_base, tmp_path / "ft", max_steps=3)
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    source_contract = json.loads((Path(digits_base) / "model.json").read_text())["contract"]
+    info = json.loads((tmp_path / "ft" / "transfer.json").read_text())
+    assert config["model"] == "vgg_bn" and config["model_kwargs"]["width"] == 8
+    assert info["contract"]["input_size"] == 16 and info["contract"]["mean"] == source_contract["mean"]
+    assert trainer.contract.input_size == 16 and info["load"]["loaded"] == info["load"]["total"]
+    assert trainer.history[0]["val_acc"] > 0.5  # the source's features already separate digits
+
+
+def test_linear_probe_trains_only_the_head_and_keeps_bn_statistics(digits_base, tmp_path):
+    from ocula.io import load_tensors
+
+    trainer = _finetune(digits_base, tmp_path / "lp", strategy="linear-probe", lr=0.01, max_steps=3)
+    before = load_tensors(Path(digits_base) / "weights" / "best.safetensors")
+    after = trainer.model.state_dict()
+    changed = sorted(k for k in after if not torch.equal(before[k], after[k].cpu()))
+    assert changed == ["head.bias", "head.weight"]  # running means and variances included
+
+
+def test_strategies_groups_and_learning_rates():
+    from ocula.transfer.strategies import layer_groups, param_groups, set_trainable, trainable_stages
+
+    model = create_model("vgg_bn", 10, 1, 16, width=8)
+    groups = layer_groups(model)
+    assert len(groups) == 4 and groups[-1] == ["head.bias", "head.weight"]  # 3 stages + head
+    assert len(layer_groups(model, coarse=False)) == 7  # 6 conv blocks + head
+    set_trainable(model, trainable_stages("partial", 3, 1))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(groups[-1]) | set(groups[-2])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    llrd = param_groups(model, "llrd", 1e-3, 0.05, layer_decay=0.5, head_lr=1e-2)
+    by_param = {id(p): g["lr"] for g in llrd for p in g["params"]}
+    assert by_param[id(model.head.weight)] == pytest.approx(1e-2)
+    assert by_param[id(model.features[0][0].weight)] == pytest.approx(1e-3 * 0.5 ** 6)
+    assert [trainable_stages("gradual", 3, 1, e, 2) for e in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_gradual_unfreezing_thaws_stages_during_training(digits_base, tmp_path):
+    from ocula.engine.callbacks import Callback
+    from ocula.engine.trainer import Trainer
+
+    class Count(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            seen.append(sum(p.requires_grad for p in trainer.model.parameters()))
+
+    from ocula.config import build_config
+
+    seen: list = []
+    cfg = build_config("digits", init_from=digits_base, strategy="gradual", epochs=3, hflip=False,
+                       out=str(tmp_path / "g"), batch_size=512, val_fraction=0.0)
+    Trainer(cfg, callbacks=[Count()]).fit()
+    assert seen[0] == 2 and seen[0] < seen[1] < seen[2]  # head only, then one stage more per epoch
+
+
+def test_plain_training_is_unchanged_when_nothing_is_set(tmp_path):
+    from ocula.config import build_config
+    from ocula.engine.optim import param_groups
+    from ocula.engine.trainer import Trainer
+
+    trainer = Trainer(build_config("digits", model="seed_cnn", out=str(tmp_path / "r")), callbacks=[])
+    plain = param_groups(trainer.model, trainer.cfg.weight_decay)
+    assert [len(g["params"]) for g in trainer.optimizer.param_groups] == [len(g["params"]) for g in plain]
+    assert all(p.requires_grad for p in trainer.model.parameters()) and trainer.transfer.callbacks() == []
+
+
+def test_cli_from_alias_and_llrd_flags(digits_base, tmp_path, capsys):
+    from ocula.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["train", "digits", "--from", digits_base, "--strategy", "llrd", "--layer-decay", "0.5",
+                 "--max-steps", "2", "--val-fraction", "0", "--hflip", "false", "--out", str(out)]) == 0
+    info = json.loads((out / "transfer.json").read_text())
+    lrs = sorted({g["lr"] for g in info["param_groups"]})
+    assert info["strategy"] == "llrd" and lrs[0] == pytest.approx(1e-3 * 0.5 ** 6) and lrs[-1] == 1e-3
+    assert "weights: loaded" in capsys.readouterr().out
