@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=160, help="input side in pixels")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--offline-images", type=int, default=512)
+    p.add_argument("--offline-images", type=int, default=256)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long (bound)")
