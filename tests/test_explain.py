@@ -158,8 +158,8 @@ def test_occlusion_and_ig_match_captum(digits_run):
     clf = ocula.load(digits_run)
     x = torch.randn(2, 1, 8, 8)
     for method in ("occlusion", "ig"):
-        ours, _ = reference_maps(clf.model, x, None, method, window=2, steps=64, use_captum=False)
-        theirs, _ = reference_maps(clf.model, x, None, method, window=2, steps=64, use_captum=True)
+        ours, _ = reference_maps(clf.model, x, None, method, window=2, steps=32, use_captum=False)
+        theirs, _ = reference_maps(clf.model, x, None, method, window=2, steps=32, use_captum=True)
         corr = np.corrcoef(ours.ravel(), theirs.ravel())[0, 1]
         assert corr > 0.99, (method, corr)
 
@@ -222,3 +222,46 @@ def test_cli_explain_in_process(digits_run, tmp_path, capsys):
     assert "occlusion: 1 maps" in out and (tmp_path / "m" / "maps.npz").is_file()
     assert main(["explain", digits_run, str(img), "--layer", "feature.3", "--out", str(tmp_path / "m")]) == 2
     assert "did you mean: features.3" in capsys.readouterr().err
+
+
+def _video_models_available() -> bool:
+    from ocula.models.registry import list_models
+
+    return {"frame_avg", "cnn_transformer", "seed_attention"} <= set(list_models(include_timm=False))
+
+
+@pytest.mark.skipif(not _video_models_available(), reason="ocula's video families are not registered")
+def test_video_models_get_one_map_per_frame(tmp_path):
+    from ocula.bundle import make_meta
+    from ocula.data.contract import DataContract
+    from ocula.explain.api import explain_to_folder
+    from ocula.inference.predictor import Classifier
+    from ocula.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("frame_avg", 3, 3, 32, backbone="seed_cnn", frames=4).eval()
+    contract = DataContract(input_size=32, channels=3, mean=(0.5,), std=(0.5,), frames=4)
+    clf = Classifier(model, make_meta(model.ocula_arch, contract, ["a", "b", "c"], task="video"))
+    clips = [np.random.default_rng(i).integers(0, 255, (6, 40, 40, 3), dtype=np.uint8) for i in range(2)]
+    maps = clf.explain(clips, method="layercam")
+    assert [m.shape for m in maps] == [(4, 32, 32)] * 2 and all(0 <= m.min() and m.max() == 1.0 for m in maps)
+    summary = explain_to_folder(clf, clips, tmp_path / "v", method="auto")
+    assert summary["method"] == "gradcam" and summary["layer"] == "encoder.net.features"  # per-frame encoder
+    assert Image.open(summary["items"][0]["overlay"]).width > 4 * 32  # a strip of frames
+    assert _no_hooks(model)
+
+
+@pytest.mark.skipif(not _video_models_available(), reason="ocula's video families are not registered")
+def test_attention_families_rollout():
+    from ocula.explain.api import resolve_method
+    from ocula.models.registry import create_model
+
+    torch.manual_seed(0)
+    seed = create_model("seed_attention", 3, 3, 32).eval()  # 8×8 patch tokens, one single-head layer
+    assert resolve_method(seed, "auto") == "rollout"
+    maps, _ = explain_tensor(seed, torch.randn(2, 3, 32, 32), "rollout")
+    _check_maps(maps, 2, (32, 32))
+    video = create_model("cnn_transformer", 3, 3, 32, backbone="vit_nano_scratch", frames=3, dim=32, heads=2).eval()
+    maps, _ = explain_tensor(video, torch.randn(2, 3, 3, 32, 32), "rollout")  # the frame encoder's ViT only
+    assert maps.shape == (2, 3, 32, 32) and maps.max() == 1.0
+    assert _no_hooks(video) and all(b.attn.fused_attn for b in video.blocks)

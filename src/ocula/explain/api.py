@@ -252,7 +252,22 @@ def _is_video(clf) -> bool:
 
 
 def _load_clips(clf, clips):
-    raise OculaError("explaining video models is not yet supported (needs ocula.video)")
+    """Video files, frame folders or uint8 arrays (T, H, W, C) → the model's sampled frames."""
+    items = list(clips) if isinstance(clips, (list, tuple)) else [clips]
+    results, tensors = [], []
+    for i, item in enumerate(items):
+        name = str(item) if isinstance(item, (str, Path)) else f"<clip {i}>"
+        try:
+            clip = clf.preprocess(item)  # (T, C, H, W), normalised, frames sampled as in evaluation
+        except BadImageError as e:
+            results.append(Explanation(name, error=e.reason))
+            tensors.append(None)
+            continue
+        results.append(Explanation(name, view=_unnormalise(clip, clf.contract)))
+        tensors.append(clip)
+    if not results:
+        raise OculaError("no clips to explain")
+    return results, tensors
 
 
 # ---------------------------------------------------------------------------- level 3: files

@@ -50,7 +50,9 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
             prob = float(probs[i, predicted[i]])
             rows.append({"rank": rank, "source": names[i], "true": true_name, "predicted": pred_name, "prob": prob})
             if e.error is None:
-                panels.append(overlay.panel(e.view, e.map, f"{true_name} -> {pred_name} {prob:.2f}"))
+                title = f"{true_name} -> {pred_name} {prob:.2f}"
+                panels.append(overlay.clip_panel(e.view, e.map, title) if e.map.ndim == 3
+                              else overlay.panel(e.view, e.map, title))
                 arrays[f"map_{rank:04d}"] = e.map.astype(np.float16)
     if panels:
         overlay.save_png(overlay.grid(panels, cols), out / "errors.png")
@@ -68,9 +70,7 @@ def _items(samples, data: str) -> tuple[list, np.ndarray, list[str]]:
     from ocula.data.samples import TensorSamples
 
     if isinstance(samples, TensorSamples):
-        if samples.images.dim() != 4:
-            raise OculaError("explaining errors of video models is not yet supported")
-        images = samples.images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
+        images = samples.images.movedim(-3, -1).numpy()  # (N, H, W, C), or clips (N, T, H, W, C); uint8
         names = samples.names or [f"{data}/{i}" for i in range(len(images))]
         return list(images), samples.labels.numpy(), list(names)
     return list(samples.paths), np.asarray(samples.labels), list(samples.paths)

@@ -68,40 +68,46 @@ def _captum_ig(model, x, classes, steps: int) -> torch.Tensor:
                                                 n_steps=steps, internal_batch_size=max(steps, 16))
 
 
-def occlusion(model, x: torch.Tensor, classes: torch.Tensor, window: int, stride: int) -> torch.Tensor:
+def occlusion(model, x: torch.Tensor, classes: torch.Tensor, window: int, stride: int,
+              chunk: int = 16) -> torch.Tensor:
     """Captum's Occlusion definition for images: each pixel gets the mean score drop of the windows
     covering it (the window spans all channels). → (B, C, H, W), the same value in every channel."""
     if x.dim() != 4:
         raise NotImplementedError("the built-in occlusion handles images; install captum for clips")
     b, c, h, w = x.shape
+    window = min(window, h, w)
     rows = list(range(0, h - window + 1, stride))
     cols = list(range(0, w - window + 1, stride))
     if rows[-1] != h - window:  # Captum also covers the last edge with a final shifted window
         rows.append(h - window)
     if cols[-1] != w - window:
         cols.append(w - window)
-    idx = torch.arange(b)
+    windows = [(r, q) for r in rows for q in cols]
     total, count = torch.zeros(b, h, w), torch.zeros(h, w)
     with torch.no_grad():
-        base = model(x).float()[idx, classes]
-        for r in rows:
-            for q in cols:
-                occluded = x.clone()
-                occluded[..., r:r + window, q:q + window] = 0.0
-                drop = base - model(occluded).float()[idx, classes]
-                total[:, r:r + window, q:q + window] += drop[:, None, None].cpu()
+        base = model(x).float().gather(1, classes[:, None])  # (B, 1)
+        for start in range(0, len(windows), chunk):
+            part = windows[start:start + chunk]
+            occluded = x.unsqueeze(1).repeat(1, len(part), 1, 1, 1)  # (B, P, C, H, W): P windows per image
+            for j, (r, q) in enumerate(part):
+                occluded[:, j, :, r:r + window, q:q + window] = 0.0
+            scores = model(occluded.flatten(0, 1)).float().reshape(b, len(part), -1)
+            drops = (base - scores.gather(2, classes[:, None, None].expand(b, len(part), 1))[..., 0]).cpu()
+            for j, (r, q) in enumerate(part):
+                total[:, r:r + window, q:q + window] += drops[:, j, None, None]
                 count[r:r + window, q:q + window] += 1
     return (total / count.clamp(min=1))[:, None].expand(b, c, h, w)
 
 
-def integrated_gradients(model, x: torch.Tensor, classes: torch.Tensor, steps: int) -> torch.Tensor:
-    """IG with a zero baseline, midpoint Riemann sum over `steps` points. → same shape as x."""
+def integrated_gradients(model, x: torch.Tensor, classes: torch.Tensor, steps: int, chunk: int = 16) -> torch.Tensor:
+    """IG with a zero baseline, midpoint Riemann sum over `steps` points, `chunk` points per pass.
+    → same shape as x."""
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     total = torch.zeros_like(x)
-    idx = torch.arange(x.shape[0])
-    for a in alphas:
-        point = (a * x).detach().requires_grad_(True)
+    for part in alphas.split(chunk):
+        shape = (len(part),) + (1,) * x.dim()
+        points = (part.to(x.device).view(shape) * x).flatten(0, 1).detach().requires_grad_(True)  # (P*B, ...)
         with torch.enable_grad():
-            score = model(point).float()[idx, classes].sum()
-            total += torch.autograd.grad(score, point)[0]
+            score = model(points).float().gather(1, classes.repeat(len(part))[:, None]).sum()
+            total += torch.autograd.grad(score, points)[0].reshape(len(part), *x.shape).sum(0)
     return x * total / steps

@@ -12,6 +12,8 @@ the weakest `discard_ratio` of entries zeroed:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -27,18 +29,38 @@ HEAD_FUSIONS = tuple(_FUSE)
 def rollout_maps(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0,
                  ) -> tuple[np.ndarray, torch.Tensor]:
     """Preprocessed images (B, C, H, W) or clips → (maps in [0, 1] at input size, logits (B, K))."""
-    vit = _rollout_vit(model)
-    attentions, logits = collect_attention(model, x)
-    grid = rollout_grid(attentions, vit, head_fusion, discard_ratio)  # (N, h, w)
     size = tuple(x.shape[-2:])
+    if hasattr(model, "attention_weights"):  # ocula's seed_attention: one single-head layer
+        return _own_attention_maps(model, x, size)
+    vit = _rollout_vit(model)
+    # Only the ViT's own layers: a video model's temporal transformer attends over frames, not patches.
+    attentions, logits = collect_attention(model, x, attention_modules(vit))
+    grid = rollout_grid(attentions, vit, head_fusion, discard_ratio)  # (N, h, w)
     if x.dim() == 5:
         return per_clip(grid.numpy(), tuple(x.shape[:2]), size), logits
     return to_input_size(grid.numpy(), size), logits
 
 
-def collect_attention(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.ndarray, torch.Tensor]:
+    """seed_attention pools the mean over tokens, so a token's importance is its column mean in the
+    rolled-out (A + I)/2. Patch tokens lie on the image grid; frame tokens weight whole frames."""
+    with torch.no_grad():
+        weights = model.attention_weights(x)  # (B, N, N)
+        logits = model(x).float().cpu()
+    flow = attention_rollout([weights[:, None]], "mean", 0.0, keep=0)  # (B, N, N)
+    scores = flow.mean(1)  # (B, N): what the mean-pooled output takes from each token
+    if x.dim() == 5:  # frames as tokens: one value per frame, spread over the frame
+        b, t = x.shape[:2]
+        frames = scores.reshape(b * t, 1, 1).expand(b * t, *size)
+        return per_clip(frames.numpy(), (b, t), size), logits
+    side = int(round(scores.shape[1] ** 0.5))
+    return to_input_size(scores.reshape(-1, side, side).numpy(), size), logits
+
+
+def collect_attention(model: nn.Module, x: torch.Tensor, modules: Optional[list] = None,
+                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One forward on the explicit path → ([softmax weights (N, heads, T, T) per layer], logits)."""
-    modules = attention_modules(model)
+    modules = attention_modules(model) if modules is None else modules
     if not modules:
         raise OculaError(f"{type(model).__name__} has no attention layers for rollout; use method='gradcam'")
     weights: list[torch.Tensor] = []

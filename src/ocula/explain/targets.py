@@ -33,21 +33,26 @@ def is_vit(model: nn.Module) -> bool:
     return hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens")
 
 
-def has_attention_path(model: nn.Module) -> bool:
-    """Attention rollout needs explicit attention weights: timm's Attention or an ocula equivalent."""
-    return bool(attention_modules(model))
-
-
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """Self-attention modules that can run an explicit (unfused) path and expose softmax weights
-    as the input of `attn_drop` — timm's Attention, and ocula's own attention blocks, which follow it."""
+    as the input of `attn_drop`: timm's Attention (and ocula's transformer blocks, which are timm's)."""
     return [m for m in model.modules() if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None),
                                                                                  nn.Module)]
 
 
 def default_method(model: nn.Module) -> str:
-    """Attention models get rollout, everything else Grad-CAM."""
-    return "rollout" if has_attention_path(model) and not _has_conv_features(model) else "gradcam"
+    """Vision transformers get rollout; anything with a convolutional or token feature map Grad-CAM
+    (video models: on their per-frame encoder); the rest integrated gradients, which needs no layer."""
+    if hasattr(model, "attention_weights"):  # ocula's seed_attention family
+        return "rollout"
+    if is_video_model(model):
+        return "gradcam" if frame_encoder(model)[1] is not model else "ig"
+    if is_vit(model) and attention_modules(model):
+        return "rollout"
+    if _has_conv_features(model) or getattr(model, "feature_info", None) or isinstance(
+            getattr(model, "cam_layer", None), str) or any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return "gradcam"
+    return "ig"
 
 
 def _has_conv_features(model: nn.Module) -> bool:
@@ -87,11 +92,15 @@ def default_layer_name(model: nn.Module) -> str:
 
 
 def frame_encoder(model: nn.Module) -> tuple[str, nn.Module]:
-    """Video models apply an image encoder to each frame; CAM looks inside it. → (name, module)."""
-    for name in ("encoder", "backbone", "frame_encoder", "cnn"):
+    """Video models apply an image model to every frame; CAMs look inside it. → (dotted name, module),
+    or ("", model) when there is none (e.g. an LSTM over flattened frames)."""
+    if not is_video_model(model):
+        return "", model
+    for name in ("encoder", "frame_encoder"):
         inner = getattr(model, name, None)
-        if isinstance(inner, nn.Module) and inner is not model and is_video_model(model):
-            return name, inner
+        if isinstance(inner, nn.Module):
+            net = getattr(inner, "net", None)  # ocula's FrameEncoder wraps the image model as .net
+            return (f"{name}.net", net) if isinstance(net, nn.Module) else (name, inner)
     return "", model
 
 
