@@ -31,6 +31,7 @@ class AuditResult:
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # checks skipped and why; data warnings
     out: Optional[str] = None
+    out_of_fold: Optional[labels.OutOfFold] = field(default=None, repr=False)  # probs and embeddings
 
     def by_category(self, category: str) -> list[Finding]:
         return [f for f in self.findings if f.category == category]
@@ -69,11 +70,13 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
           img_size: Optional[int] = None, splits: Optional[Sequence[str]] = None, out: Optional[str] = None,
           seed: int = 0, limits: Optional[integrity.SizeLimits] = None,
           near: Optional[duplicates.NearDuplicateParams] = None, outlier_z: float = 6.0,
+          label_max_given: Optional[float] = None,
           workers: Optional[int] = None, train_options: Optional[dict] = None) -> AuditResult:
     """Audit a dataset: integrity, duplicates and leakage, statistics, label errors, outliers.
 
     `data`: built-in name, folder, CSV manifest or a DatasetSplits. `folds=0` skips the checks
     that train models (label errors, outliers). `out`: write report.md, report.html, issues.json.
+    `label_max_given`: a label issue needs p(given label) below this (default 0.5 / classes).
     """
     limits, near = limits or integrity.SizeLimits(), near or duplicates.NearDuplicateParams()
     timings: dict = {}
@@ -102,11 +105,11 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
 
     counts = stats.class_counts(inv.labels, [r.split for r in inv.refs], inv.classes)
     findings += stats.balance_findings(counts)
-    extra = {**dup_counts}
+    extra, oof = {**dup_counts}, None
     if folds:
         t = time.perf_counter()
-        label_part, info = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
-                                         train_options or {}, notes)
+        label_part, info, oof = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
+                                         label_max_given, train_options or {}, notes)
         findings += label_part
         extra.update(info)
         timings["labels_s"] = round(time.perf_counter() - t, 2)
@@ -114,7 +117,8 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
         notes.append("label and outlier checks off (folds=0)")
     result = AuditResult(inv.data.source or str(data), inv.classes, findings,
                          {"class_counts": counts, "images": image_stats, "samples": len(inv)},
-                         {**count_by_category(findings), **extra}, inv, timings, notes, out)
+                         {**count_by_category(findings), **extra}, inv, timings, notes, out,
+                         oof)
     if out:
         from ocula.audit.report import write_report
 
@@ -140,7 +144,8 @@ def _tensor_features(inv: Inventory):
     return np.ones(len(inv), bool), digests, small, sizes, image_stats
 
 
-def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z, train_options, notes):
+def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z, max_given, train_options,
+                  notes):
     """Label errors and outliers from one K-fold run over the usable, labelled images."""
     rows = np.flatnonzero(usable & (inv.labels >= 0))
     options = labels.training_options(inv, len(rows), sizes, model=model, epochs=epochs, img_size=img_size,
@@ -149,10 +154,10 @@ def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outl
         oof = labels.out_of_fold(inv, rows, folds, options, seed)
     except OculaError as e:
         notes.append(f"label and outlier checks skipped: {e}")
-        return [], {}
-    found, engine = labels.label_findings(inv, oof)
+        return [], {}, None
+    found, engine = labels.label_findings(inv, oof, max_given)
     scores = outliers.outlier_scores(oof.embeddings, inv.labels[rows], oof.fold)
     found += outliers.outlier_findings([inv.refs[i] for i in rows], scores, min_score=outlier_z)
     info = {"label_model": options, "label_engine": engine, "out_of_fold_accuracy": round(oof.accuracy, 4),
             "label_train_s": round(oof.train_s, 1), "folds": folds}
-    return found, info
+    return found, info, oof

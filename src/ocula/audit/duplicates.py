@@ -32,6 +32,7 @@ class NearDuplicateParams:
     zooms: tuple = (1.0, 0.97, 0.94, 0.91, 0.88)  # slight crops tried when comparing a pair
     max_dissimilarity: float = 0.10  # 1 - cosine of a near pair, at most
     relative: float = 0.25  # ... and at most this fraction of the typical nearest-neighbour one
+    refine_margin: float = 0.05  # pairs this close below the bar are also tried with half-pixel shifts
     chunk: int = 1024  # rows compared at once (memory: chunk × N floats)
 
 
@@ -90,14 +91,17 @@ def candidate_pairs(vectors: np.ndarray, params: NearDuplicateParams,
     return np.unique(pairs, axis=0), kth
 
 
-def alignment_grids(params: "NearDuplicateParams", side: int = SMALL):
-    """Sampling grids for slight zooms (a cropped copy is a zoomed one) and half-pixel shifts."""
+def alignment_grids(zooms, shifts: bool, side: int = SMALL):
+    """Sampling grids for slight zooms (a cropped copy is a zoomed one), with or without half-pixel
+    shifts; the identity is left out (it is compared directly)."""
     import torch
     import torch.nn.functional as F
 
     step = 1.0 / side  # half a pixel in normalised [-1, 1] coordinates
-    shifts = [(0.0, 0.0), (step, 0.0), (-step, 0.0), (0.0, step), (0.0, -step)]
-    thetas = [[[z, 0.0, dx], [0.0, z, dy]] for z in params.zooms for dx, dy in shifts if (z, dx, dy) != (1.0, 0, 0)]
+    moves = [(0.0, 0.0), (step, 0.0), (-step, 0.0), (0.0, step), (0.0, -step)] if shifts else [(0.0, 0.0)]
+    thetas = [[[z, 0.0, dx], [0.0, z, dy]] for z in zooms for dx, dy in moves if (z, dx, dy) != (1.0, 0.0, 0.0)]
+    if not thetas:
+        return torch.zeros(0, side, side, 2)
     theta = torch.tensor(thetas, dtype=torch.float32)
     return F.affine_grid(theta, [len(thetas), 1, side, side], align_corners=False)  # (T, side, side, 2)
 
@@ -108,15 +112,15 @@ def _unit(x):
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-3)
 
 
-def aligned_similarity(small: np.ndarray, pairs: np.ndarray, params: "NearDuplicateParams",
+def aligned_similarity(small: np.ndarray, pairs: np.ndarray, zooms, shifts: bool,
                        progress: bool = True) -> np.ndarray:
-    """Cosine of the 32×32 grey images of each pair (mean removed), the best over slight zooms and
-    shifts of either one onto the other."""
+    """Cosine of the 32×32 grey images of each pair (mean removed), the best over slight zooms (and
+    half-pixel shifts) of either one onto the other."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    grids = alignment_grids(params)
+    grids = alignment_grids(zooms, shifts)
     out = np.zeros(len(pairs), np.float32)
     chunk = 4096
     for start in tqdm(range(0, len(pairs), chunk), desc="near duplicates: compare", unit="chunk",
@@ -148,8 +152,12 @@ def similarity_threshold(kth: np.ndarray, params: NearDuplicateParams) -> float:
 def near_pairs(small: np.ndarray, params: NearDuplicateParams, progress: bool = True):
     """→ (list of (i, j, similarity) near-duplicate pairs, the similarity threshold used)."""
     pairs, kth = candidate_pairs(thumb_vectors(small), params, progress)
-    sims = aligned_similarity(small, pairs, params, progress)
     threshold = similarity_threshold(kth, params)
+    # Zooms first; the finer search with shifts only where a pair is already close (most are not).
+    sims = aligned_similarity(small, pairs, params.zooms, False, progress)
+    close = np.flatnonzero(sims >= threshold - params.refine_margin)
+    if len(close):
+        sims[close] = np.maximum(sims[close], aligned_similarity(small, pairs[close], params.zooms, True, progress))
     keep = sims >= threshold
     return [(int(i), int(j), float(s)) for (i, j), s in zip(pairs[keep], sims[keep])], threshold
 

@@ -25,7 +25,23 @@ def write_report(result, out) -> dict:
     write_json(paths["json"], result.to_dict())
     write_text(paths["md"], markdown(result))
     write_text(paths["html"], html_report(result))
+    if result.out_of_fold is not None:  # what cleanlab and friends want, without a retrain
+        paths["oof"] = out / "out_of_fold.npz"
+        _write_out_of_fold(result, paths["oof"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def _write_out_of_fold(result, path) -> None:
+    import numpy as np
+
+    from ocula.io import atomic_path
+
+    oof = result.out_of_fold
+    ids = np.array([result.inventory.refs[i].id for i in oof.indices])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, ids=ids, labels=result.inventory.labels[oof.indices], probs=oof.probs,
+                                embeddings=oof.embeddings, fold=oof.fold, classes=np.array(result.classes))
 
 
 def _ordered(result) -> dict[str, list[Finding]]:
