@@ -50,6 +50,8 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
     from ocula.inference.predictor import Prediction
 
     clf = model if isinstance(model, Classifier) else load(model)
+    if clf.contract.frames:  # a video model: video files and frame folders are the inputs
+        from ocula.video.dataset import expand_clip_inputs as expand_inputs  # noqa: F811
     paths, missing = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     for item, reason in missing:
         yield Prediction(item, error=reason)
@@ -94,7 +96,8 @@ def _evaluation_samples(clf: Classifier, data: str, split: Optional[str]):
     from ocula.data.sources import resolve_data
 
     trained_on = clf.meta.get("data", {})
-    splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False)
+    video = bool(clf.contract.frames) or None  # a video model reads frame folders as clips
+    splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, video=video)
     if split:
         return splits.split(split), splits.classes, split
     if splits.test is not None:
@@ -104,7 +107,7 @@ def _evaluation_samples(clf: Classifier, data: str, split: Optional[str]):
     if trained_on.get("source") and trained_on["source"] == splits.source:
         info = clf.meta.get("split", {})
         held = resolve_data(data, val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
-                            require_train=False)
+                            require_train=False, video=video)
         if held.val is None:
             raise OculaError(f"{data}: the model was trained on all of it; pass a separate test set")
         return held.val, held.classes, "val (held out during training)"
@@ -129,6 +132,10 @@ def _split_loader(clf: Classifier, samples, batch_size: int, workers: Optional[i
 
     if isinstance(samples, TensorSamples):
         return TensorLoader(adapt_channels(samples, clf.contract.channels), clf.contract, batch_size, train=False)
+    if clf.contract.frames:
+        from ocula.video.loader import ClipLoader
+
+        return ClipLoader(samples, clf.contract, batch_size, train=False, workers=workers, pad=clf.clip_pad)
     return file_loader(samples, clf.transform, clf.contract.channels, batch_size, train=False,
                        workers=workers, draft_size=clf.contract.input_size)
 

@@ -93,7 +93,7 @@ def build_parser() -> Parser:
     p.add_argument("--own", action="store_true", help="only ocula's own families")
     sub.add_parser("recipes", help="list shipped training recipes")
     p = sub.add_parser("datasets", help="list built-in datasets, or export one to a folder of PNGs")
-    p.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "export", "make"], default="list")
     p.add_argument("name", nargs="?", help="export: the built-in dataset")
     p.add_argument("out", nargs="?", help="export: target folder (class sub-folders are created)")
     p.add_argument("--split", default="test")
@@ -235,7 +235,12 @@ def cmd_recipes(args) -> int:
 
 def cmd_datasets(args) -> int:
     from ocula.data.builtin import export_builtin, list_builtin
+    from ocula.data.sources import resolve_data  # noqa: F401  (registers every built-in)
 
+    if args.action == "make":  # generated datasets written to disk (ocula.video)
+        from ocula.video.cli import make_dataset
+
+        return make_dataset(args)
     if args.action == "export":
         if not args.name or not args.out:
             raise OculaError("usage: ocula datasets export NAME OUT [--split test] [--limit N]")

@@ -20,6 +20,7 @@ CHOICES = {
     "augment": ("none", "light", "strong"),
     "balance": ("none", "weighted-loss", "sampler"),
     "cache": ("auto", "ram", "none"),
+    "clip_pad": ("repeat", "reject"),
     "strategy": ("full", "linear-probe", "partial", "llrd", "gradual"),
     "margin": ("none", "arcface", "cosface"),
 }
@@ -74,6 +75,9 @@ class TrainConfig:
     margin: str = "none"  # embedding training: none | arcface | cosface (margin loss on the head)
     margin_m: Optional[float] = None  # the margin; default 0.5 rad (arcface) or 0.35 (cosface)
     margin_s: float = 30.0  # scale of the cosine logits under a margin loss
+    frames: Optional[int] = None  # video: frames per clip the model sees; default the model's (8)
+    clip_pad: str = "repeat"  # video: a clip shorter than frames is repeated (stretched in time) or rejected
+    backbone: Optional[str] = None  # video models: the per-frame encoder, any image model name (resnet18, ...)
     model_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
 
     def __post_init__(self):
@@ -84,6 +88,8 @@ class TrainConfig:
                                  f"{did_you_mean(str(value), options)}")
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
             raise OculaError("epochs, batch_size and accumulate must be at least 1")
+        if self.frames is not None and self.frames < 1:
+            raise OculaError("frames must be at least 1")
         if not 0 <= self.val_fraction < 1:
             raise OculaError("val_fraction must be in [0, 1)")
 

@@ -3,6 +3,10 @@
 One affine resampling (`affine_grid` + `grid_sample`) does crop, scale, flip and resize for the
 whole batch. The random numbers come from a caller-owned generator, drawn for the *global* batch,
 so every DDP rank and every resumed run sees exactly the same augmentation.
+
+Clips (B, T, C, H, W) take the same path with T folded into channels, so one random draw per clip
+moves all its frames together; `select_frames` picks the T frames a video model sees (uniform for
+evaluation, one random frame per segment for training).
 """
 from __future__ import annotations
 
@@ -22,8 +26,29 @@ def to_float(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
     return (x.float().div_(255.0) - mean) / std
 
 
+def select_frames(x: torch.Tensor, frames: Optional[int], gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Clips (B, N, ...) → (B, frames, ...): segment centres, or (with gen) a random frame per segment."""
+    b, n = x.shape[:2]
+    if not frames or n == frames:
+        return x
+    offset = torch.rand(b, frames, generator=gen) if gen is not None else torch.full((b, frames), 0.5)
+    idx = ((torch.arange(frames) + offset) * n / frames).long().clamp_(max=n - 1)
+    return x[torch.arange(b).unsqueeze(1), idx]
+
+
+def fold_clips(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a (B, C, H, W) batch operation to clips (B, T, C, H, W), one random draw per clip."""
+    if x.ndim != 5:
+        return fn(x)
+    b, t, c = x.shape[:3]
+    y = fn(x.reshape(b, t * c, *x.shape[3:]))
+    return y.reshape(b, t, c, *y.shape[-2:])
+
+
 def eval_resize(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
     """Float batch → the eval geometry of transforms.eval_geometry (short side, then centre crop)."""
+    if x.ndim == 5:
+        return fold_clips(lambda images: eval_resize(images, contract), select_frames(x, contract.frames))
     size = contract.input_size
     if x.shape[-2:] == (size, size):
         return x
@@ -115,15 +140,18 @@ class BatchAugment:
         self.native_size = native_size
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        """uint8 (B, C, H, W), labels (B,) → float inputs at input_size, targets (labels or soft)."""
+        """uint8 (B, C, H, W) or clips (B, T, C, H, W), labels (B,) → float inputs at input_size,
+        targets (labels or soft)."""
+        if x_uint8.ndim == 5:
+            x_uint8 = select_frames(x_uint8, self.contract.frames, gen)
         x = to_float(x_uint8, self.contract)
         size = self.contract.input_size
         if self.preset == "light":
             pad = max(1, round(x.shape[-1] / 7))  # 4 px at 28 px, like the classic pad-and-crop
-            x = random_affine(x, size, gen, translate_px=pad, hflip=self.hflip)
+            x = fold_clips(lambda b: random_affine(b, size, gen, translate_px=pad, hflip=self.hflip), x)
         elif self.preset == "strong":
-            x = random_affine(x, size, gen, scale=(0.35, 1.0), hflip=self.hflip)
-            x = random_erasing(x, gen)
+            x = fold_clips(lambda b: random_erasing(random_affine(b, size, gen, scale=(0.35, 1.0),
+                                                                  hflip=self.hflip), gen), x)
         else:
             x = eval_resize(x, self.contract)
         if self.mixup > 0 or self.cutmix > 0:

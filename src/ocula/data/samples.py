@@ -25,7 +25,7 @@ class FileSamples:
 
 @dataclass
 class TensorSamples:
-    images: torch.Tensor  # (N, C, H, W) uint8
+    images: torch.Tensor  # (N, C, H, W) uint8, or clips (N, T, C, H, W) when DatasetSplits.kind == "video"
     labels: torch.Tensor  # (N,) int64
     names: Optional[list[str]] = None  # a readable id per sample (path or "fashion-mnist/test/17")
 
@@ -50,6 +50,7 @@ class DatasetSplits:
     val: Optional[Samples] = None
     test: Optional[Samples] = None
     source: str = ""
+    kind: str = "image"  # "image" | "video" (samples are clips: video files, frame folders or (T, C, H, W))
     channels: Optional[int] = None  # native channels when known (built-ins: 1)
     image_size: Optional[int] = None  # native square size when known (built-ins: 28, 8)
     mean: Optional[tuple] = None  # per-channel mean on [0,1] when known

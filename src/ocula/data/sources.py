@@ -16,23 +16,26 @@ from ocula.data.manifest import read_manifest
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.data.split import stratified_split
 from ocula.errors import OculaError, did_you_mean
+from ocula.video import moving_shapes  # noqa: F401  (registers the built-in clip dataset 'moving-shapes')
 
 SPLITS = ("train", "val", "test")
 
 
 def resolve_data(
-    spec, *, val_fraction: float = 0.1, seed: int = 0, require_train: bool = True
+    spec, *, val_fraction: float = 0.1, seed: int = 0, require_train: bool = True,
+    video: Optional[bool] = None,
 ) -> DatasetSplits:
     """Resolve `spec` to splits with labels indexing the sorted class list.
 
     An existing path wins over a built-in name of the same spelling (with a warning).
     `require_train=False` (evaluation) accepts sources with only a test or val split and a
-    single class.
+    single class. `video`: a folder holding video files is always read as clips; True also reads
+    class folders of frame folders (root/<class>/<clip>/*.jpg) as clips rather than as images.
     """
     spec_str = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     path = os.path.abspath(os.path.expanduser(spec_str))
     if os.path.exists(path):
-        data = _from_path(path)
+        data = _from_path(path, video)
         if canonical_builtin(spec_str):
             data.warnings.append(
                 f"'{spec_str}' is a path here; using it rather than the built-in dataset"
@@ -49,14 +52,23 @@ def resolve_data(
     return data
 
 
-def _from_path(path: str) -> DatasetSplits:
+def _from_path(path: str, video: Optional[bool] = None) -> DatasetSplits:
+    from ocula.video import dataset as clips  # light: no decoder imported
+
+    kind = "image"
     if os.path.isdir(path):
-        scan = scan_image_folder(path)
+        if video or (video is None and clips.holds_videos(path)):
+            scan, kind = clips.scan_video_folder(path), "video"
+        else:
+            scan = scan_image_folder(path)
     elif path.lower().endswith(".csv"):
         scan = read_manifest(path)
+        kind = "video" if clips.is_clip_manifest(scan) else "image"
     else:
         raise OculaError(f"{path} is a file: give a folder of class folders or a .csv manifest")
-    return _splits_from_scan(scan, path)
+    data = _splits_from_scan(scan, path)
+    data.kind = kind
+    return data
 
 
 def _splits_from_scan(scan: FolderScan, source: str) -> DatasetSplits:

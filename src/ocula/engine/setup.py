@@ -38,18 +38,72 @@ def resolve_precision(requested: str, device: torch.device) -> Optional[torch.dt
     return torch.bfloat16
 
 
-def resolve_contract(cfg: TrainConfig, splits: DatasetSplits) -> DataContract:
-    from ocula.models.registry import default_contract
+def takes_clips(model: str) -> bool:
+    """Whether a model name is a video model (input (B, T, C, H, W))."""
+    from ocula.models.registry import get_spec
 
+    spec = get_spec(model)
+    return bool(spec and spec.video)
+
+
+def resolve_contract(cfg: TrainConfig, splits: DatasetSplits) -> DataContract:
+    from ocula.models.registry import default_contract, get_spec
+
+    _check_model_kind(cfg.model, splits)
     channels = cfg.channels or splits.channels or 3
     same_channels = splits.channels in (None, channels)
-    return default_contract(cfg.model, channels, native_size=splits.image_size,
-                            mean=splits.mean if same_channels else None,
-                            std=splits.std if same_channels else None, input_size=cfg.img_size)
+    contract = default_contract(cfg.model, channels, native_size=splits.image_size,
+                                mean=splits.mean if same_channels else None,
+                                std=splits.std if same_channels else None, input_size=cfg.img_size)
+    if splits.kind == "video":
+        contract.frames = cfg.frames or get_spec(cfg.model).defaults.get("frames") or 8
+    return contract
 
 
-def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str):
-    """File splits that fit (cache=auto) or are forced (cache=ram) are decoded once into RAM."""
+def _check_model_kind(model: str, splits: DatasetSplits) -> None:
+    clips = takes_clips(model)
+    if splits.kind == "video" and not clips:
+        raise OculaError(f"{splits.source} holds video clips but '{model}' takes single images; "
+                         f"use a video model (cnn_lstm, cnn_transformer, frame_avg, seed_lstm, "
+                         f"seed_attention_video) with --backbone {model}")
+    if splits.kind != "video" and clips:
+        raise OculaError(f"'{model}' takes clips but {splits.source} holds images; give a folder of videos "
+                         f"or of frame folders (root/<class>/<clip>/*.jpg)")
+
+
+def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
+    """create_model with the config's model options: backbone and frames for video models."""
+    from ocula.models.registry import create_model, get_spec
+
+    kwargs = dict(cfg.model_kwargs)
+    spec = get_spec(cfg.model)
+    if cfg.backbone:
+        if spec is None or "backbone" not in spec.defaults:
+            raise OculaError(f"'{cfg.model}' has no --backbone option (video models have: cnn_lstm, "
+                             f"cnn_transformer, frame_avg)")
+        kwargs["backbone"] = cfg.backbone
+    if contract.frames and spec is not None and "frames" in spec.defaults:
+        kwargs["frames"] = contract.frames
+    encoder_hub = cfg.pretrained is True and spec is not None and "backbone" in spec.defaults
+    if encoder_hub:  # hub weights go to the per-frame encoder, not to the video model
+        kwargs["backbone_pretrained"] = True
+    model = create_model(cfg.model, num_classes, contract.channels, contract.input_size,
+                         pretrained=cfg.pretrained is True and not encoder_hub, **kwargs)
+    model.ocula_arch["kwargs"].pop("backbone_pretrained", None)  # the bundle holds the weights
+    return model
+
+
+def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, train: bool = False):
+    """File splits that fit (cache=auto) or are forced (cache=ram) are decoded once into RAM.
+    Clips of a training split keep extra frames, for temporal jitter in RAM."""
+    if isinstance(samples, FileSamples) and contract.frames:
+        from ocula.video.loader import TRAIN_OVERSAMPLE, cache_clips, clips_fit_in_memory
+
+        frames = contract.frames * (TRAIN_OVERSAMPLE if train else 1)
+        if cfg.cache == "ram" or (cfg.cache == "auto" and clips_fit_in_memory(samples, contract, frames)):
+            return cache_clips(samples, contract, frames=frames, workers=cfg.workers, pad=cfg.clip_pad,
+                               desc=desc)
+        return samples, []
     if isinstance(samples, FileSamples) and (cfg.cache == "ram" or (cfg.cache == "auto"
                                                                       and fits_in_memory(samples, contract))):
         return cache_in_memory(samples, contract, workers=cfg.workers, desc=desc)
@@ -57,14 +111,16 @@ def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str):
 
 
 def adapt_channels(samples: TensorSamples, channels: int) -> TensorSamples:
-    c = samples.images.shape[1]
+    c = samples.images.shape[-3]  # images (N, C, H, W) or clips (N, T, C, H, W)
     if c == channels:
         return samples
     if channels == 3 and c == 1:
-        images = samples.images.expand(-1, 3, -1, -1).contiguous()
+        shape = list(samples.images.shape)
+        shape[-3] = 3
+        images = samples.images.expand(*shape).contiguous()
     elif channels == 1 and c == 3:  # ITU-R 601 luma, as PIL's convert("L")
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        images = (samples.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        images = (samples.images.float() * w).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     else:
         raise OculaError(f"cannot convert {c}-channel images to {channels} channels")
     return TensorSamples(images, samples.labels, samples.names)
@@ -83,6 +139,9 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
         counts = class_counts(samples, num_classes)
         labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
         weights = (1.0 / counts.clamp_min(1))[labels]
+    if isinstance(samples, FileSamples) and contract.frames:
+        return _clip_loader(samples, contract, cfg, train=train, num_classes=num_classes, weights=weights,
+                            rank=rank, world=world, epoch=epoch)
     if isinstance(samples, TensorSamples):
         augment = BatchAugment(contract, cfg.augment, cfg.hflip, cfg.mixup, cfg.cutmix, num_classes) \
             if train else None
@@ -106,6 +165,25 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
     per_rank = max(1, cfg.batch_size // world)
     return file_loader(samples, transform, contract.channels, per_rank, train=train, workers=cfg.workers,
                        seed=cfg.seed, epoch=epoch, sampler=sampler, draft_size=contract.input_size)
+
+
+def _clip_loader(samples, contract, cfg, *, train, num_classes, weights, rank, world, epoch):
+    """Clips streamed from files (too many for RAM): decoded in workers, augmented batch-wise."""
+    from ocula.video.loader import ClipLoader
+
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(range(len(samples)), num_replicas=world, rank=rank, shuffle=train,
+                                     seed=cfg.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    elif weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(samples), replacement=True,
+                                                         generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    augment = BatchAugment(contract, cfg.augment, cfg.hflip, cfg.mixup, cfg.cutmix, num_classes) if train else None
+    return ClipLoader(samples, contract, max(1, cfg.batch_size // world), train=train, augment=augment,
+                      workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler, pad=cfg.clip_pad)
 
 
 def fingerprint(splits: DatasetSplits) -> str:

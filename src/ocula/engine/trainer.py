@@ -42,7 +42,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: Optional[list[Callback]] = None, task=None,
                  splits=None):
         from ocula.data.sources import resolve_data
-        from ocula.models.registry import check_model_name, create_model
+        from ocula.models.registry import check_model_name
 
         self.cfg = cfg
         self.device = dist.local_device(cfg.device)
@@ -53,7 +53,8 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         check_model_name(cfg.model)  # fail before reading any data
 
-        self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                             video=setup.takes_clips(cfg.model) or None)
         self.classes = self.splits.classes
         self.contract = setup.resolve_contract(cfg, self.splits)
         from ocula.transfer.plan import TransferPlan  # --from/--pretrained FILE, strategy, margin
@@ -63,8 +64,7 @@ class Trainer:
         self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
         self._report_skipped()
 
-        self.model = create_model(cfg.model, len(self.classes), self.contract.channels, self.contract.input_size,
-                                  pretrained=cfg.pretrained is True, **cfg.model_kwargs)
+        self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
         self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
         task = task or self.transfer.task(self._class_weights())  # margin loss, if asked for
         self.model.to(self.device)
@@ -102,7 +102,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _prepare_split(self, name: str):
-        samples, skipped = setup.to_memory(self.splits.split(name), self.contract, self.cfg, desc=f"decode {name}")
+        samples, skipped = setup.to_memory(self.splits.split(name), self.contract, self.cfg, desc=f"decode {name}",
+                                           train=name == "train")
         self.splits.skipped += skipped
         if isinstance(samples, TensorSamples):
             samples = setup.adapt_channels(samples, self.contract.channels)
@@ -282,7 +283,9 @@ class Trainer:
     # ---------------------------------------------------------------- files
     def meta(self) -> dict:
         arch = dict(bundle_arch(self.model))
-        return bundle.make_meta(arch, self.contract, self.classes, task="image",
+        clips = {"clip_pad": self.cfg.clip_pad} if self.contract.frames else {}
+        return bundle.make_meta(arch, self.contract, self.classes, task="video" if self.contract.frames else "image",
+                                **clips,
                                 data={"source": self.splits.source, "fingerprint": self._fingerprint},
                                 split={k: self.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
                                 metrics=self.history[-1] if self.history else {},

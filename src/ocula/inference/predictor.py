@@ -53,10 +53,20 @@ class Predictor:
         """Preprocessed batch (B, C, H, W) → logits (B, K), float32 on the CPU."""
         raise NotImplementedError
 
+    @property
+    def clip_pad(self) -> str:
+        """Video models: how a clip shorter than contract.frames is read (as in training)."""
+        return self.meta.get("clip_pad", "repeat")
+
     def preprocess(self, obj) -> torch.Tensor:
-        """One image (path, bytes, PIL, numpy array) → normalised tensor (C, H, W)."""
+        """One image (path, bytes, PIL, numpy array) → normalised tensor (C, H, W); for a video model,
+        one clip (video file, frame folder, or uint8 array (T, H, W, C)) → (T, C, H, W)."""
         from ocula.data.images import open_image, to_pil
 
+        if self.contract.frames:
+            from ocula.video.loader import preprocess_clip
+
+            return preprocess_clip(obj, self.contract, self.clip_pad)
         if isinstance(obj, (str, Path, bytes, bytearray)):
             img = open_image(obj, channels=self.contract.channels, draft_size=self.contract.input_size)
         else:
@@ -105,8 +115,13 @@ class Predictor:
                       workers: Optional[int] = None) -> Iterator[Prediction]:
         """Many files: decoded in DataLoader workers while the model runs; bad files yield errors."""
         samples = FileSamples(list(paths), [-1] * len(paths))
-        loader = file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
-                             workers=workers, draft_size=self.contract.input_size)
+        if self.contract.frames:  # video files and frame folders, decoded in workers
+            from ocula.video.loader import ClipLoader
+
+            loader = ClipLoader(samples, self.contract, batch_size, train=False, workers=workers, pad=self.clip_pad)
+        else:
+            loader = file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
+                                 workers=workers, draft_size=self.contract.input_size)
         for x, _, idx, bad in loader:
             for path, reason in bad:
                 yield Prediction(path, error=reason)
