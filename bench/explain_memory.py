@@ -28,7 +28,7 @@ from common import print_machine  # noqa: E402
 from explain_pointing_game import CNN, VIT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [("cnn", "gradcam"), ("cnn", "scorecam"), ("cnn", "ig"), ("vit", "rollout"), ("vit", "gradcam++")]
+CASES = "cnn:gradcam,vit:rollout,vit:gradcam"  # model:method, comma-separated
 
 
 def rss_mb() -> float:
@@ -81,9 +81,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--cases", default=CASES, help=f"model:method pairs (default: {CASES})")
     p.add_argument("--naive", action="store_true", help="also measure direct pytorch-grad-cam use, for contrast")
     p.add_argument("--json", default=str(ROOT / "docs/bench/explain_memory.json"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a shared 2-core box")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.images, args.json = 150, "/tmp/ocula-bench-explain/quick_memory.json"
     from ocula.io import write_json
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(50)]
     stream = [images[i % len(images)] for i in range(args.images)]
     results = {"machine": info, "settings": vars(args), "target_mb": 50, "cases": []}
-    for kind, method in CASES:
+    for kind, method in (case.split(":") for case in args.cases.split(",")):
         clf = classifier(kind)
         row = {"model": kind, "method": method, **measure(lambda img: clf.explain(img, method=method), stream)}
         row["passes"] = row["growth_mb"] < 50

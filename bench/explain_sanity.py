@@ -85,7 +85,11 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-vit", type=int, default=6)
     p.add_argument("--work", default="/tmp/ocula-bench-explain")
     p.add_argument("--json", default=str(ROOT / "docs/bench/explain_sanity.json"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a shared 2-core box")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.per_class, args.val_per_class, args.epochs_cnn, args.epochs_vit = 20, 5, 1, 1
         args.images, args.seeds, args.json = 6, 1, str(Path(args.work) / "quick_sanity.json")
