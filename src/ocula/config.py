@@ -70,7 +70,7 @@ class TrainConfig:
     unfreeze_stages: int = 1  # partial: train the top N stages (+ head); gradual: N more per step
     unfreeze_every: int = 1  # gradual: epochs between unfreezing steps
     layer_decay: float = 0.75  # llrd: each stage below gets this factor of the lr above it
-    head_lr: Optional[float] = None  # learning rate of the classifier head; default: lr
+    head_lr: Optional[float] = None  # classifier head's lr; default: lr (linear-probe: 100x adamw, 10x sgd)
     freeze_bn: Optional[bool] = None  # BatchNorm statistics: default held in frozen stages; true: everywhere
     margin: str = "none"  # embedding training: none | arcface | cosface (margin loss on the head)
     margin_m: Optional[float] = None  # the margin; default 0.5 rad (arcface) or 0.35 (cosface)

@@ -179,7 +179,8 @@ def embed_dataset(run, data: str, out: Optional[str] = None, split: Optional[str
         labels = [_label(data_splits.classes, int(samples.labels[i])) for i in kept]
         parts.append(Embeddings(vectors, [ids[i] for i in kept], labels, [name] * len(kept)))
     emb = Embeddings(np.concatenate([p.vectors for p in parts]), sum((p.paths for p in parts), []),
-                     sum((p.labels for p in parts), []), sum((p.splits for p in parts), []), str(run), skipped)
+                     sum((p.labels for p in parts), []), sum((p.splits for p in parts), []),
+                     embedder.name if isinstance(run, Embedder) else str(run), skipped)
     if not len(emb):
         raise OculaError(f"{data}: no readable images to embed")
     if out:

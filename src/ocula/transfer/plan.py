@@ -27,6 +27,7 @@ from ocula.transfer import strategies
 from ocula.transfer.weights import LoadReport, WeightsSource, load_weights, read_weights
 
 DEFAULT_MODEL = TrainConfig.__dataclass_fields__["model"].default
+PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe, times lr
 
 
 class TransferPlan:
@@ -89,6 +90,16 @@ class TransferPlan:
                           class_weights, self.cfg.channels_last)
 
     # ------------------------------------------------------------------ strategy
+    @property
+    def head_lr(self) -> Optional[float]:
+        """A probe on frozen features is a convex problem with small inputs: it needs a larger step than
+        fine-tuning (at the shared lr a linear probe stayed at chance on digits, see docs/bench)."""
+        if self.cfg.head_lr is not None:
+            return self.cfg.head_lr
+        if self.cfg.strategy != "linear-probe":  # gradual measured better with the shared lr
+            return None
+        return PROBE_LR_FACTOR[self.cfg.optimizer] * self.cfg.peak_lr
+
     def param_groups(self, model: nn.Module) -> list[dict]:
         cfg = self.cfg
         if not self.active:
@@ -96,7 +107,7 @@ class TransferPlan:
 
             return param_groups(model, cfg.weight_decay)
         groups = strategies.param_groups(model, cfg.strategy, cfg.peak_lr, cfg.weight_decay, cfg.layer_decay,
-                                         cfg.head_lr)
+                                         self.head_lr)
         self.groups_info = [{"lr": g["lr"], "weight_decay": g["weight_decay"], "tensors": len(g["params"])}
                             for g in groups]
         return groups
@@ -125,7 +136,7 @@ class TransferPlan:
         return {"source": self.source.path if self.source else None,
                 "source_arch": (self.source.meta or {}).get("arch") if self.source else None,
                 "load": self.report.to_dict() if self.report else None, "strategy": cfg.strategy,
-                "layer_decay": cfg.layer_decay if cfg.strategy == "llrd" else None, "head_lr": cfg.head_lr,
+                "layer_decay": cfg.layer_decay if cfg.strategy == "llrd" else None, "head_lr": self.head_lr,
                 "freeze_bn": cfg.freeze_bn, "margin": cfg.margin, "param_groups": self.groups_info,
                 "contract": self.contract.to_dict()}
 
