@@ -34,8 +34,13 @@ def train(data: str = "", *, callbacks=None, **overrides) -> Run:
 
     resume = overrides.pop("resume", None)
     cfg = load_run_config(resume, **overrides) if resume else build_config(data, **overrides)
-    trainer = Trainer(cfg, callbacks=callbacks)
-    summary = trainer.fit()
+    from ocula.engine import distributed
+
+    try:
+        trainer = Trainer(cfg, callbacks=callbacks)
+        summary = trainer.fit()
+    finally:
+        distributed.cleanup()
     return Run(str(trainer.run_dir), summary)
 
 

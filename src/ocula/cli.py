@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -136,6 +137,8 @@ def cmd_train(args) -> int:
     if not args.data and not overrides.get("resume"):
         raise OculaError("train needs DATA (a built-in name, folder or CSV) or --resume RUN")
     run = api.train(args.data, **overrides)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     final = run.summary["final"]
     val = f", val_acc {final['val_acc']:.4f}" if final.get("val_acc") is not None else ""
     print(f"done: {run.summary['epochs_run']} epochs in {run.summary['train_time_s']:.1f} s of training{val}; "

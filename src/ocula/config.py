@@ -20,9 +20,9 @@ CHOICES = {
     "augment": ("none", "light", "strong"),
     "balance": ("none", "weighted-loss", "sampler"),
     "cache": ("auto", "ram", "none"),
-    "clip_pad": ("repeat", "reject"),
     "strategy": ("full", "linear-probe", "partial", "llrd", "gradual"),
     "margin": ("none", "arcface", "cosface"),
+    "clip_pad": ("repeat", "reject"),
 }
 
 
@@ -65,6 +65,9 @@ class TrainConfig:
     pretrained: Union[bool, str] = False  # True: hub weights; or a local weights file
     resume: Optional[str] = None  # a run directory to continue
     max_steps: Optional[int] = None  # stop after this many optimizer steps (tests, smoke runs)
+    frames: Optional[int] = None  # video: frames per clip the model sees; default the model's (8)
+    clip_pad: str = "repeat"  # video: a clip shorter than frames is repeated (stretched in time) or rejected
+    backbone: Optional[str] = None  # video models: the per-frame encoder, any image model name (resnet18, ...)
     init_from: Optional[str] = None  # start from these weights (--from): an ocula run/bundle or any weights file
     strategy: str = "full"  # fine-tuning: full | linear-probe | partial | llrd | gradual
     unfreeze_stages: int = 1  # partial: train the top N stages (+ head); gradual: N more per step
@@ -75,9 +78,6 @@ class TrainConfig:
     margin: str = "none"  # embedding training: none | arcface | cosface (margin loss on the head)
     margin_m: Optional[float] = None  # the margin; default 0.5 rad (arcface) or 0.35 (cosface)
     margin_s: float = 30.0  # scale of the cosine logits under a margin loss
-    frames: Optional[int] = None  # video: frames per clip the model sees; default the model's (8)
-    clip_pad: str = "repeat"  # video: a clip shorter than frames is repeated (stretched in time) or rejected
-    backbone: Optional[str] = None  # video models: the per-frame encoder, any image model name (resnet18, ...)
     model_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
 
     def __post_init__(self):

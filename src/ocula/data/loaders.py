@@ -117,7 +117,8 @@ def file_loader(samples: FileSamples, transform: Callable, channels: int, batch_
     workers = default_workers() if workers is None else workers
     gen = epoch_generator(seed, epoch)
     return DataLoader(FileDataset(samples, transform, channels, draft_size), batch_size=batch_size,
-                      shuffle=train and sampler is None, sampler=sampler, drop_last=False,
+                      shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=train and len(samples) > batch_size,  # a batch of 1 breaks BatchNorm
                       num_workers=workers, collate_fn=collate_skipping_bad, generator=gen,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

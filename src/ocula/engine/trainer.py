@@ -110,11 +110,21 @@ class Trainer:
         return samples
 
     def _report_skipped(self) -> None:
+        found, self.splits.skipped = self.splits.skipped, []
+        self._note_skipped(found)
         if dist.is_main():
-            for path, reason in self.splits.skipped:
-                warnings.warn(f"skipped {path}: {reason}", stacklevel=1)
             for w in self.splits.warnings:
                 warnings.warn(w, stacklevel=1)
+
+    def _note_skipped(self, bad) -> None:
+        """Each unreadable file is named once, counted, and listed in data.json."""
+        known = {p for p, _ in self.splits.skipped}
+        for path, reason in bad:
+            if path not in known:
+                known.add(path)
+                self.splits.skipped.append((path, reason))
+                if dist.is_main():
+                    warnings.warn(f"skipped {path}: {reason}", stacklevel=1)
 
     def _class_weights(self) -> Optional[torch.Tensor]:
         if self.cfg.balance != "weighted-loss":
@@ -171,6 +181,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         if dist.is_main():
+            self._write_data_file()  # again: streaming may have found more unreadable files
             write_json(Path(self.run_dir) / "summary.json", summary)
         return summary
 
@@ -187,8 +198,8 @@ class Trainer:
         t0 = time.perf_counter()
         for i, batch in enumerate(loader):
             x, y = batch[0], batch[1]
-            if len(batch) == 4 and batch[3]:
-                self.splits.skipped += batch[3]
+            if len(batch) == 4:
+                self._note_skipped(batch[3])
             if x is None:
                 continue
             x, y = self.task.prepare(x, y, self.device)
@@ -248,6 +259,8 @@ class Trainer:
         parts = []
         for batch in self._eval_loader(samples):
             x, y, idx = batch[0], batch[1], batch[2]
+            if len(batch) == 4:
+                self._note_skipped(batch[3])
             if x is None:
                 continue
             x, y = self.task.prepare(x, y, self.device)
@@ -338,7 +351,10 @@ class Trainer:
         if not self.cfg.resume:
             write_json(run / "config.json", cfg)
         write_json(run / "split.json", self.splits.split_info)
-        write_json(run / "data.json", {"source": self.splits.source, "classes": self.classes,
+        self._write_data_file()
+
+    def _write_data_file(self) -> None:
+        write_json(Path(self.run_dir) / "data.json", {"source": self.splits.source, "classes": self.classes,
                                        "contract": self.contract.to_dict(),
                                        "skipped": [{"path": p, "reason": r} for p, r in self.splits.skipped],
                                        "warnings": self.splits.warnings})
