@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
 CASES = {"seed_cnn": dict(model="seed_cnn", batch_size=256, img_size=None, steps=60),
-         "resnet18": dict(model="resnet18", batch_size=32, img_size=224, steps=16)}
+         "resnet18": dict(model="resnet18", batch_size=32, img_size=224, steps=10)}
 
 
 def ocula_step_times(case: dict, steps: int) -> tuple[list[float], object]:
