@@ -150,37 +150,34 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
     from ocula.data.transforms import eval_transform, train_transform
 
     transform = train_transform(contract, cfg.augment, cfg.hflip) if train else eval_transform(contract)
-    sampler = None
+    sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
+    per_rank = max(1, cfg.batch_size // world)
+    return file_loader(samples, transform, contract.channels, per_rank, train=train, workers=cfg.workers,
+                       seed=cfg.seed, epoch=epoch, sampler=sampler, draft_size=contract.input_size)
+
+
+def _file_sampler(n: int, weights, cfg: TrainConfig, *, train: bool, rank: int, world: int, epoch: int):
+    """Order of streamed files: a DistributedSampler under DDP, a weighted one for balance=sampler."""
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         if weights is not None:
             raise OculaError("balance=sampler with several processes: use balance=weighted-loss")
-        sampler = DistributedSampler(range(len(samples)), num_replicas=world, rank=rank, shuffle=train,
-                                     seed=cfg.seed, drop_last=False)
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=cfg.seed,
+                                     drop_last=False)
         sampler.set_epoch(epoch)
-    elif weights is not None:
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(samples), replacement=True,
-                                                         generator=torch.Generator().manual_seed(cfg.seed + epoch))
-    per_rank = max(1, cfg.batch_size // world)
-    return file_loader(samples, transform, contract.channels, per_rank, train=train, workers=cfg.workers,
-                       seed=cfg.seed, epoch=epoch, sampler=sampler, draft_size=contract.input_size)
+        return sampler
+    if weights is not None:
+        return torch.utils.data.WeightedRandomSampler(weights, n, replacement=True,
+                                                      generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    return None
 
 
 def _clip_loader(samples, contract, cfg, *, train, num_classes, weights, rank, world, epoch):
     """Clips streamed from files (too many for RAM): decoded in workers, augmented batch-wise."""
     from ocula.video.loader import ClipLoader
 
-    sampler = None
-    if world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(range(len(samples)), num_replicas=world, rank=rank, shuffle=train,
-                                     seed=cfg.seed, drop_last=False)
-        sampler.set_epoch(epoch)
-    elif weights is not None:
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(samples), replacement=True,
-                                                         generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
     augment = BatchAugment(contract, cfg.augment, cfg.hflip, cfg.mixup, cfg.cutmix, num_classes) if train else None
     return ClipLoader(samples, contract, max(1, cfg.batch_size // world), train=train, augment=augment,
                       workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler, pad=cfg.clip_pad)
