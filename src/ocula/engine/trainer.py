@@ -8,6 +8,7 @@ Per-task code (images, clips) is a small `task` object; side effects are callbac
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 import warnings
@@ -34,8 +35,11 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS is only repeatable with a fixed workspace, read when its first handle is created.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
 
 class Trainer:
