@@ -88,6 +88,8 @@ def test_target_layer_auto_selection(digits_run, tiny_models):
     grid = layer.to_grid(tokens)
     assert vit.num_prefix_tokens == 3 and grid.shape == (2, 7, 4, 4)
     assert torch.equal(grid[:, :, 1, 2], tokens[:, 3 + 1 * 4 + 2])  # prefix dropped, row-major grid
+    pooled = create_model("vit_nano_scratch", 3, 3, 32)  # average-pooled, no class token
+    assert resolve_target_layer(pooled).name == f"blocks.{len(pooled.blocks) - 1}"
 
 
 def test_bad_layer_name_suggests(tiny_models):
@@ -151,12 +153,59 @@ def test_rollout_matches_hand_computation(fusion, discard):
     assert _no_hooks(vit)
 
 
+def _hand_attention_gradient(vit, x, cls):
+    """Chefer et al.'s relevance computed independently: explicit attention kept in the graph by hand."""
+    t = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    attns = []
+    for blk in vit.blocks:
+        a = blk.attn
+        h = blk.norm1(t)
+        qkv = a.qkv(h).reshape(h.shape[0], h.shape[1], 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
+        attn = (qkv[0] @ qkv[1].transpose(-2, -1) * a.scale).softmax(-1)
+        attn.retain_grad()
+        attns.append(attn)
+        out = (attn @ qkv[2]).transpose(1, 2).reshape(h.shape)
+        t = t + blk.ls1(a.proj(out))
+        t = t + blk.ls2(blk.mlp(blk.norm2(t)))
+    logits = vit.forward_head(vit.norm(t))
+    logits[torch.arange(x.shape[0]), cls].sum().backward()
+    n = x.shape[0]
+    r = torch.eye(t.shape[1]).expand(n, -1, -1).clone()
+    for attn in attns:
+        r = r + (attn.grad * attn).clamp(min=0).mean(1).detach() @ r
+    return r[:, 0, 1:].reshape(n, 2, 2).numpy()
+
+
+def test_attention_gradient_matches_hand_computation_and_depends_on_class():
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ocula.explain.rollout import attention_gradient_maps, collect_attention_and_gradients
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    cls = torch.tensor([0, 2])
+    attentions, grads, _ = collect_attention_and_gradients(vit, x, cls, list(b.attn for b in vit.blocks))
+    r = torch.eye(5).expand(2, 5, 5).clone()
+    for a, g in zip(attentions, grads):
+        r = r + (g * a).clamp(min=0).mean(1) @ r
+    np.testing.assert_allclose(r[:, 0, 1:].reshape(2, 2, 2).numpy(), _hand_attention_gradient(vit, x, cls),
+                               rtol=1e-4, atol=1e-6)
+    one, _ = attention_gradient_maps(vit, x, torch.tensor([0, 0]))
+    other, _ = attention_gradient_maps(vit, x, torch.tensor([1, 1]))
+    assert one.shape == (2, 16, 16) and 0 <= one.min() and one.max() <= 1
+    assert not np.allclose(one, other)  # class-specific, unlike rollout
+    assert _no_hooks(vit) and all(p.grad is None for p in vit.parameters())
+    maps, _ = explain_tensor(vit, x, "attn-grad")
+    assert maps.shape == (2, 16, 16)
+
+
 def test_occlusion_and_ig_match_captum(digits_run):
     import ocula
     from ocula.explain.reference import reference_maps
 
     clf = ocula.load(digits_run)
-    x = torch.randn(2, 1, 8, 8)
+    x = torch.randn(2, 1, 8, 8, device=next(clf.model.parameters()).device)  # ocula.load picks the GPU if any
     for method in ("occlusion", "ig"):
         ours, _ = reference_maps(clf.model, x, None, method, window=2, steps=32, use_captum=False)
         theirs, _ = reference_maps(clf.model, x, None, method, window=2, steps=32, use_captum=True)

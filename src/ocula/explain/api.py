@@ -24,7 +24,7 @@ from ocula.errors import BadImageError, OculaError, did_you_mean
 from ocula.explain.cam import CAM_METHODS
 from ocula.explain.reference import REFERENCE_METHODS
 
-METHODS = CAM_METHODS + ("rollout",) + REFERENCE_METHODS
+METHODS = CAM_METHODS + ("rollout", "attn-grad") + REFERENCE_METHODS
 
 
 @dataclass
@@ -70,6 +70,10 @@ def explain_tensor(model: nn.Module, x: torch.Tensor, method: str = "auto", clas
             from ocula.explain.rollout import rollout_maps
 
             return rollout_maps(model, x, head_fusion, discard_ratio)
+        if method == "attn-grad":
+            from ocula.explain.rollout import attention_gradient_maps
+
+            return attention_gradient_maps(model, x, chosen)
         from ocula.explain.reference import reference_maps
 
         return reference_maps(model, x, chosen, method, window=window, steps=steps)
@@ -80,7 +84,7 @@ def resolve_method(model: nn.Module, method: str) -> str:
 
     name = (method or "auto").lower().replace("_", "").replace("-", "")
     aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "integratedgradients": "ig",
-               "attentionrollout": "rollout"}
+               "attentionrollout": "rollout", "attngrad": "attn-grad", "chefer": "attn-grad"}
     name = aliases.get(name, name)
     if name == "auto":
         return default_method(model)

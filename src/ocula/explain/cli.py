@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-METHOD_CHOICES = ("auto", "gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "rollout", "occlusion", "ig")
+METHOD_CHOICES = ("auto", "gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "rollout", "attn-grad", "occlusion", "ig")
 
 
 def register(subparsers) -> dict:

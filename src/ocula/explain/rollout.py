@@ -133,3 +133,68 @@ def _rollout_vit(model: nn.Module) -> nn.Module:
             return m
     raise OculaError(f"rollout needs a vision transformer (patch tokens); {type(model).__name__} has none — "
                      "use method='gradcam'")
+
+
+def attention_gradient_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor] = None,
+                            ) -> tuple[np.ndarray, torch.Tensor]:
+    """Class-specific relevance from attention × its gradient (Chefer, Gur & Wolf, ICCV 2021):
+
+        Ā_l = mean_heads( (∂y_c/∂A_l ⊙ A_l)⁺ )     # attention that raised the class score
+        R   = I;  R ← R + Ā_l · R  for l = 1 … L     # accumulated through the residual stream
+        map = R[cls, patches]  (or the mean of the patch rows without a class token)
+
+    Unlike rollout it depends on the class explained and ignores attention that lowered its score.
+    """
+    size = tuple(x.shape[-2:])
+    vit = _rollout_vit(model)
+    attentions, grads, logits = collect_attention_and_gradients(model, x, classes, attention_modules(vit))
+    n, _, t, _ = attentions[0].shape
+    relevance = torch.eye(t).expand(n, t, t).clone()
+    for attn, grad in zip(attentions, grads):
+        weighted = (grad.float() * attn.float()).clamp(min=0).mean(1)  # (N, T, T)
+        relevance = relevance + weighted @ relevance
+    prefix = vit.num_prefix_tokens
+    if getattr(vit, "cls_token", None) is not None:
+        scores = relevance[:, 0, prefix:]
+    else:
+        scores = relevance[:, prefix:, prefix:].mean(1)
+    h, w = patch_grid(vit, scores.shape[1])
+    grid = scores.reshape(-1, h, w)
+    if x.dim() == 5:
+        return per_clip(grid.numpy(), tuple(x.shape[:2]), size), logits
+    return to_input_size(grid.numpy(), size), logits
+
+
+def collect_attention_and_gradients(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],
+                                    modules: list) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """One forward and backward on the explicit path → (weights per layer, ∂score/∂weights, logits)."""
+    if not modules:
+        raise OculaError(f"{type(model).__name__} has no attention layers; use method='gradcam'")
+    weights: list[torch.Tensor] = []
+    grads: dict[int, torch.Tensor] = {}
+
+    def keep(_m, inp, _out):
+        index = len(weights)
+        weights.append(inp[0].detach().cpu())
+        if inp[0].requires_grad:
+            inp[0].register_hook(lambda g: grads.__setitem__(index, g.detach().cpu()))
+
+    fused = [m.fused_attn for m in modules]
+    handles = [m.attn_drop.register_forward_hook(keep) for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        with torch.enable_grad():
+            inputs = x.detach().requires_grad_(True)  # so gradients flow even through frozen weights
+            logits = model(inputs).float()
+            chosen = logits.argmax(1) if classes is None else classes.to(logits.device)
+            logits.gather(1, chosen.view(-1, 1)).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in zip(modules, fused):
+            m.fused_attn = flag
+        model.zero_grad(set_to_none=True)
+    if not weights or len(grads) != len(weights):
+        raise OculaError("the attention layers did not run their explicit path; attn-grad is not possible")
+    return weights, [grads[i] for i in range(len(weights))], logits.detach().cpu()

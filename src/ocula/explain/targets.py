@@ -74,6 +74,11 @@ def default_layer_name(model: nn.Module) -> str:
     if inner is not model:
         return f"{inner_name}.{default_layer_name(inner)}"
     if is_vit(model):
+        if getattr(model, "global_pool", None) in ("avg", "avgmax", "max") and not model.num_prefix_tokens:
+            # Pooled ViTs: every patch token's output reaches the head directly (as a CNN's last feature
+            # map does), so the last block's output is the CAM layer.
+            return f"blocks.{len(model.blocks) - 1}"
+        # Class-token ViTs: patch outputs of the last block never reach the head; its input does.
         return f"blocks.{len(model.blocks) - 1}.norm1"
     custom = getattr(model, "cam_layer", None)  # an ocula family may name its own
     if isinstance(custom, str):

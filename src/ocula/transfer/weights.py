@@ -224,9 +224,19 @@ def _is_input_conv(value: torch.Tensor, want: torch.Tensor) -> bool:
 
 def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """grey ↔ RGB the way timm does it: sum the channels for grey, repeat and rescale for more."""
+    import inspect
+
     from timm.models._manipulate import adapt_input_conv
 
-    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
+    if "base_chans" in inspect.signature(adapt_input_conv).parameters:
+        return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
+    # timm before 1.0.30 assumes 3-channel weights; the same rule for any source channel count.
+    dtype, base = weight.dtype, weight.shape[1]
+    weight = weight.float()
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True).to(dtype)
+    repeats = -(-in_chans // base)
+    return (weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (base / in_chans)).to(dtype)
 
 
 def _maybe_timm_filter(model: nn.Module, state: dict, target: dict, report: LoadReport) -> dict:
