@@ -130,22 +130,29 @@ def fits_in_memory(samples: FileSamples, contract: DataContract) -> bool:
 def cache_in_memory(samples: FileSamples, contract: DataContract, workers: Optional[int] = None,
                     desc: str = "decode") -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Decode every file once at the eval geometry → (TensorSamples, skipped files)."""
-    from tqdm import tqdm
-
     from ocula.data.transforms import eval_geometry
 
     loader = file_loader(samples, eval_geometry(contract), contract.channels, 64, train=False, workers=workers,
                          draft_size=contract.input_size)
-    images, labels, names, skipped = [], [], [], []
-    with tqdm(total=len(samples), desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
+    empty = torch.zeros(0, contract.channels, contract.input_size, contract.input_size, dtype=torch.uint8)
+    return drain_to_tensors(loader, samples, empty, desc, "img")
+
+
+def drain_to_tensors(loader, samples: FileSamples, empty: torch.Tensor, desc: str, unit: str,
+                     ) -> tuple[TensorSamples, list[tuple[str, str]]]:
+    """Run a `collate_skipping_bad` loader over every sample once → (TensorSamples, skipped files);
+    `empty` is what an all-bad dataset yields (the right shape with no rows)."""
+    from tqdm import tqdm
+
+    batches, labels, names, skipped = [], [], [], []
+    with tqdm(total=len(samples), desc=desc, unit=unit, leave=False, dynamic_ncols=True) as bar:
         for x, y, idx, bad in loader:
             skipped += bad
             if x is not None:
-                images.append(x)
+                batches.append(x)
                 labels.append(y)
                 names += [samples.paths[i] for i in idx.tolist()]
             bar.update((0 if x is None else len(x)) + len(bad))
-    if not images:
-        return TensorSamples(torch.zeros(0, contract.channels, contract.input_size, contract.input_size,
-                                         dtype=torch.uint8), torch.zeros(0, dtype=torch.long), []), skipped
-    return TensorSamples(torch.cat(images), torch.cat(labels), names), skipped
+    if not batches:
+        return TensorSamples(empty, torch.zeros(0, dtype=torch.long), []), skipped
+    return TensorSamples(torch.cat(batches), torch.cat(labels), names), skipped

@@ -12,14 +12,20 @@ from ocula.data.images import is_image_path
 
 def expand_inputs(items) -> tuple[list[str], list[tuple[str, str]]]:
     """→ (image paths in a stable order, [(item, reason)] for items that matched nothing)."""
+    return expand_with(items, _expand_one, empty_folder="no images found")
+
+
+def expand_with(items, expand_one, empty_folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Each item through `expand_one(str) -> [paths]`; an item that yields nothing is reported with why."""
     paths, missing = [], []
-    for item in items:
-        item = str(item)
-        found = _expand_one(item)
+    for item in map(str, items):
+        found = expand_one(item)
         if found:
             paths += found
         else:
-            missing.append((item, "no such file" if not any(c in item for c in "*?[") else "glob matched nothing"))
+            wild = any(c in item for c in "*?[")
+            missing.append((item, "glob matched nothing" if wild else empty_folder if os.path.isdir(item)
+                            else "no such file"))
     return paths, missing
 
 

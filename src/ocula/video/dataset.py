@@ -106,17 +106,9 @@ def is_clip_manifest(scan: FolderScan) -> bool:
 # ------------------------------------------------------------------------------ predict inputs
 def expand_clip_inputs(items) -> tuple[list[str], list[tuple[str, str]]]:
     """Video files, frame folders, folders of either, globs and CSVs → (clip paths, [(item, reason)])."""
-    paths, missing = [], []
-    for item in items:
-        item = str(item)
-        found = _expand_one(item)
-        if found:
-            paths += found
-        else:
-            wild = any(c in item for c in "*?[")
-            missing.append((item, "glob matched nothing" if wild else
-                            "no videos or frames found" if os.path.isdir(item) else "no such file"))
-    return paths, missing
+    from ocula.inference.inputs import expand_with
+
+    return expand_with(items, _expand_one, empty_folder="no videos or frames found")
 
 
 def _expand_one(item: str) -> list[str]:

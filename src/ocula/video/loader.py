@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ocula.data.batch_augment import BatchAugment, to_float
 from ocula.data.contract import DataContract
-from ocula.data.loaders import CACHE_LIMIT_BYTES, collate_skipping_bad, default_workers, epoch_generator
+from ocula.data.loaders import (CACHE_LIMIT_BYTES, collate_skipping_bad, default_workers, drain_to_tensors,
+                                 epoch_generator)
 from ocula.data.samples import FileSamples, TensorSamples
 from ocula.errors import BadImageError
 
@@ -85,26 +86,13 @@ def cache_clips(samples: FileSamples, contract: DataContract, *, frames: Optiona
                 workers: Optional[int] = None, pad: str = "repeat", desc: str = "decode clips"
                 ) -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Decode every clip once (uniform sampling, `frames` per clip) → (uint8 TensorSamples, skipped)."""
-    from tqdm import tqdm
-
     t = frames or contract.frames or 1
     workers = default_workers() if workers is None else workers
     loader = DataLoader(ClipDataset(samples, contract, pad=pad, frames=t), batch_size=16, num_workers=workers,
                         collate_fn=collate_skipping_bad)
-    clips, labels, names, skipped = [], [], [], []
-    with tqdm(total=len(samples), desc=desc, unit="clip", leave=False, dynamic_ncols=True) as bar:
-        for x, y, idx, bad in loader:
-            skipped += bad
-            if x is not None:
-                clips.append(x)
-                labels.append(y)
-                names += [samples.paths[i] for i in idx.tolist()]
-            bar.update((0 if x is None else len(x)) + len(bad))
-    if not clips:
-        s = contract.input_size
-        empty = torch.zeros(0, t, contract.channels, s, s, dtype=torch.uint8)
-        return TensorSamples(empty, torch.zeros(0, dtype=torch.long), []), skipped
-    return TensorSamples(torch.cat(clips), torch.cat(labels), names), skipped
+    s = contract.input_size
+    return drain_to_tensors(loader, samples, torch.zeros(0, t, contract.channels, s, s, dtype=torch.uint8), desc,
+                            "clip")
 
 
 def preprocess_clip(obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
