@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
-from export_models import cell, random_bundle, resized_bundle, trained_run  # noqa: E402
+from export_models import cell, cli_benchmark, random_bundle, resized_bundle, trained_run  # noqa: E402
 
 from ocula.export import export_model  # noqa: E402
 
@@ -33,18 +33,7 @@ def gate(run: str, limit) -> dict:
 
 
 def speed(run: str, repeats: int) -> dict:
-    """`ocula benchmark` in a fresh process, as a user runs it. In this process, after the gates (10k
-    images through PyTorch and two ONNX Runtime sessions), eager ran 54-61 img/s and ONNX Runtime 89-94
-    in two runs, against 50-51 and 98-99 in fresh processes: the measurement must not inherit that state."""
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.json"
-        subprocess.run([sys.executable, "-m", "ocula", "benchmark", run, "--backends", "eager,onnx", "--batch", "1,32",
-                        "--threads", "2", "--repeats", str(repeats), "--max-seconds", "40", "--json", str(out)],
-                       check=True, stdout=subprocess.DEVNULL)
-        report = json.loads(out.read_text())
+    report = cli_benchmark(run, ["eager", "onnx"], repeats)
     e, o = cell(report, "eager", 32), cell(report, "onnx", 32)
     ratio = o["throughput_img_s"]["median"] / e["throughput_img_s"]["median"]
     print(f"  {report['model']} @ {report['input']}: batch 32 eager {e['throughput_img_s']['median']:.1f} img/s, "

@@ -146,3 +146,25 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
     assert main(["benchmark", str(run), "--backends", "eagr"]) == 2
     assert "did you mean: eager" in capsys.readouterr().err
     assert main(["export", str(run), "--calibrate", "digits"]) == 2  # --calibrate without --int8
+
+
+def test_int8_scheme_auto_is_dynamic_for_a_vit_and_static_for_a_cnn(exported, tmp_path):
+    import ocula
+    from ocula.export import export_model
+    from ocula.export.quantize import choose_scheme
+
+    run, _, _ = exported
+    assert choose_scheme(run / "model.onnx") == "static"
+    info = json.loads((run / "model.int8.gate.json").read_text())["export"]["quantization"]
+    assert info["method"].startswith("static") and info["scheme_requested"] == "auto"
+    vit = tmp_path / "vit"
+    ocula.train("digits", model="vit_nano_scratch", img_size=8, model_kwargs={"patch_size": 2}, epochs=2,
+                hflip=False, out=str(vit), seed=0)
+    result = export_model(str(vit), int8=True, gate_limit=100)
+    assert choose_scheme(result.files["fp32"]) == "dynamic"
+    gate = result.gates["int8"]
+    assert gate["export"]["quantization"]["method"].startswith("dynamic")
+    assert "calibration_images" not in gate["export"]["quantization"]
+    assert gate["images"] == 100 and gate["top1_agreement"] > 0.8
+    with pytest.raises(OculaError, match="scheme"):
+        export_model(str(vit), int8=True, int8_scheme="fastest")

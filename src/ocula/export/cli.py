@@ -24,7 +24,10 @@ def register(sub) -> dict:
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", metavar="PATH", help="the fp32 .onnx file (default: RUN/model.onnx); int8 goes "
                    "beside it as NAME.int8.onnx")
-    p.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ) model")
+    p.add_argument("--int8", action="store_true", help="also write an int8 model")
+    p.add_argument("--int8-scheme", default="auto", choices=["auto", "static", "dynamic"],
+                   help="auto (default): static calibrated QDQ for CNNs, dynamic for ViTs and other "
+                        "matmul-heavy models, whichever measured faster for its kind")
     p.add_argument("--calibrate", metavar="DATA", help="images to calibrate int8 on (default: the run's "
                    "training data)")
     p.add_argument("--calib-size", type=int, default=256, metavar="N", help="calibration images (default 256)")
@@ -59,6 +62,7 @@ def cmd_export(args) -> int:
         raise OculaError("--calibrate is for int8: add --int8")
     result = export_model(args.run, format=args.format, out=args.out, int8=args.int8, calibrate=args.calibrate,
                           calib_size=args.calib_size, calib_method=args.calib_method, gate_data=args.gate_data,
+                          int8_scheme=args.int8_scheme,
                           max_drop=args.max_drop, gate_limit=args.gate_limit, opset=args.opset,
                           batch_size=args.batch_size, workers=args.workers)
     for precision, path in result.files.items():

@@ -2,7 +2,7 @@
 
     runs/shoes/model.onnx             fp32, dynamic batch, metadata = everything needed to predict
     runs/shoes/model.gate.json        its accuracy gate
-    runs/shoes/model.int8.onnx        static int8 QDQ (with --int8)
+    runs/shoes/model.int8.onnx        int8 (with --int8): static QDQ for CNNs, dynamic for ViTs
     runs/shoes/model.int8.gate.json
 A file that fails its gate is still written (to inspect), but its gate report says so and the
 command exits non-zero.
@@ -45,12 +45,14 @@ def int8_path(fp32_path: Path) -> Path:
 def export_model(run, *, format: str = "onnx", out=None, int8: bool = False, calibrate: Optional[str] = None,
                  calib_size: int = 256, calib_method: str = "minmax", gate_data: Optional[str] = None,
                  max_drop: Optional[float] = None, gate_limit: Optional[int] = None, opset: Optional[int] = None,
-                 batch_size: int = 64, workers: Optional[int] = None) -> ExportResult:
+                 batch_size: int = 64, workers: Optional[int] = None, int8_scheme: str = "auto") -> ExportResult:
     """Export a run (or .safetensors bundle) to ONNX, quantize it with int8=True, and gate every file.
 
     `calibrate`: images for int8 calibration (default: the run's training data); `gate_data`: labelled
     images for the gate (default: the run's test/held-out data); `max_drop`: allowed accuracy drop in
-    points for every file (default 0.5 fp32, 1 int8); `gate_limit`: gate on at most N images.
+    points for every file (default 0.5 fp32, 1 int8); `gate_limit`: gate on at most N images;
+    `int8_scheme`: auto (static QDQ for convolution-heavy graphs, dynamic for matmul-heavy ones such as
+    ViTs), static or dynamic.
     """
     from ocula.export.gate import accuracy_gate, gate_data as resolve_gate_data
     from ocula.export.onnx import export_onnx
@@ -71,7 +73,7 @@ def export_model(run, *, format: str = "onnx", out=None, int8: bool = False, cal
         calibrate = calibrate or resolve_gate_data(reference, None)
         files["int8"] = int8_path(fp32)
         quantize_int8(fp32, files["int8"], calibrate, calib_size=calib_size, method=calib_method,
-                      workers=workers)
+                      workers=workers, scheme=int8_scheme)
     candidates = [OnnxClassifier.load(path) for path in files.values()]
     reports = accuracy_gate(reference, candidates, spec, max_drop=max_drop, limit=gate_limit,
                             batch_size=batch_size, workers=workers)
