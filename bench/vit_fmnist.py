@@ -3,7 +3,7 @@
     .venv/bin/python bench/vit_fmnist.py            # full (aim: under ~10 min on a quiet 2-core machine)
     .venv/bin/python bench/vit_fmnist.py --quick    # a few steps
 
-The model is `vit_nano_convstem` (timm VisionTransformer, width 64, depth 4, 2 heads, 49 tokens at
+The shipped recipe `fmnist-vit`: `vit_nano_convstem` (timm VisionTransformer, width 64, depth 4, 2 heads, 49 tokens at
 28 px from a two-convolution stride-4 stem instead of 4×4 patches): AdamW 3e-3, cosine, label
 smoothing 0.1, no augmentation, 20 epochs, fp32. The settings come from the GPU sweeps in
 bench/sweeps/fmnist*.json (docs/bench/gpu_sweeps.json): the conv stem gained ~0.4-0.9 points over 4×4
@@ -23,9 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
-CONFIG = dict(model="vit_nano_convstem", img_size=28, epochs=20, batch_size=256, lr=3e-3, weight_decay=0.05,
-              warmup_epochs=1, label_smoothing=0.1, augment="none", precision="fp32", val_fraction=0.0, seed=0,
-              threads=2)
+CONFIG = dict(recipe="fmnist-vit", model="vit_nano_convstem", epochs=20, seed=0, threads=2)  # the shipped recipe
 
 
 def main() -> None:

@@ -79,3 +79,17 @@ def test_models_lists_own_and_timm(capsys):
 def test_recipes_listed(capsys):
     assert main(["recipes"]) == 0
     assert "fmnist-fast" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe", ["fmnist-fast", "seed-cnn", "fmnist-vit"])
+def test_every_shipped_recipe_trains(recipe, tmp_path):
+    """A recipe is a promise: its settings must build a config, a model and a few optimizer steps."""
+    import math
+
+    import ocula
+    from ocula.config import list_recipes, load_recipe
+
+    assert recipe in list_recipes()
+    run = ocula.train("digits", recipe=recipe, epochs=1, max_steps=2, batch_size=32, out=str(tmp_path / recipe))
+    assert run.summary["epochs_run"] == 1 and math.isfinite(run.summary["final"]["train_loss"])
+    assert ocula.load(run.dir).meta["arch"]["name"] == load_recipe(recipe)["model"]
