@@ -32,9 +32,13 @@ def _train_parser(sub) -> None:
                        "Options may also be given as key=value.")
     p.add_argument("data", nargs="?", default="", help="built-in name (fashion-mnist, digits), folder or CSV")
     for f in fields(TrainConfig):
-        if f.name in ("data", "model_kwargs"):
+        if f.name == "data":
             continue
         comment = _field_comment(f.name)
+        if f.name == "model_kwargs":
+            comment += """, as JSON: '{"patch_size": 2}'"""
+            p.add_argument("--model-kwargs", dest=f.name, default=None, metavar="JSON", help=comment)
+            continue
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper(),
                        nargs="?" if f.type in ("bool", "Union[bool, str]") else None,
                        const="true" if f.type in ("bool", "Union[bool, str]") else None,

@@ -120,7 +120,8 @@ def coerce(key: str, value: Any) -> Any:
         converted = _convert(value, option)
         if converted is not _FAIL:
             return converted
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    names = " or ".join("a JSON object" if o is dict or get_origin(o) is dict else getattr(o, "__name__", str(o))
+                        for o in options if o is not type(None))
     raise OculaError(f"{key}={value!r}: expected {names}")
 
 
@@ -147,6 +148,11 @@ def _convert(value, kind):
     if kind is str:
         return value if isinstance(value, str) else _FAIL
     if get_origin(kind) is dict or kind is dict:
+        if isinstance(value, str):  # from the CLI: a JSON object
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return _FAIL
         return value if isinstance(value, dict) else _FAIL
     return _FAIL
 
