@@ -2,12 +2,14 @@
 
 A generated dataset (ocula.explain.synthetic): 64×64 noise with washed-out clutter shapes and ONE
 saturated class-defining object (red circle, green square, blue triangle, yellow cross) at a random
-known box. A CNN (vgg_bn) and a small ViT (timm vit_tiny_patch16_224 with 8-px patches, 64 px input,
-4 blocks) are trained with `ocula.train` on the class folders; on a separately generated validation
-set, for every correctly classified image, a hit is the map's arg-max inside the object's box.
-Target: ≥ 80 % hits for the CNN (Grad-CAM) and for the ViT (rollout or a CAM method).
+known box. A CNN (vgg_bn) and two small ViTs are trained with `ocula.train` on the class folders: a
+class-token ViT (timm vit_tiny_patch16_224 with 8-px patches, 64 px input, 4 blocks) and ocula's
+average-pooled `vit_micro_convstem` (4-px tokens from a convolutional stem, 6 blocks). On a separately
+generated validation set, for every correctly classified image, a hit is the map's maximum inside the
+object's box. Target: ≥ 80 % hits for the CNN (Grad-CAM) and for a ViT (rollout or a CAM method).
+`--vit-seeds N` retrains each ViT with seeds 1..N to show how stable its figure is.
 
-    .venv/bin/python bench/explain_pointing_game.py            # full: ~6 min on 2 busy cores
+    .venv/bin/python bench/explain_pointing_game.py            # full: ~10 min on 2 idle cores
     .venv/bin/python bench/explain_pointing_game.py --quick    # smoke test
 """
 from __future__ import annotations
@@ -30,15 +32,23 @@ VIT = {"model": "vit_tiny_patch16_224", "model_kwargs": {"patch_size": 8, "depth
                                                           "num_heads": 3}}
 # Occlusion is left out: 225 forward passes per 64×64 image took 5 min for the CNN alone on the
 # shared 2-core machine; integrated gradients stands for the model-agnostic references.
+# A pooled ViT with a convolutional stem (ocula's vit_micro_convstem: 6 blocks of width 96, average-
+# pooled head) at 4-px tokens (16×16): every token's output reaches the head directly, so Grad-CAM on
+# the last block (its default layer) reads the class evidence per token, as on a CNN's last feature map.
+VIT_CONVSTEM = {"model": "vit_micro_convstem", "model_kwargs": {"patch_size": 4}}
 CNN_METHODS = ["gradcam", "gradcam++", "layercam", "scorecam", "eigencam", "ig"]
 VIT_METHODS = ["rollout", "attn-grad", "gradcam", "gradcam++", "layercam", "eigencam", "ig"]
-# CAMs on the ViT's default layer (the last block's norm1) point poorly here; the same methods one
-# block earlier, through the --layer override, for comparison.
+# CAMs on the class-token ViT's default layer (the last block's norm1) point poorly here; the same
+# methods one block earlier, through the --layer override, for comparison.
 VIT_LAYER_OVERRIDES = [("gradcam", "blocks.2.norm1"), ("layercam", "blocks.2.norm1")]
+# name: (architecture, methods, the methods the seed spread repeats)
+MODELS = {"cnn": (CNN, CNN_METHODS, ()),
+          "vit": (VIT, VIT_METHODS, ("rollout", "attn-grad")),
+          "vit_convstem": (VIT_CONVSTEM, VIT_METHODS, ("gradcam", "layercam", "rollout"))}
 
 
 def prepare(work: Path, per_class: int, val_per_class: int, epochs_cnn: int, epochs_vit: int) -> dict:
-    """Generate the data and train both models once; later calls (and explain_sanity.py) reuse them."""
+    """Generate the data and train the models once; later calls (and explain_sanity.py) reuse them."""
     import ocula
     from ocula.explain.synthetic import make_pointing_dataset
 
@@ -48,31 +58,35 @@ def prepare(work: Path, per_class: int, val_per_class: int, epochs_cnn: int, epo
     if not (val / "boxes.csv").is_file():
         make_pointing_dataset(val, per_class=val_per_class, seed=1)
     runs = {}
-    for name, spec, epochs in (("cnn", CNN, epochs_cnn), ("vit", VIT, epochs_vit)):
-        out = work / f"{name}-{per_class}-{epochs}ep"
-        if not (out / "summary.json").is_file():
-            t = time.perf_counter()
-            ocula.train(str(train), **spec, epochs=epochs, img_size=64, batch_size=64, lr=2e-3 if name == "vit"
-                        else None, warmup_epochs=1, val_fraction=0.1, out=str(out), seed=0)
-            print(f"trained {name} in {time.perf_counter() - t:.0f} s -> {out}", flush=True)
-        runs[name] = str(out)
+    for name, (spec, _, _) in MODELS.items():
+        epochs = epochs_cnn if name == "cnn" else epochs_vit
+        runs[name] = train_model(work, str(train), name, spec, per_class, epochs, seed=0)
     return {"runs": runs, "val": str(val), "train": str(train)}
 
 
-def seed_spread(work: Path, setup: dict, per_class: int, epochs: int, seeds: int, tolerance: int) -> list[dict]:
-    """The same ViT retrained with other seeds: its pointing rates vary more than the CNN's."""
+def train_model(work: Path, train: str, name: str, spec: dict, per_class: int, epochs: int, seed: int) -> str:
     import ocula
 
+    out = work / (f"{name}-{per_class}-{epochs}ep" + (f"-seed{seed}" if seed else ""))
+    if not (out / "summary.json").is_file():
+        t = time.perf_counter()
+        ocula.train(train, **spec, epochs=epochs, img_size=64, batch_size=64, lr=None if name == "cnn" else 2e-3,
+                    warmup_epochs=1, val_fraction=0.1, out=str(out), seed=seed)
+        print(f"trained {name} (seed {seed}) in {time.perf_counter() - t:.0f} s -> {out}", flush=True)
+    return str(out)
+
+
+def seed_spread(work: Path, setup: dict, per_class: int, epochs: int, seeds: int, tolerance: int) -> list[dict]:
+    """The ViTs retrained with seeds 1..N: how stable each one's pointing is."""
     rows = []
-    for seed in range(1, seeds + 1):
-        out = work / f"vit-{per_class}-{epochs}ep-seed{seed}"
-        if not (out / "summary.json").is_file():
-            ocula.train(setup["train"], **VIT, epochs=epochs, img_size=64, batch_size=64, lr=2e-3, warmup_epochs=1,
-                        val_fraction=0.1, out=str(out), seed=seed)
-        for method in ("rollout", "attn-grad"):
-            r = pointing_game(str(out), setup["val"], method, tolerance)
-            rows.append(dict(r, seed=seed))
-            print(f"vit seed {seed} {method:<10} accuracy {r['accuracy']:.3f}  pointing {r['pointing_acc']:.3f}", flush=True)
+    for name, (spec, _, methods) in MODELS.items():
+        for seed in range(1, seeds + 1) if methods else ():
+            run = train_model(work, setup["train"], name, spec, per_class, epochs, seed)
+            for method in methods:
+                r = pointing_game(run, setup["val"], method, tolerance)
+                rows.append(dict(r, model=name, seed=seed))
+                print(f"{name} seed {seed} {method:<10} accuracy {r['accuracy']:.3f}  pointing {r['pointing_acc']:.3f}",
+                      flush=True)
     return rows
 
 
@@ -134,7 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--epochs-cnn", type=int, default=3)
     p.add_argument("--epochs-vit", type=int, default=6)
-    p.add_argument("--vit-seeds", type=int, default=5, help="ViTs retrained with seeds 1..N: how stable the hit rate is")
+    p.add_argument("--vit-seeds", type=int, default=5, help="each ViT retrained with seeds 1..N: how stable its hit rate is")
     p.add_argument("--tolerance", type=int, default=4, help="px; the 15 px of Zhang et al. at 224 px, scaled to 64")
     p.add_argument("--work", default="/tmp/ocula-bench-explain")
     p.add_argument("--json", default=str(ROOT / "docs/bench/explain_pointing_game.json"))
@@ -151,7 +165,7 @@ def main(argv=None) -> int:
     info = print_machine()
     setup = prepare(Path(args.work), args.per_class, args.val_per_class, args.epochs_cnn, args.epochs_vit)
     results = {"machine": info, "settings": vars(args), "models": {}}
-    for name, methods in (("cnn", CNN_METHODS), ("vit", VIT_METHODS)):
+    for name, (spec, methods, _) in MODELS.items():
         run = setup["runs"][name]
         rows = [pointing_game(run, setup["val"], m, args.tolerance) for m in methods]
         if name == "vit":
@@ -160,15 +174,17 @@ def main(argv=None) -> int:
             print(f"{name} {r['method']:<10} {r['layer']:<15} accuracy {r['accuracy']:.3f}  pointing {r['pointing_acc']:.3f} "
                   f"(±{args.tolerance}px {r[f'pointing_acc_tol{args.tolerance}px']:.3f})  "
                   f"{r['correct']} correct images, {r['seconds']} s", flush=True)
-        results["models"][name] = {"run": run, "arch": CNN if name == "cnn" else VIT, "methods": rows}
+        results["models"][name] = {"run": run, "arch": spec, "methods": rows}
     if args.vit_seeds:
-        results["vit_seeds"] = seed_spread(Path(args.work), setup, args.per_class, args.epochs_vit, args.vit_seeds,
+        results["seeds"] = seed_spread(Path(args.work), setup, args.per_class, args.epochs_vit, args.vit_seeds,
                                            args.tolerance)
     write_json(args.json, results)
     if not args.quick:
         example_overlays(setup["runs"]["cnn"], setup["val"], "gradcam", ROOT / "docs/img/explain_cnn_gradcam.png")
         example_overlays(setup["runs"]["vit"], setup["val"], "rollout", ROOT / "docs/img/explain_vit_rollout.png")
         example_overlays(setup["runs"]["vit"], setup["val"], "gradcam", ROOT / "docs/img/explain_vit_gradcam.png")
+        example_overlays(setup["runs"]["vit_convstem"], setup["val"], "gradcam",
+                         ROOT / "docs/img/explain_vit_convstem_gradcam.png")
     print(f"wrote {args.json}")
     return 0
 

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
-from explain_pointing_game import CNN_METHODS, VIT_METHODS, prepare  # noqa: E402
+from explain_pointing_game import MODELS, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.5
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     info = print_machine()
     setup = prepare(Path(args.work), args.per_class, args.val_per_class, args.epochs_cnn, args.epochs_vit)
     results = {"machine": info, "settings": vars(args), "threshold": THRESHOLD, "models": {}}
-    for name, methods in (("cnn", CNN_METHODS), ("vit", VIT_METHODS)):
+    for name, (_, methods, _) in MODELS.items():
         rows = randomisation_check(setup["runs"][name], setup["val"], methods, args.images, args.seeds)
         for r in rows:
             print(f"{name} {r['method']:<10} mean Spearman {r['mean_spearman']:+.3f} (median "
