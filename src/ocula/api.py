@@ -56,8 +56,10 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
 
     clf = model if isinstance(model, Classifier) else load(model)
     if clf.contract.frames:  # a video model: video files and frame folders are the inputs
-        from ocula.video.dataset import expand_clip_inputs as expand_inputs  # noqa: F811
-    paths, missing = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
+        from ocula.video.dataset import expand_clip_inputs as expand
+    else:
+        expand = expand_inputs
+    paths, missing = expand(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     for item, reason in missing:
         yield Prediction(item, error=reason)
     if paths:
@@ -131,18 +133,13 @@ def _map_classes(data_classes: list[str], model_classes: list[str]) -> np.ndarra
 
 def _split_loader(clf: Classifier, samples, batch_size: int, workers: Optional[int]):
     """Eval batches in the model's contract: (x, y, idx) from RAM, (x, y, idx, bad) from files."""
-    from ocula.data.loaders import TensorLoader, file_loader
+    from ocula.data.loaders import TensorLoader
     from ocula.data.samples import TensorSamples
     from ocula.engine.setup import adapt_channels
 
     if isinstance(samples, TensorSamples):
         return TensorLoader(adapt_channels(samples, clf.contract.channels), clf.contract, batch_size, train=False)
-    if clf.contract.frames:
-        from ocula.video.loader import ClipLoader
-
-        return ClipLoader(samples, clf.contract, batch_size, train=False, workers=workers, pad=clf.clip_pad)
-    return file_loader(samples, clf.transform, clf.contract.channels, batch_size, train=False,
-                       workers=workers, draft_size=clf.contract.input_size)
+    return clf.file_batches(samples, batch_size, workers)
 
 
 def _predict_split(clf: Classifier, samples, batch_size: int, workers: Optional[int]):

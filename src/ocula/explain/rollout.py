@@ -12,6 +12,7 @@ the weakest `discard_ratio` of entries zeroed:
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
@@ -29,16 +30,20 @@ HEAD_FUSIONS = tuple(_FUSE)
 def rollout_maps(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0,
                  ) -> tuple[np.ndarray, torch.Tensor]:
     """Preprocessed images (B, C, H, W) or clips → (maps in [0, 1] at input size, logits (B, K))."""
-    size = tuple(x.shape[-2:])
     if hasattr(model, "attention_weights"):  # ocula's seed_attention: one single-head layer
-        return _own_attention_maps(model, x, size)
+        return _own_attention_maps(model, x, tuple(x.shape[-2:]))
     vit = _rollout_vit(model)
     # Only the ViT's own layers: a video model's temporal transformer attends over frames, not patches.
     attentions, logits = collect_attention(model, x, attention_modules(vit))
-    grid = rollout_grid(attentions, vit, head_fusion, discard_ratio)  # (N, h, w)
+    return _grid_maps(rollout_grid(attentions, vit, head_fusion, discard_ratio), x), logits
+
+
+def _grid_maps(grid: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """(N, h, w) patch scores → maps in [0, 1] at the input size (per frame for clips)."""
+    size = tuple(x.shape[-2:])
     if x.dim() == 5:
-        return per_clip(grid.numpy(), tuple(x.shape[:2]), size), logits
-    return to_input_size(grid.numpy(), size), logits
+        return per_clip(grid.numpy(), tuple(x.shape[:2]), size)
+    return to_input_size(grid.numpy(), size)
 
 
 def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.ndarray, torch.Tensor]:
@@ -57,6 +62,23 @@ def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.nda
     return to_input_size(scores.reshape(-1, side, side).numpy(), size), logits
 
 
+@contextlib.contextmanager
+def explicit_attention(modules: list, hook):
+    """timm attention layers on their explicit path, `hook(module, inputs, output)` on each one's
+    `attn_drop` (whose input is the softmax weights); flags and hooks restored even on errors."""
+    fused = [m.fused_attn for m in modules]
+    handles = [m.attn_drop.register_forward_hook(hook) for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in zip(modules, fused):
+            m.fused_attn = flag
+
+
 def collect_attention(model: nn.Module, x: torch.Tensor, modules: Optional[list] = None,
                       ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One forward on the explicit path → ([softmax weights (N, heads, T, T) per layer], logits)."""
@@ -64,19 +86,8 @@ def collect_attention(model: nn.Module, x: torch.Tensor, modules: Optional[list]
     if not modules:
         raise OculaError(f"{type(model).__name__} has no attention layers for rollout; use method='gradcam'")
     weights: list[torch.Tensor] = []
-    fused = [m.fused_attn for m in modules]
-    handles = [m.attn_drop.register_forward_hook(lambda _m, inp, _out: weights.append(inp[0].detach()))
-               for m in modules]
-    try:
-        for m in modules:
-            m.fused_attn = False
-        with torch.no_grad():
-            logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in zip(modules, fused):
-            m.fused_attn = flag
+    with explicit_attention(modules, lambda _m, inp, _out: weights.append(inp[0].detach())), torch.no_grad():
+        logits = model(x)
     if not weights:
         raise OculaError("the attention layers did not run their explicit path; rollout is not possible")
     return weights, logits.float().cpu()
@@ -85,8 +96,13 @@ def collect_attention(model: nn.Module, x: torch.Tensor, modules: Optional[list]
 def rollout_grid(attentions: list[torch.Tensor], vit: nn.Module, head_fusion: str = "mean",
                  discard_ratio: float = 0.0) -> torch.Tensor:
     """Per-layer attention → (N, h, w) rollout over the patch grid, unscaled."""
+    flow = attention_rollout(attentions, head_fusion, discard_ratio, keep=vit.num_prefix_tokens)  # (N, T, T)
+    return patch_scores(flow, vit)
+
+
+def patch_scores(flow: torch.Tensor, vit: nn.Module) -> torch.Tensor:
+    """Token-to-token flow (N, T, T) → (N, h, w): what the head reads from each patch."""
     prefix = vit.num_prefix_tokens
-    flow = attention_rollout(attentions, head_fusion, discard_ratio, keep=prefix)  # (N, T, T)
     if getattr(vit, "cls_token", None) is not None:
         scores = flow[:, 0, prefix:]  # what the class token gathered from each patch
     else:  # average-pooled ViTs: the patches' own rows are what the head sees
@@ -145,7 +161,6 @@ def attention_gradient_maps(model: nn.Module, x: torch.Tensor, classes: Optional
 
     Unlike rollout it depends on the class explained and ignores attention that lowered its score.
     """
-    size = tuple(x.shape[-2:])
     vit = _rollout_vit(model)
     attentions, grads, logits = collect_attention_and_gradients(model, x, classes, attention_modules(vit))
     n, _, t, _ = attentions[0].shape
@@ -153,16 +168,7 @@ def attention_gradient_maps(model: nn.Module, x: torch.Tensor, classes: Optional
     for attn, grad in zip(attentions, grads):
         weighted = (grad.float() * attn.float()).clamp(min=0).mean(1)  # (N, T, T)
         relevance = relevance + weighted @ relevance
-    prefix = vit.num_prefix_tokens
-    if getattr(vit, "cls_token", None) is not None:
-        scores = relevance[:, 0, prefix:]
-    else:
-        scores = relevance[:, prefix:, prefix:].mean(1)
-    h, w = patch_grid(vit, scores.shape[1])
-    grid = scores.reshape(-1, h, w)
-    if x.dim() == 5:
-        return per_clip(grid.numpy(), tuple(x.shape[:2]), size), logits
-    return to_input_size(grid.numpy(), size), logits
+    return _grid_maps(patch_scores(relevance, vit), x), logits
 
 
 def collect_attention_and_gradients(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],
@@ -179,21 +185,13 @@ def collect_attention_and_gradients(model: nn.Module, x: torch.Tensor, classes: 
         if inp[0].requires_grad:
             inp[0].register_hook(lambda g: grads.__setitem__(index, g.detach().cpu()))
 
-    fused = [m.fused_attn for m in modules]
-    handles = [m.attn_drop.register_forward_hook(keep) for m in modules]
     try:
-        for m in modules:
-            m.fused_attn = False
-        with torch.enable_grad():
+        with explicit_attention(modules, keep), torch.enable_grad():
             inputs = x.detach().requires_grad_(True)  # so gradients flow even through frozen weights
             logits = model(inputs).float()
             chosen = logits.argmax(1) if classes is None else classes.to(logits.device)
             logits.gather(1, chosen.view(-1, 1)).sum().backward()
     finally:
-        for h in handles:
-            h.remove()
-        for m, flag in zip(modules, fused):
-            m.fused_attn = flag
         model.zero_grad(set_to_none=True)
     if not weights or len(grads) != len(weights):
         raise OculaError("the attention layers did not run their explicit path; attn-grad is not possible")

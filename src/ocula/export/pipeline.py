@@ -56,13 +56,15 @@ def export_model(run, *, format: str = "onnx", out=None, int8: bool = False, cal
     """
     from ocula.export.gate import accuracy_gate, gate_data as resolve_gate_data
     from ocula.export.onnx import export_onnx
-    from ocula.export.quantize import quantize_int8
+    from ocula.export.quantize import SCHEMES, quantize_int8
     from ocula.export.runtime import OnnxClassifier
     from ocula.inference.predictor import Classifier
     from ocula.io import write_json
 
     if format not in FORMATS:
         raise OculaError(f"export format '{format}': supported: {', '.join(FORMATS)}")
+    if int8 and int8_scheme not in SCHEMES:  # before the slow export, not after
+        raise OculaError(f"int8 scheme '{int8_scheme}': choose one of {', '.join(SCHEMES)}")
     reference = Classifier.load(run, device="cpu")
     spec = resolve_gate_data(reference, gate_data)  # fail before the slow steps, not after
     fp32 = Path(out) if out else default_onnx_path(run)

@@ -6,12 +6,14 @@ Static QDQ quantizes convolutions and activations, with activation ranges measur
 ONNX Runtime's CPU provider fuses the Q/DQ pairs into integer kernels (VNNI / AMX where the CPU has them).
 Dynamic quantization stores int8 weights and quantizes activations per batch at run time
 (MatMulInteger); it needs no calibration. Measured on this project's 2-core AMX CPU at batch 32 (ONNX
-Runtime, 2 threads): resnet18 static 2.9× fp32, dynamic 6× *slower*; vit_tiny at 224 px static
-1.2-1.3× fp32, dynamic 1.5×. `scheme="auto"` therefore picks static when convolutions dominate the
+Runtime, 2 threads): resnet18 static 2.9× fp32 (issue 6 quotes dynamic at 6× *slower*); vit_tiny at
+224 px static 1.18-1.29× fp32, dynamic 1.37-1.55×. `scheme="auto"` therefore picks static when convolutions dominate the
 graph and dynamic when matrix products do (ONNX Runtime's own advice for transformers).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,11 +27,13 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("auto", "static", "dynamic")
 
 
-def choose_scheme(onnx_path) -> str:
-    """static for convolution-heavy graphs (CNNs), dynamic for matmul-heavy ones (ViTs, MLPs)."""
+def choose_scheme(proto) -> str:
+    """static for convolution-heavy graphs (CNNs), dynamic for matmul-heavy ones (ViTs, MLPs);
+    `proto`: a loaded ONNX model or a path to one."""
     from ocula.export.onnx import load_proto
 
-    ops = [n.op_type for n in load_proto(onnx_path).graph.node]
+    graph = (load_proto(proto) if isinstance(proto, (str, Path)) else proto).graph
+    ops = [n.op_type for n in graph.node]
     convs = sum(op in ("Conv", "ConvTranspose") for op in ops)
     matmuls = sum(op in ("MatMul", "Gemm") for op in ops)
     return "static" if convs >= matmuls else "dynamic"
@@ -76,7 +80,7 @@ def quantize_int8(fp32_path, out, calibrate: Optional[str], *, calib_size: int =
                   batch_size: int = 16, workers: Optional[int] = None, scheme: str = "auto") -> dict:
     """Quantize an exported fp32 file to int8; returns what was done (also written into the file).
     `calibrate` (images) is needed by the static scheme only."""
-    from ocula.export.onnx import load_proto, write_onnx
+    from ocula.export.onnx import load_proto, parse_meta, write_onnx
     from ocula.export.runtime import OnnxClassifier
 
     if scheme not in SCHEMES:
@@ -85,8 +89,10 @@ def quantize_int8(fp32_path, out, calibrate: Optional[str], *, calib_size: int =
         raise OculaError(f"calibration method '{method}': choose one of {', '.join(CALIBRATION_METHODS)}")
     if calib_size < 1:
         raise OculaError("calib_size must be at least 1")
-    chosen = choose_scheme(fp32_path) if scheme == "auto" else scheme
-    fp32 = OnnxClassifier.load(fp32_path)
+    proto = load_proto(fp32_path)
+    meta = parse_meta({p.key: p.value for p in proto.metadata_props}, fp32_path)
+    chosen = choose_scheme(proto) if scheme == "auto" else scheme
+    del proto  # the quantizer reads the file itself
     with tempfile.TemporaryDirectory(prefix="ocula-int8-") as tmp:
         prepared = _prepare(Path(fp32_path), Path(tmp) / "prepared.onnx")
         if chosen == "dynamic":
@@ -98,6 +104,7 @@ def quantize_int8(fp32_path, out, calibrate: Optional[str], *, calib_size: int =
             if not calibrate:
                 raise OculaError("static int8 needs images to calibrate on (calibrate=DATA)")
             samples, split = calibration_samples(calibrate, calib_size)
+            fp32 = OnnxClassifier.load(fp32_path)  # its preprocessing and input name feed calibration
             reader = _Batches(fp32, samples, fp32.input_name, batch_size, workers)
             if reader.seen == 0:
                 raise OculaError(f"{calibrate}: no readable images to calibrate on")
@@ -105,7 +112,6 @@ def quantize_int8(fp32_path, out, calibrate: Optional[str], *, calib_size: int =
             info = {"method": f"static QDQ, {method} calibration", "activations": "uint8 asymmetric",
                     "weights": "int8 symmetric per-channel", "calibration_data": str(calibrate),
                     "calibration_split": split, "calibration_images": reader.seen, "scheme_requested": scheme}
-        meta = dict(fp32.meta)
         meta["export"] = {**meta["export"], "precision": "int8", "quantization": info}
         write_onnx(load_proto(Path(tmp) / "int8.onnx"), meta, out)
     return info
@@ -132,20 +138,17 @@ def _quantize_dynamic(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
-class _quiet_quantizer:
+@contextlib.contextmanager
+def _quiet_quantizer():
     """onnxruntime.quantization logs one root-logger warning per LayerNorm weight when per-channel
     quantization falls back to per-tensor for rank-1 tensors: expected, and noise to a user."""
-
-    def __enter__(self):
-        import logging
-
-        self._filter = lambda record: "is out-of-range for weight" not in record.getMessage()
-        logging.getLogger().addFilter(self._filter)
-
-    def __exit__(self, *exc):
-        import logging
-
-        logging.getLogger().removeFilter(self._filter)
+    root = logging.getLogger()
+    drop = lambda record: "is out-of-range for weight" not in record.getMessage()  # noqa: E731
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _quantize(src: Path, dst: Path, reader, method: str) -> None:

@@ -111,17 +111,20 @@ class Predictor:
                 row[self.classes.index(lab)] = q
         return out
 
+    def file_batches(self, samples: FileSamples, batch_size: int, workers: Optional[int] = None):
+        """Eval batches (x, y, idx, bad) of files in this model's contract, decoded in DataLoader
+        workers: images, or for a video model video files and frame folders."""
+        if self.contract.frames:
+            from ocula.video.loader import ClipLoader
+
+            return ClipLoader(samples, self.contract, batch_size, train=False, workers=workers, pad=self.clip_pad)
+        return file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
+                           workers=workers, draft_size=self.contract.input_size)
+
     def predict_files(self, paths: list[str], topk: int = 1, batch_size: int = 32,
                       workers: Optional[int] = None) -> Iterator[Prediction]:
         """Many files: decoded in DataLoader workers while the model runs; bad files yield errors."""
-        samples = FileSamples(list(paths), [-1] * len(paths))
-        if self.contract.frames:  # video files and frame folders, decoded in workers
-            from ocula.video.loader import ClipLoader
-
-            loader = ClipLoader(samples, self.contract, batch_size, train=False, workers=workers, pad=self.clip_pad)
-        else:
-            loader = file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
-                                 workers=workers, draft_size=self.contract.input_size)
+        loader = self.file_batches(FileSamples(list(paths), [-1] * len(paths)), batch_size, workers)
         for x, _, idx, bad in loader:
             for path, reason in bad:
                 yield Prediction(path, error=reason)
