@@ -27,7 +27,7 @@ from common import print_machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CNN = {"model": "vgg_bn", "model_kwargs": {"width": 16}}
 # 8-px patches (an 8×8 token grid). Measured 2026-11-26: 4-px patches (16×16 tokens) trained as well
-# (99.5 %) but pointed worse (rollout 52.8 %, Grad-CAM 41.2 %): attention spreads over more tokens.
+# (99.5 %) but pointed worse (rollout 52.8 %, Grad-CAM 41.2 %, first-maximum rule): attention spreads.
 VIT = {"model": "vit_tiny_patch16_224", "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 96,
                                                           "num_heads": 3}}
 # Occlusion is left out: 225 forward passes per 64×64 image took 5 min for the CNN alone on the
