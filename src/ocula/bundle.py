@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from ocula.data.contract import DataContract
-from ocula.errors import OculaError
+from ocula.names import display_name
+from ocula.errors import BadWeightsError, OculaError, one_line
 
 FORMAT = "ocula-bundle/1"
 
@@ -44,43 +45,93 @@ def resolve_weights(path) -> Path:
                           p / "weights" / "last.safetensors"):
             if candidate.is_file():
                 return candidate
-        raise OculaError(f"{path}: no weights found (expected weights/best.safetensors)")
+        raise OculaError(f"{display_name(path)}: no weights found (expected weights/best.safetensors)")
     if p.is_file():
         if p.suffix != ".safetensors":
-            raise OculaError(f"{path}: not an ocula model (expected a run directory or .safetensors)")
+            raise OculaError(f"{display_name(path)}: not an ocula model (expected a run directory or .safetensors)")
         return p
-    raise OculaError(f"no such run or model file: {path}")
+    raise OculaError(f"no such run or model file: {display_name(path)}")
 
 
 def read_meta(path) -> dict:
-    from safetensors import safe_open
+    """The bundle metadata of a run or .safetensors file, checked (BadWeightsError when unusable)."""
+    from ocula.weights_file import read_safetensors
 
     weights = resolve_weights(path)
-    with safe_open(str(weights), framework="pt") as f:
-        raw = (f.metadata() or {}).get("ocula")
+    metadata, _ = read_safetensors(weights, tensors=False)
+    return parse_meta(metadata, weights)
+
+
+def parse_meta(metadata: dict, path) -> dict:
+    """safetensors metadata (str → str) → the checked ocula bundle dict."""
+    raw = (metadata or {}).get("ocula")
     if raw is None:
-        raise OculaError(f"{weights}: safetensors file without ocula metadata")
-    meta = json.loads(raw)
+        raise BadWeightsError(path, "safetensors file without ocula metadata (not an ocula model; "
+                                    "use it with --pretrained instead)")
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise BadWeightsError(path, f"ocula metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise BadWeightsError(path, f"ocula metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
-        raise OculaError(f"{weights}: unsupported bundle format {meta.get('format')!r}")
+        raise BadWeightsError(path, f"unsupported bundle format {meta.get('format')!r} (expected {FORMAT!r})")
+    missing = [k for k in ("arch", "contract", "classes") if k not in meta]
+    if missing:
+        raise BadWeightsError(path, f"ocula metadata lacks {', '.join(repr(k) for k in missing)}")
+    arch, contract, classes = meta["arch"], meta["contract"], meta["classes"]
+    if not isinstance(arch, dict) or not all(k in arch for k in ARCH_KEYS):
+        have = sorted(arch) if isinstance(arch, dict) else type(arch).__name__
+        raise BadWeightsError(path, f"ocula metadata 'arch' needs {', '.join(ARCH_KEYS)} (has {have})")
+    if not isinstance(arch["name"], str) or not isinstance(arch["num_classes"], int) \
+            or not isinstance(arch["in_chans"], int) or not isinstance(arch.get("kwargs", {}), dict):
+        raise BadWeightsError(path, "ocula metadata 'arch' has values of the wrong type")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise BadWeightsError(path, "ocula metadata 'classes' is not a list of names")
+    if len(classes) != arch["num_classes"]:
+        raise BadWeightsError(path, f"ocula metadata names {len(classes)} classes but the model has "
+                                    f"{arch['num_classes']} outputs")
+    if not isinstance(contract, dict):
+        raise BadWeightsError(path, "ocula metadata 'contract' is not an object")
+    try:
+        DataContract.from_dict(contract)
+    except (TypeError, ValueError) as e:
+        raise BadWeightsError(path, f"ocula metadata 'contract' is unusable ({e})") from None
     return meta
 
 
-def build_from_meta(meta: dict) -> nn.Module:
+ARCH_KEYS = ("name", "num_classes", "in_chans", "input_size")
+
+
+def build_from_meta(meta: dict, path=None) -> nn.Module:
     from ocula.models.registry import create_model
 
     arch = dict(meta["arch"])
-    return create_model(arch.pop("name"), arch.pop("num_classes"), arch.pop("in_chans"),
-                        arch.pop("input_size"), **arch.pop("kwargs", {}))
+    try:
+        return create_model(arch.pop("name"), arch.pop("num_classes"), arch.pop("in_chans"),
+                            arch.pop("input_size"), **arch.pop("kwargs", {}))
+    except BadWeightsError:
+        raise
+    except OculaError as e:  # unknown model name, unknown option
+        if path is None:
+            raise
+        raise BadWeightsError(path, f"cannot build its model: {e}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as e:
+        if path is None:
+            raise
+        raise BadWeightsError(path, f"cannot build model {meta['arch']['name']!r} from its metadata "
+                                    f"({type(e).__name__}: {one_line(e)})") from None
 
 
 def load_model(path, device: Optional[torch.device] = None) -> tuple[nn.Module, dict]:
-    """→ (model in eval mode, metadata)."""
-    from ocula.io import load_tensors
+    """→ (model in eval mode, metadata). Any problem with the file is one BadWeightsError."""
+    from ocula.weights_file import load_into, read_safetensors
 
-    meta = read_meta(path)
-    model = build_from_meta(meta)
-    model.load_state_dict(load_tensors(resolve_weights(path)))
+    weights = resolve_weights(path)
+    metadata, tensors = read_safetensors(weights)
+    meta = parse_meta(metadata, weights)
+    model = build_from_meta(meta, weights)
+    load_into(weights, model, tensors, f"the {meta['arch']['name']!r} architecture it names")
     model.eval()
     if device is not None:
         model.to(device)

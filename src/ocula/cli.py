@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import fields
 
-from ocula.errors import OculaError, did_you_mean
+from ocula.errors import OculaError, did_you_mean, one_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -264,6 +264,72 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
+    """`ocula …`: exit 0 on success, 2 for a problem the user can fix (one line on stderr), 1 for an
+    internal error (one line on stderr, the traceback in a crash log; OCULA_DEBUG=1 re-raises)."""
+    try:
+        return _main(argv)
+    except OculaError as e:
+        return _fail(str(e), 2)
+    except KeyboardInterrupt:
+        print("ocula: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `ocula predict … | head`: the reader left; nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
+    except OSError as e:  # the disk (full, read-only, no permission) or a file that vanished
+        if os.environ.get("OCULA_DEBUG") and e.errno not in DISK_ERRNOS:
+            raise
+        from ocula.errors import disk_error
+
+        return _fail(str(disk_error(e)), 2)
+    except Exception as e:  # noqa: BLE001 - the last resort: a bug of ours, one line + a crash log
+        if os.environ.get("OCULA_DEBUG"):
+            raise
+        log = _crash_log(e, argv)
+        where = f"details in {log}" if log else "set OCULA_DEBUG=1 for the traceback"
+        return _fail(f"internal error: {type(e).__name__}: {one_line(e)} ({where})", 1)
+
+
+DISK_ERRNOS = (28, 30, 13, 1, 122, 5)  # ENOSPC, EROFS, EACCES, EPERM, EDQUOT, EIO
+
+
+def _fail(message: str, code: int) -> int:
+    from ocula.names import display_name
+
+    print(f"ocula: error: {display_name(message, line=True)}", file=sys.stderr)
+    return code
+
+
+def _crash_log(e: BaseException, argv) -> str:
+    """Write the traceback to ~/.cache/ocula/crash-<time>.log (else the temp folder) → its path or ''."""
+    import tempfile
+    import time
+    import traceback
+
+    import ocula
+
+    text = (f"ocula {ocula.__version__} crashed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            f"argv: {sys.argv[:1] + list(argv if argv is not None else sys.argv[1:])!r}\n\n"
+            + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    dirs = [os.environ.get("OCULA_CRASH_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "ocula"),
+            tempfile.gettempdir()]
+    for d in filter(None, dirs):
+        try:
+            os.makedirs(d, exist_ok=True)
+            path = os.path.join(d, name)
+            with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(text)
+            return path
+        except OSError:
+            continue
+    return ""
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -282,14 +348,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    try:
-        return COMMANDS[args.command](args)
-    except OculaError as e:
-        print(f"ocula: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ocula: interrupted", file=sys.stderr)
-        return 130
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

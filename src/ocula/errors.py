@@ -27,3 +27,35 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
 def unknown(kind: str, name: str, choices: Iterable[str]) -> OculaError:
     choices = list(choices)
     return OculaError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}")
+
+
+class BadWeightsError(OculaError):
+    """A weights, bundle or training-state file that cannot be used; `reason` is one line."""
+
+    def __init__(self, path, reason: str):
+        from ocula.names import display_name
+
+        reason = one_line(reason)
+        super().__init__(f"{display_name(path)}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def one_line(text) -> str:
+    """The first non-empty line of `text` (an exception message may be empty or span many lines)."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def disk_error(e: OSError, path=None) -> OculaError:
+    """OSError from the disk (full, read-only, no permission) → a one-line error naming the path."""
+    from ocula.names import display_name
+
+    where = path or e.filename
+    what = e.strerror or one_line(e) or type(e).__name__
+    hint = {28: " (disk full)", 30: " (read-only file system)", 13: " (permission denied)"}.get(e.errno, "")
+    if hint and hint[2:-1].lower() in what.lower():
+        hint = ""
+    return OculaError(f"{display_name(where)}: {what}{hint}" if where else f"{what}{hint}")

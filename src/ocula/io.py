@@ -17,9 +17,16 @@ import torch
 
 @contextmanager
 def atomic_path(path):
-    """Yields a temp path next to `path`; on success it replaces `path` in one rename."""
+    """Yields a temp path next to `path`; on success it replaces `path` in one rename.
+
+    On any failure (disk full, read-only, an exception in the caller) the temp file is removed and
+    `path` is left as it was; an OSError from the disk becomes one OculaError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(e, path.parent) from None
     # not mkstemp: its 0600 mode would survive os.replace; a fresh name keeps the umask's mode
     tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -27,22 +34,48 @@ def atomic_path(path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename not in (None, tmp, str(path)):  # about another file the caller was reading
+            raise
+        raise disk_error(e, path) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def disk_error(e: OSError, path):
+    from ocula.errors import disk_error as _disk_error
+
+    return _disk_error(e, path)
 
 
 def write_text(path, text: str) -> None:
+    """UTF-8 text, atomically; lone surrogates (undecodable filenames) are written as \\x escapes."""
+    from ocula.names import display_name, has_odd_chars
+
+    if has_odd_chars(text):
+        text = display_name(text)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_json(path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(path, dumps_json(obj))
+
+
+def dumps_json(obj: Any, indent=2) -> str:
+    """json.dumps for ocula's files: numpy/Path/sets handled, undecodable filenames made readable
+    (`caf\\xe9.png`, not the '\\udce9' escape json would write)."""
+    from ocula.names import clean
+
+    return json.dumps(clean(obj), indent=indent, default=_json_default) + "\n"
 
 
 def read_json(path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _json_default(o):
@@ -51,7 +84,9 @@ def _json_default(o):
     if isinstance(o, (set, tuple)):
         return list(o)
     if isinstance(o, Path):
-        return str(o)
+        from ocula.names import display_name
+
+        return display_name(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
@@ -71,9 +106,10 @@ def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
 
 
 def load_tensors(path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """All tensors of a safetensors file (BadWeightsError, one line, when it is unusable)."""
+    from ocula.weights_file import read_safetensors
 
-    return load_file(str(path))
+    return read_safetensors(path)[1]
 
 
 def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -126,9 +162,15 @@ def save_state(path, state: Any) -> None:
 
 
 def load_state(path) -> Any:
-    from safetensors import safe_open
+    """What save_state wrote; a missing, truncated or foreign file is one BadWeightsError."""
+    from ocula.errors import BadWeightsError
+    from ocula.weights_file import read_safetensors
 
-    with safe_open(str(path), framework="pt") as f:
-        skeleton = json.loads(f.metadata()["ocula_state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return unflatten_state(skeleton, tensors)
+    metadata, tensors = read_safetensors(path)
+    if "ocula_state" not in metadata:
+        raise BadWeightsError(path, "not an ocula training state (no 'ocula_state' metadata)")
+    try:
+        skeleton = json.loads(metadata["ocula_state"])
+        return unflatten_state(skeleton, tensors)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadWeightsError(path, f"training state is damaged ({type(e).__name__}: {e})") from None

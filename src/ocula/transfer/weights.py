@@ -102,42 +102,62 @@ def read_weights(path, use_ema: bool = True) -> WeightsSource:
 
 
 def _read_safetensors(path: Path) -> WeightsSource:
-    import json
+    from ocula import bundle
+    from ocula.weights_file import read_safetensors
 
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise OculaError(f"{path}: not a readable safetensors file ({e})") from None
-    meta = json.loads(metadata["ocula"]) if "ocula" in metadata else None
+    metadata, tensors = read_safetensors(path)
+    meta = bundle.parse_meta(metadata, path) if "ocula" in metadata else None
     return WeightsSource(str(path), tensors, meta, None, "safetensors")
 
 
 def _read_torch(path: Path, use_ema: bool) -> WeightsSource:
     import argparse
     import pickle
+    import warnings
+    import zipfile
 
+    from ocula.errors import BadWeightsError, one_line
+
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise BadWeightsError(path, f"cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise BadWeightsError(path, "empty file (0 bytes), not a PyTorch checkpoint")
     try:
         # argparse.Namespace is how timm's and torchvision's train scripts store their arguments;
         # it only holds attributes, so allowing it lets their checkpoints load without running code.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 …": the error below says it all
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if not found and "Unsupported operand" in str(e):  # not a pickle at all: truncated or another format
-            raise OculaError(f"{path}: not a readable PyTorch checkpoint (corrupt or another format)") from None
+        if not found and any(w in str(e) for w in ("Unsupported operand", "invalid load key", "truncated",
+                                                     "ran out of input", "Ran out of input")):
+            # not a pickle at all: truncated or another format
+            raise BadWeightsError(path, "not a readable PyTorch checkpoint (corrupt, another format, or a "
+                                        "pickle the safe loader cannot read)") from None
         what = f"it would import '{found.group(1)}'" if found else "it holds more than tensors"
-        raise OculaError(f"{path}: refused to load: {what} when unpickled; only plain weights are read "
-                         f"(re-save it with torch.save(model.state_dict()) or as .safetensors)") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise OculaError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+        raise BadWeightsError(path, f"refused to load: {what} when unpickled; only plain weights are read "
+                                    f"(re-save it with torch.save(model.state_dict()) or as .safetensors)") from None
+    except OSError as e:
+        raise BadWeightsError(path, f"cannot read ({e.strerror or one_line(e) or type(e).__name__})") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, OverflowError, MemoryError, zipfile.BadZipFile, struct_error()) as e:
+        why = one_line(e).split(". ")[0] if isinstance(e, (RuntimeError, ValueError, EOFError)) else ""
+        why = why[:160] or f"corrupt or another format: {type(e).__name__}"
+        raise BadWeightsError(path, f"not a readable PyTorch checkpoint ({why})") from None
     state, key = _find_state_dict(obj, use_ema)
     if state is None:
-        raise OculaError(f"{path}: no tensors found (top-level keys: {_few(list(obj) if isinstance(obj, dict) else [], 8)})")
+        keys = [str(k) for k in obj] if isinstance(obj, dict) else []
+        raise BadWeightsError(path, f"no tensors found (top-level keys: {_few(keys, 8) or 'none'})")
     return WeightsSource(str(path), state, None, key, "torch")
+
+
+def struct_error():
+    import struct
+
+    return struct.error
 
 
 def _is_state_dict(obj) -> bool:

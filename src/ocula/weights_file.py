@@ -1,0 +1,108 @@
+"""The one reader of safetensors files (bundles, weights, training state).
+
+    metadata, tensors = read_safetensors(path)              # both; tensors=False reads the header only
+
+Whatever is wrong with the file (missing, unreadable, truncated, a header that is too large or not
+JSON, overlapping offsets, a shape that does not match the bytes, a dtype torch lacks) becomes one
+`BadWeightsError(path, reason)` with a one-line reason; nothing in the file is ever executed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import Optional
+
+import torch
+
+from ocula.errors import BadWeightsError, one_line
+
+# safetensors' own words → shorter ones a user can act on
+_REASONS = (
+    (r"file not fully covered|incomplete metadata|invalid header length|buffer too small|"
+     r"HeaderTooSmall|MetadataIncompleteBuffer", "truncated or incomplete"),
+    (r"header too large|HeaderTooLarge", "header too large"),
+    (r"invalid JSON|InvalidHeaderDeserialization|invalid header|key must be a string|expected",
+     "header is not valid JSON"),
+    (r"invalid shape, data type, or offset|InvalidOffset|InvalidTensorView|overlap|TensorInvalidInfo|"
+     r"shape|offset", "tensor offsets or shapes do not match the data"),
+)
+_PREFIX = re.compile(r"^(Error while deserializing header:\s*)", re.I)
+
+
+def _reason(e: BaseException) -> str:
+    text = one_line(e) or type(e).__name__
+    text = _PREFIX.sub("", text)
+    for pattern, short in _REASONS:
+        if re.search(pattern, text, re.I):
+            return f"not a readable safetensors file: {short}" + ("" if short == text else f" ({text})")
+    return f"not a readable safetensors file ({text})"
+
+
+def _open_error(path, e: OSError) -> BadWeightsError:
+    if e.errno == errno.ENOENT:
+        return BadWeightsError(path, "no such file")
+    if e.errno == errno.EISDIR:
+        return BadWeightsError(path, "is a directory, not a .safetensors file")
+    return BadWeightsError(path, f"cannot read ({e.strerror or one_line(e) or type(e).__name__})")
+
+
+def read_safetensors(path, tensors: bool = True) -> tuple[dict, Optional[dict]]:
+    """→ (metadata: str → str, tensors: name → CPU tensor, or None when `tensors=False`)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb"):  # permission / directory problems, named plainly
+            pass
+    except OSError as e:
+        raise _open_error(path, e) from None
+    if size == 0:
+        raise BadWeightsError(path, "empty file (0 bytes), not a safetensors file")
+    if size < 8:
+        raise BadWeightsError(path, f"not a readable safetensors file: truncated ({size} bytes)")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            if not tensors:
+                return metadata, None
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    except OSError as e:
+        raise _open_error(path, e) from None
+    except (SafetensorError, ValueError, RuntimeError, TypeError, KeyError, OverflowError, MemoryError) as e:
+        raise BadWeightsError(path, _reason(e)) from None
+    except BaseException as e:  # pyo3's PanicException derives from BaseException: still one bad file
+        if type(e).__name__ == "PanicException":
+            raise BadWeightsError(path, _reason(e)) from None
+        raise
+    return metadata, out
+
+
+def check_fits(path, model: torch.nn.Module, state: dict, what: str = "") -> None:
+    """Raise BadWeightsError unless `state` has exactly the model's names and shapes."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatch{'es' if len(shapes) > 1 else ''} ({k}: file "
+                     f"{list(state[k].shape)}, model {list(target[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing ({missing[0]}{' …' if len(missing) > 1 else ''})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({unexpected[0]}{' …' if len(unexpected) > 1 else ''})")
+    raise BadWeightsError(path, f"tensors do not fit {what or 'the model'}: {'; '.join(parts)}")
+
+
+def load_into(path, model: torch.nn.Module, state: dict, what: str = "") -> None:
+    """model.load_state_dict(state), a mismatch being one BadWeightsError naming the file."""
+    check_fits(path, model, state, what)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise BadWeightsError(path, f"tensors do not fit {what or 'the model'} ({one_line(e)})") from None
