@@ -181,15 +181,20 @@ def cmd_predict(args) -> int:
     preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk,
                                               batch_size=args.batch_size, workers=args.workers)]
     if args.json:
-        _write(args.json, json.dumps(preds, indent=2) + "\n")
+        from ocula.io import dumps_json
+
+        _write(args.json, dumps_json(preds))
     if args.csv:
         _write(args.csv, _predictions_csv(preds, args.topk))
     if "-" not in (args.json, args.csv):
-        width = min(60, max((len(p["source"]) for p in preds), default=10))
-        for p in preds:
-            shown = p["error"] and f"ERROR: {p['error']}" or "  ".join(
+        from ocula.names import display_name
+
+        names = [display_name(p["source"], line=True) for p in preds]
+        width = min(60, max((len(n) for n in names), default=10))
+        for name, p in zip(names, preds):
+            shown = p["error"] and f"ERROR: {display_name(p['error'], line=True)}" or "  ".join(
                 f"{t['label']} {t['prob']:.3f}" for t in p["topk"])
-            print(f"{p['source'][-width:]:<{width}}  {shown}")
+            print(f"{name[-width:]:<{width}}  {shown}")
         errors = sum(1 for p in preds if p["error"])
         if errors:
             print(f"{errors} of {len(preds)} inputs could not be read")
@@ -199,19 +204,23 @@ def cmd_predict(args) -> int:
 def _predictions_csv(preds: list[dict], topk: int) -> str:
     import io
 
+    from ocula.names import csv_cell
+
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["source", "label", "prob", "error"] + [c for i in range(2, topk + 1) for c in (f"label{i}", f"prob{i}")])
     for p in preds:
         extra = [v for t in p["topk"][1:] for v in (t["label"], f"{t['prob']:.6f}")]
-        w.writerow([p["source"], p["label"] or "", "" if p["prob"] is None else f"{p['prob']:.6f}",
+        w.writerow([csv_cell(p["source"]), p["label"] or "", "" if p["prob"] is None else f"{p['prob']:.6f}",
                     p["error"] or ""] + extra)
     return buf.getvalue()
 
 
 def _write(path: str, text: str) -> None:
     if path == "-":
-        sys.stdout.write(text)
+        from ocula.names import display_name, has_odd_chars
+
+        sys.stdout.write(display_name(text) if has_odd_chars(text) else text)
     else:
         from ocula.io import write_text
 
@@ -329,7 +338,19 @@ def _crash_log(e: BaseException, argv) -> str:
     return ""
 
 
+def _safe_stdout() -> None:
+    """A filename that is not valid UTF-8 must never crash a print: strict streams get backslash escapes
+    (a surrogateescape stream, the POSIX-locale default, already writes the original bytes)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
 def _main(argv=None) -> int:
+    _safe_stdout()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

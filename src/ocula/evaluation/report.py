@@ -22,6 +22,10 @@ PathLike = Union[str, os.PathLike]
 
 
 def _write_text(text: str, path: PathLike) -> None:
+    from ocula.names import display_name, has_odd_chars
+
+    if has_odd_chars(text):  # undecodable filenames: readable escapes, never UnicodeEncodeError
+        text = display_name(text)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
 
@@ -80,7 +84,9 @@ def _json_default(obj):
 
 def write_json(report: dict, path: PathLike) -> None:
     """indent=2 JSON; path "-" writes to stdout."""
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    from ocula.names import clean
+
+    text = json.dumps(clean(report), indent=2, default=_json_default) + "\n"
     if str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -118,7 +118,12 @@ def read_onnx_meta(path) -> dict:
 def parse_meta(props: dict, path) -> dict:
     if META_KEY not in props:
         raise OculaError(f"{path}: ONNX file without ocula metadata (export it with `ocula export`)")
-    meta = json.loads(props[META_KEY])
+    try:
+        meta = json.loads(props[META_KEY])
+    except ValueError as e:
+        raise OculaError(f"{path}: ocula metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise OculaError(f"{path}: ocula metadata is not a JSON object")
     for key in ("classes", "contract", "arch"):
         if key not in meta:
             raise OculaError(f"{path}: ocula metadata lacks '{key}'")

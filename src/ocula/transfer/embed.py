@@ -68,7 +68,9 @@ class Embeddings:
 
         dim = int(self.vectors.shape[1])
         flat = pa.array(self.vectors.astype(np.float32).reshape(-1))
-        table = pa.table({"path": self.paths, "label": self.labels, "split": self.splits or [None] * len(self),
+        from ocula.names import clean
+
+        table = pa.table({"path": clean(list(self.paths)), "label": clean(list(self.labels)), "split": self.splits or [None] * len(self),
                           "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)})
         table = table.replace_schema_metadata({"ocula": json.dumps({"model": self.model, "dim": dim})})
         with atomic_path(path) as tmp:
