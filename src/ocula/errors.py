@@ -54,8 +54,6 @@ def disk_error(e: OSError, path=None) -> OculaError:
     from ocula.names import display_name
 
     where = path or e.filename
-    what = e.strerror or one_line(e) or type(e).__name__
-    hint = {28: " (disk full)", 30: " (read-only file system)", 13: " (permission denied)"}.get(e.errno, "")
-    if hint and hint[2:-1].lower() in what.lower():
-        hint = ""
-    return OculaError(f"{display_name(where)}: {what}{hint}" if where else f"{what}{hint}")
+    what = e.strerror or {28: "No space left on device", 30: "Read-only file system",
+                          13: "Permission denied"}.get(e.errno) or one_line(e) or type(e).__name__
+    return OculaError(f"{display_name(where)}: {what}" if where else what)
