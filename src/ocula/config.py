@@ -51,11 +51,12 @@ class TrainConfig:
     deterministic: bool = False  # bitwise-repeatable runs (slower)
     patience: Optional[int] = None  # early stop after this many epochs without val improvement
     augment: str = "light"
-    hflip: bool = True  # part of light/strong; turn off for digits, text, asymmetric classes
+    hflip: Union[bool, str] = "auto"  # mirror images in light/strong: auto = when a quick probe finds labels survive it
+    time_flip: Union[bool, str] = "auto"  # clips: also play half of them backwards; auto = as hflip
     mixup: float = 0.0  # Beta(alpha) for mixup; 0 = off
     cutmix: float = 0.0
-    img_size: Optional[int] = None  # default: the model's, or the data's native size
-    channels: Optional[int] = None  # default: the data's (built-ins: 1) or 3
+    img_size: Optional[int] = None  # default: pretrained weights' size, else the data's native size (<= 224)
+    channels: Optional[int] = None  # default: pretrained weights' (3), else the data's (grey: 1)
     val_fraction: float = 0.1  # stratified split when the data has no validation split
     balance: str = "none"
     cache: str = "auto"  # auto: decode a file dataset into RAM once when it fits
@@ -86,6 +87,9 @@ class TrainConfig:
             if value not in options:
                 raise OculaError(f"{key}={value!r}: choose one of {', '.join(options)}"
                                  f"{did_you_mean(str(value), options)}")
+        for key in ("hflip", "time_flip"):
+            if getattr(self, key) not in (True, False, "auto"):
+                raise OculaError(f"{key}={getattr(self, key)!r}: choose true, false or auto")
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
             raise OculaError("epochs, batch_size and accumulate must be at least 1")
         if self.frames is not None and self.frames < 1:

@@ -129,31 +129,73 @@ def _beta(alpha: float, gen: torch.Generator) -> float:
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
+# The one definition of every preset, for data in RAM and streamed data alike (StreamLoader applies
+# this same class to decoded batches). Strengths are relative to the image side.
+PRESETS = {
+    "none": {},
+    "light": {"shift": 1 / 7, "flip": True},  # ±size/7 px shift (4 px at 28 px: the classic pad-and-crop)
+    "strong": {"area": (0.35, 1.0), "flip": True, "erasing": 0.25},  # square crop of 35-100 % area, erasing
+}
+
+
 class BatchAugment:
-    """Preset-driven batch augmentation for in-memory datasets."""
+    """Preset-driven augmentation of whole uint8 batches (images or clips), then mixup/cutmix.
+
+    `hflip` mirrors half the images (when the preset flips at all); `time_flip` plays half the clips
+    backwards. Both are decided per run (`ocula.engine.flip_probe`) because either can change a label.
+    """
 
     def __init__(self, contract: DataContract, preset: str = "light", hflip: bool = True,
                  mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0,
-                 native_size: Optional[int] = None):
-        self.contract, self.preset, self.hflip = contract, preset, hflip
+                 native_size: Optional[int] = None, time_flip: bool = False):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown augmentation preset {preset!r}")
+        self.contract, self.preset = contract, preset
+        self.ops = PRESETS[preset]
+        self.hflip = bool(hflip) and self.ops.get("flip", False)
+        self.time_flip = bool(time_flip) and preset != "none"
         self.mixup, self.cutmix, self.num_classes = mixup, cutmix, num_classes
         self.native_size = native_size
+
+    def describe(self) -> str:
+        ops = {"none": ["resize only"], "light": [f"shift ±1/7 of the side"],
+               "strong": ["square crop of 35-100 % area", "random erasing p=0.25"]}[self.preset]
+        ops.append("horizontal flip" if self.hflip else "no flip")
+        if self.contract.frames:
+            ops.append("time reversal" if self.time_flip else "no time reversal")
+        if self.mixup > 0:
+            ops.append(f"mixup α={self.mixup:g}")
+        if self.cutmix > 0:
+            ops.append(f"cutmix α={self.cutmix:g}")
+        return f"augment {self.preset}: " + ", ".join(ops)
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
         """uint8 (B, C, H, W) or clips (B, T, C, H, W), labels (B,) → float inputs at input_size,
         targets (labels or soft)."""
         if x_uint8.ndim == 5:
             x_uint8 = select_frames(x_uint8, self.contract.frames, gen)
+            if self.time_flip:
+                x_uint8 = reverse_time(x_uint8, gen)
         x = to_float(x_uint8, self.contract)
-        size = self.contract.input_size
-        if self.preset == "light":
-            pad = max(1, round(x.shape[-1] / 7))  # 4 px at 28 px, like the classic pad-and-crop
+        size, ops = self.contract.input_size, self.ops
+        if "shift" in ops:
+            pad = max(1, round(x.shape[-1] * ops["shift"]))
             x = fold_clips(lambda b: random_affine(b, size, gen, translate_px=pad, hflip=self.hflip), x)
-        elif self.preset == "strong":
-            x = fold_clips(lambda b: random_erasing(random_affine(b, size, gen, scale=(0.35, 1.0),
-                                                                  hflip=self.hflip), gen), x)
+        elif "area" in ops:
+            x = fold_clips(lambda b: random_erasing(random_affine(b, size, gen, scale=ops["area"], hflip=self.hflip),
+                                                    gen, p=ops["erasing"]), x)
         else:
             x = eval_resize(x, self.contract)
         if self.mixup > 0 or self.cutmix > 0:
             return mix_batch(x, y, self.num_classes, gen, self.mixup, self.cutmix)
         return x, y
+
+
+def reverse_time(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Clips (B, T, ...) with half of them (at random) played backwards."""
+    back = torch.rand(x.shape[0], generator=gen) < 0.5
+    if not back.any():
+        return x
+    x = x.clone()
+    x[back] = x[back].flip(1)
+    return x

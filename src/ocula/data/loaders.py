@@ -1,8 +1,10 @@
 """Batches for training and evaluation.
 
-Two paths end in the same (inputs, targets) batches:
+Two paths end in the same (inputs, targets) batches, augmented by the same `BatchAugment`:
 - `TensorLoader`: a split held in RAM as one uint8 tensor, batch-wise augmentation, no workers.
-- `file_loader`: a torch DataLoader decoding files in worker processes with per-image transforms.
+- `StreamLoader`: DataLoader workers decode files to uint8 at the eval geometry (as the RAM cache
+  holds them); the main process augments the whole batch. So a preset (and mixup/cutmix) means the
+  same operations with the same strength whether a dataset fits in RAM or not.
 Small file datasets are decoded once into RAM (`cache_in_memory`) and then take the first path.
 Both draw randomness from per-epoch seeded generators, so a resumed run repeats an epoch exactly.
 """
@@ -66,6 +68,28 @@ class TensorLoader:
                 x = eval_resize(to_float(x, self.contract), self.contract)
             yield _rank_slice(x, self.rank, self.world), _rank_slice(y, self.rank, self.world), \
                 _rank_slice(idx, self.rank, self.world)
+
+
+class StreamLoader:
+    """uint8 batches from a `collate_skipping_bad` DataLoader → augmented (train) or normalised floats."""
+
+    def __init__(self, loader: DataLoader, contract: DataContract, augment: Optional[BatchAugment] = None, *,
+                 seed: int = 0, epoch: int = 0, stream: int = 1):
+        self.loader, self.contract, self.augment = loader, contract, augment
+        self.seed, self.epoch, self.stream = seed, epoch, stream
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        gen = epoch_generator(self.seed, self.epoch, stream=self.stream)
+        for x, y, idx, bad in self.loader:
+            if x is not None:
+                if self.augment is not None:
+                    x, y = self.augment(x, y, gen)
+                else:
+                    x = eval_resize(to_float(x, self.contract), self.contract)
+            yield x, y, idx, bad
 
 
 def _rank_slice(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Per-image transforms (torchvision transforms v2), pure factories of a DataContract.
 
 Eval geometry everywhere in ocula: resize the short side to input_size / crop_pct, centre-crop
-input_size. Train presets: none | light (random-resized crop + flip) | strong (+ TrivialAugment,
-random erasing). Mixup/cutmix are batch operations and live in batch_augment.py.
+input_size. Training augmentation is not here: every preset is defined once, in batch_augment.py, and
+applied to whole uint8 batches, whether the data is held in RAM or streamed from files.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from ocula.data.contract import DataContract
-
-AUGMENT_PRESETS = ("none", "light", "strong")
 
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
            "nearest": InterpolationMode.NEAREST}
@@ -42,19 +40,3 @@ def normalize(contract: DataContract) -> v2.Transform:
 
 def eval_transform(contract: DataContract) -> v2.Transform:
     return v2.Compose([eval_geometry(contract), normalize(contract)])
-
-
-def train_transform(contract: DataContract, preset: str = "light", hflip: bool = True) -> v2.Transform:
-    if preset == "none":
-        return eval_transform(contract)
-    size, interp = contract.input_size, interpolation(contract.interpolation)
-    steps = [v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(0.35 if preset == "strong" else 0.6, 1.0),
-                                                    interpolation=interp, antialias=True)]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if preset == "strong":
-        steps.append(v2.TrivialAugmentWide(interpolation=interp))
-    steps.append(normalize(contract))
-    if preset == "strong":
-        steps.append(v2.RandomErasing(p=0.25, value=0))
-    return v2.Compose(steps)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -47,28 +48,14 @@ def takes_clips(model: str) -> bool:
 
 
 def resolve_contract(cfg: TrainConfig, splits: DatasetSplits) -> DataContract:
-    from ocula.models.registry import default_contract, get_spec
-
-    _check_model_kind(cfg.model, splits)
-    channels = cfg.channels or splits.channels or 3
-    same_channels = splits.channels in (None, channels)
-    contract = default_contract(cfg.model, channels, native_size=splits.image_size,
-                                mean=splits.mean if same_channels else None,
-                                std=splits.std if same_channels else None, input_size=cfg.img_size)
-    if splits.kind == "video":
-        contract.frames = cfg.frames or get_spec(cfg.model).defaults.get("frames") or 8
-    return contract
+    """The run's input contract; `choose_input` also says why (see engine/input_choice.py)."""
+    return choose_input(cfg, splits).contract
 
 
-def _check_model_kind(model: str, splits: DatasetSplits) -> None:
-    clips = takes_clips(model)
-    if splits.kind == "video" and not clips:
-        raise OculaError(f"{splits.source} holds video clips but '{model}' takes single images; "
-                         f"use a video model (cnn_lstm, cnn_transformer, frame_avg, seed_lstm, "
-                         f"seed_attention_video) with --backbone {model}")
-    if splits.kind != "video" and clips:
-        raise OculaError(f"'{model}' takes clips but {splits.source} holds images; give a folder of videos "
-                         f"or of frame folders (root/<class>/<clip>/*.jpg)")
+def choose_input(cfg: TrainConfig, splits: DatasetSplits):
+    from ocula.engine.input_choice import choose_contract
+
+    return choose_contract(cfg, splits)
 
 
 def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
@@ -142,18 +129,35 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
     if isinstance(samples, FileSamples) and contract.frames:
         return _clip_loader(samples, contract, cfg, train=train, num_classes=num_classes, weights=weights,
                             rank=rank, world=world, epoch=epoch)
+    augment = make_augment(cfg, contract, num_classes) if train else None
     if isinstance(samples, TensorSamples):
-        augment = BatchAugment(contract, cfg.augment, cfg.hflip, cfg.mixup, cfg.cutmix, num_classes) \
-            if train else None
         return TensorLoader(samples, contract, cfg.batch_size, train=train, augment=augment, seed=cfg.seed,
                             rank=rank, world=world, sample_weights=weights)
-    from ocula.data.transforms import eval_transform, train_transform
+    from ocula.data.loaders import StreamLoader
+    from ocula.data.transforms import eval_geometry, eval_transform
 
-    transform = train_transform(contract, cfg.augment, cfg.hflip) if train else eval_transform(contract)
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
     per_rank = max(1, cfg.batch_size // world)
-    return file_loader(samples, transform, contract.channels, per_rank, train=train, workers=cfg.workers,
-                       seed=cfg.seed, epoch=epoch, sampler=sampler, draft_size=contract.input_size)
+    if not train:
+        return file_loader(samples, eval_transform(contract), contract.channels, per_rank, train=False,
+                           workers=cfg.workers, sampler=sampler, draft_size=contract.input_size)
+    # Workers decode to uint8 at the eval geometry, like the RAM cache; the preset runs batch-wise here.
+    decoded = file_loader(samples, eval_geometry(contract), contract.channels, per_rank, train=True,
+                          workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler,
+                          draft_size=contract.input_size)
+    return StreamLoader(decoded, contract, augment, seed=cfg.seed, epoch=epoch, stream=1 + rank)
+
+
+def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int) -> BatchAugment:
+    """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
+    return BatchAugment(contract, cfg.augment, _resolved(cfg.hflip, "hflip"), cfg.mixup, cfg.cutmix, num_classes,
+                        time_flip=_resolved(cfg.time_flip, "time_flip") if contract.frames else False)
+
+
+def _resolved(value, name: str) -> bool:
+    if value == "auto":
+        raise OculaError(f"{name}=auto must be decided before the loaders are built (Trainer.decide_flips)")
+    return bool(value)
 
 
 def _file_sampler(n: int, weights, cfg: TrainConfig, *, train: bool, rank: int, world: int, epoch: int):
@@ -178,9 +182,10 @@ def _clip_loader(samples, contract, cfg, *, train, num_classes, weights, rank, w
     from ocula.video.loader import ClipLoader
 
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
-    augment = BatchAugment(contract, cfg.augment, cfg.hflip, cfg.mixup, cfg.cutmix, num_classes) if train else None
+    augment = make_augment(cfg, contract, num_classes) if train else None
     return ClipLoader(samples, contract, max(1, cfg.batch_size // world), train=train, augment=augment,
-                      workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler, pad=cfg.clip_pad)
+                      workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler, pad=cfg.clip_pad,
+                      stream=1 + rank)
 
 
 def fingerprint(splits: DatasetSplits) -> str:
@@ -193,7 +198,7 @@ def fingerprint(splits: DatasetSplits) -> str:
             h.update(s.labels.numpy().tobytes())
         elif isinstance(s, FileSamples):
             for p, y in zip(s.paths, s.labels):
-                h.update(f"{p}|{y}".encode())
+                h.update(os.fsencode(p) + f"|{y}".encode())  # bytes: non-UTF-8 names hash too
     return h.hexdigest()[:16]
 
 

@@ -8,6 +8,7 @@ Per-task code (images, clips) is a small `task` object; side effects are callbac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -60,13 +61,21 @@ class Trainer:
         self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed,
                                              video=setup.takes_clips(cfg.model) or None)
         self.classes = self.splits.classes
-        self.contract = setup.resolve_contract(cfg, self.splits)
+        self.input_choice = setup.choose_input(cfg, self.splits)  # size and channels from the data
         from ocula.transfer.plan import TransferPlan  # --from/--pretrained FILE, strategy, margin
-        self.transfer = TransferPlan(cfg, self.contract, self.splits.channels)  # may adopt the source arch
+        self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
         self.contract = self.transfer.contract  # the source's preprocessing, unless overridden
+        if self.contract is not self.input_choice.contract:
+            c = self.contract
+            self.input_choice.reason = (f"input {c.input_size}×{c.input_size}×{c.channels}: the source model's "
+                                        f"preprocessing ({self.transfer.source.path})")
         self.train_samples = self._prepare_split("train")
         self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
         self._report_skipped()
+        self.flips = self._decide_flips()  # hflip/time_flip 'auto' → measured on the training split
+        self.loader_cfg = dataclasses.replace(cfg, hflip=self.flips["hflip"]["use"],
+                                              time_flip=self.flips["time_flip"]["use"])
+        self._report_inputs()
 
         self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
         self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
@@ -120,6 +129,32 @@ class Trainer:
             for w in self.splits.warnings:
                 warnings.warn(w, stacklevel=1)
 
+    def _decide_flips(self) -> dict:
+        if self.cfg.resume:  # the decision made when the run started
+            saved = Path(self.cfg.resume) / "data.json"
+            flips = read_json(saved).get("flips") if saved.is_file() else None
+            if flips:
+                return flips
+        from ocula.engine.flip_probe import decide_flips
+
+        decisions = None
+        if dist.is_main():
+            decisions = {k: d.to_dict() for k, d in decide_flips(
+                self.cfg.hflip, self.cfg.time_flip, self.cfg.augment, self.train_samples, self.contract,
+                len(self.classes), seed=self.cfg.seed, device=self.device, workers=self.cfg.workers).items()}
+        return dist.broadcast_object(decisions)  # every rank augments the same way
+
+    def _report_inputs(self) -> None:
+        if not dist.is_main():
+            return
+        print(self.input_choice.reason)
+        if self.cfg.augment != "none":
+            shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
+                     (k == "hflip" or self.contract.frames)]
+            for line in shown:
+                print(line)
+            print(setup.make_augment(self.loader_cfg, self.contract, len(self.classes)).describe())
+
     def _note_skipped(self, bad) -> None:
         """Each unreadable file is named once, counted, and listed in data.json."""
         known = {p for p, _ in self.splits.skipped}
@@ -137,14 +172,14 @@ class Trainer:
         return counts.sum() / (len(counts) * counts.clamp_min(1))
 
     def _train_loader(self, epoch: int):
-        loader = setup.make_loader(self.train_samples, self.contract, self.cfg, train=True,
+        loader = setup.make_loader(self.train_samples, self.contract, self.loader_cfg, train=True,
                                    num_classes=len(self.classes), rank=self.rank, world=self.world, epoch=epoch)
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         return loader
 
     def _eval_loader(self, samples):
-        return setup.make_loader(samples, self.contract, self.cfg, train=False, num_classes=len(self.classes),
+        return setup.make_loader(samples, self.contract, self.loader_cfg, train=False, num_classes=len(self.classes),
                                  rank=self.rank, world=self.world)
 
     def _wrap_ddp(self) -> nn.Module:
@@ -360,6 +395,7 @@ class Trainer:
     def _write_data_file(self) -> None:
         write_json(Path(self.run_dir) / "data.json", {"source": self.splits.source, "classes": self.classes,
                                        "contract": self.contract.to_dict(),
+                                       "input": self.input_choice.to_dict(), "flips": self.flips,
                                        "skipped": [{"path": p, "reason": r} for p, r in self.splits.skipped],
                                        "warnings": self.splits.warnings})
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ocula.data.batch_augment import BatchAugment, to_float
+from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
-from ocula.data.loaders import (CACHE_LIMIT_BYTES, collate_skipping_bad, default_workers, drain_to_tensors,
-                                 epoch_generator)
+from ocula.data.loaders import (CACHE_LIMIT_BYTES, StreamLoader, collate_skipping_bad, default_workers,
+                                 drain_to_tensors, epoch_generator)
 from ocula.data.samples import FileSamples, TensorSamples
 from ocula.errors import BadImageError
 
@@ -50,32 +50,19 @@ class ClipDataset(Dataset):
         return clip, self.samples.labels[i], i
 
 
-class ClipLoader:
+class ClipLoader(StreamLoader):
     """Float clip batches (B, T, C, S, S) from files: decoding in workers, augmentation batch-wise."""
 
     def __init__(self, samples: FileSamples, contract: DataContract, batch_size: int, *, train: bool,
                  augment: Optional[BatchAugment] = None, workers: Optional[int] = None, seed: int = 0,
-                 epoch: int = 0, sampler=None, pad: str = "repeat"):
+                 epoch: int = 0, sampler=None, pad: str = "repeat", stream: int = 1):
         workers = default_workers() if workers is None else workers
-        self.contract, self.augment, self.seed, self.epoch = contract, augment if train else None, seed, epoch
         dataset = ClipDataset(samples, contract, train=train, seed=seed, epoch=epoch, pad=pad)
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                                 num_workers=workers, collate_fn=collate_skipping_bad,
-                                 drop_last=train and len(samples) > batch_size,  # a batch of 1 breaks BatchNorm
-                                 generator=epoch_generator(seed, epoch), prefetch_factor=2 if workers else None)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        gen = epoch_generator(self.seed, self.epoch, stream=1)
-        for x, y, idx, bad in self.loader:
-            if x is not None:
-                if self.augment is not None:
-                    x, y = self.augment(x, y, gen)
-                else:
-                    x = to_float(x, self.contract)
-            yield x, y, idx, bad
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                            num_workers=workers, collate_fn=collate_skipping_bad,
+                            drop_last=train and len(samples) > batch_size,  # a batch of 1 breaks BatchNorm
+                            generator=epoch_generator(seed, epoch), prefetch_factor=2 if workers else None)
+        super().__init__(loader, contract, augment if train else None, seed=seed, epoch=epoch, stream=stream)
 
 
 def clips_fit_in_memory(samples: FileSamples, contract: DataContract, frames: int) -> bool:
@@ -98,7 +85,7 @@ def cache_clips(samples: FileSamples, contract: DataContract, *, frames: Optiona
 def preprocess_clip(obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
     """One clip for prediction: a path (video file, frame folder) or a uint8 array (T, H, W, C) → float
     (T, C, S, S), normalised: exactly what evaluation feeds the model for that clip."""
-    from ocula.data.batch_augment import eval_resize
+    from ocula.data.batch_augment import eval_resize, to_float
     from ocula.video.decode import fit_geometry, read_clip
 
     if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):

@@ -1,0 +1,132 @@
+"""What the images (or clips) of a file dataset are like, read from headers: size and colour.
+
+    stats = measure_files(splits.train.paths)      # a seeded sample of at most 1,000 files
+    stats.short_side, stats.grey, stats.sampled     # median short side; True when every sample is grey
+
+Only headers are read (Pillow opens lazily; video files give their stream geometry), so measuring
+1,000 files takes well under a second. RGB-mode samples are also checked for grey *content* on a few
+small decodes: many grey datasets are saved as RGB JPEGs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+MAX_SAMPLED = 1000
+GREY_CONTENT_CHECKS = 24  # RGB-mode files decoded (small) to see whether their channels are equal
+GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass
+class ImageStats:
+    sampled: int = 0  # files whose header was read
+    unreadable: int = 0  # sampled files without a readable header (decoding will skip them later)
+    short_side: Optional[int] = None  # median of min(width, height)
+    sizes: dict = field(default_factory=dict)  # "WxH" -> count, the 5 most common
+    grey: Optional[bool] = None  # True: every readable sample is grey (by mode or by content)
+    grey_by_content: int = 0  # RGB-mode samples whose three channels were found equal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_paths(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> list[str]:
+    if len(paths) <= limit:
+        return list(paths)
+    idx = np.random.default_rng(seed).choice(len(paths), limit, replace=False)
+    return [paths[i] for i in sorted(idx)]
+
+
+def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> ImageStats:
+    """Header statistics of a seeded sample of image files, video files or frame folders."""
+    from collections import Counter
+
+    stats, shorts, sizes, rgb_samples, grey_flags = ImageStats(), [], Counter(), [], []
+    for path in sample_paths(paths, limit, seed):
+        found = _header(path)
+        stats.sampled += 1
+        if found is None:
+            stats.unreadable += 1
+            continue
+        (w, h), mode, frame_path = found
+        shorts.append(min(w, h))
+        sizes[f"{w}x{h}"] += 1
+        is_grey = mode in GREY_MODES or (mode == "P" and _palette_is_grey(frame_path))
+        grey_flags.append(is_grey)
+        if not is_grey and mode in ("RGB", "RGBA", "YCbCr", "P") and frame_path:
+            rgb_samples.append((len(grey_flags) - 1, frame_path))
+    checked = rgb_samples[:GREY_CONTENT_CHECKS]
+    stats.grey_by_content = sum(_content_is_grey(path) for _, path in checked)
+    if checked and stats.grey_by_content == len(checked):  # every checked RGB file is grey inside:
+        for index, _ in rgb_samples:                          # so are the unchecked ones, by extrapolation
+            grey_flags[index] = True
+    if shorts:
+        stats.short_side = int(np.median(shorts))
+        stats.sizes = dict(sizes.most_common(5))
+        stats.grey = all(grey_flags)
+    return stats
+
+
+def _header(path: str):
+    """→ ((width, height), mode, a still-image path for content checks), or None."""
+    if os.path.isdir(path):  # a frame folder: its first frame speaks for the clip
+        from ocula.video.decode import frame_files
+
+        files = frame_files(path)
+        return _image_header(files[0]) if files else None
+    from ocula.video.decode import is_video_path
+
+    if is_video_path(path):
+        return _video_header(path)
+    return _image_header(path)
+
+
+def _image_header(path: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size, img.mode, path  # min(w, h) needs no EXIF rotation
+    except Exception:  # noqa: BLE001 - any unreadable header: the decoder will name and skip the file
+        return None
+
+
+def _video_header(path: str):
+    try:
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            mode = "L" if (ctx.pix_fmt or "").startswith("gray") else "RGB"
+            return (int(ctx.width), int(ctx.height)), mode, None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _palette_is_grey(path: Optional[str]) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            pal = np.asarray(img.getpalette() or [], dtype=np.int16).reshape(-1, 3)
+    except Exception:  # noqa: BLE001
+        return False
+    return bool(len(pal)) and bool((pal[:, 0] == pal[:, 1]).all() and (pal[:, 1] == pal[:, 2]).all())
+
+
+def _content_is_grey(path: str, tolerance: float = 3.0) -> bool:
+    """Decoded small: channels equal up to JPEG noise (mean abs difference <= tolerance of 255)."""
+    from ocula.data.images import open_image
+    from ocula.errors import BadImageError
+
+    try:
+        img = open_image(path, channels=3, draft_size=64)
+    except BadImageError:
+        return False
+    img.thumbnail((64, 64))
+    a = np.asarray(img, dtype=np.int16)
+    return float(np.abs(a[..., 0] - a[..., 1]).mean() + np.abs(a[..., 1] - a[..., 2]).mean()) <= tolerance

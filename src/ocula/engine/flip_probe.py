@@ -1,0 +1,225 @@
+"""Does mirroring an image (or playing a clip backwards) keep its label? Measured on the data.
+
+A mirrored "2" is no longer a 2, and a mirrored "swipe left" clip is a "swipe right"; a mirrored cat
+is still a cat. Class names cannot tell these apart, so `hflip=auto` (and `time_flip=auto`) asks the
+data: a small CNN is trained for a few seconds on part of the training split, with shifts but never
+flips, and is scored on a disjoint held-out part of the training split as it is and transformed.
+
+    retention = (accuracy on transformed - chance) / (accuracy as is - chance)
+
+Labels that survive the transform keep most of the accuracy (retention near 1: shoes facing right
+are still shoes); labels that depend on it lose it (digits: about half; direction of motion: below
+0, the other class wins). A model that never saw mirrored images also fails on some mirrored objects
+whose label survives (a boot facing right), so the bar sits at KEEP_RETENTION = 0.6 (measured:
+Fashion-MNIST 0.80-0.85, digits 0.19-0.28). And when class A transformed is mostly taken for B while
+B transformed is mostly taken for A ("b"/"d", "left"/"right"), the transform swaps labels and stays
+off whatever the retention.
+When the quick model learns too little to tell (accuracy within MIN_SIGNAL of chance) the flip
+stays off: a wrong flip destroys labels, a missing one only costs a little accuracy.
+
+Only training images are used, so validation stays untouched; the probe runs in a forked RNG so the
+run's own random stream is the same with or without it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ocula.data.contract import DataContract
+from ocula.data.samples import FileSamples, TensorSamples
+
+KEEP_RETENTION = 0.6  # keep a flip when the transformed accuracy keeps this share of the gain over chance
+SWAP_RATE = 0.5  # class A transformed is taken for B, and B for A, this often: the transform swaps labels
+MIN_SIGNAL = 0.10  # the probe must beat chance by this much to decide anything
+PROBE_SIZE = 32  # probe images are at most this side (the decision needs shapes, not detail)
+POOL = 5000  # training images the probe uses at most
+HOLDOUT = 0.2  # share of the pool held out for scoring (at most 1,000)
+STEPS = (150, 400)  # optimizer steps: about 8 epochs of the probe's training part, within these bounds
+BATCH = 128
+PROBE_WIDTH = 16  # channels of the first of three conv blocks (16-32-64): seconds, not minutes, on 2 cores
+
+
+@dataclass
+class FlipDecision:
+    use: bool
+    decided_by: str  # "probe" | "user" | "inconclusive" | "not used"
+    reason: str
+    evidence: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract, num_classes: int, *,
+                 seed: int = 0, device: Optional[torch.device] = None, workers: Optional[int] = None
+                 ) -> dict[str, FlipDecision]:
+    """{"hflip": decision, "time_flip": decision} for a run's settings ('auto' runs the probe once)."""
+    clips = bool(contract.frames)
+    wanted = {"hflip": hflip, "time_flip": time_flip if clips else False}
+    decisions: dict[str, FlipDecision] = {}
+    if augment == "none":
+        return {k: FlipDecision(False, "not used", "augment none: no flips") for k in wanted}
+    for key, value in wanted.items():
+        if value != "auto":
+            note = "clips only" if key == "time_flip" and not clips else f"{key}={str(bool(value)).lower()} set"
+            decisions[key] = FlipDecision(bool(value), "user" if clips or key == "hflip" else "not used", note)
+    todo = [k for k, v in wanted.items() if v == "auto"]
+    if not todo:
+        return decisions
+    scores = run_probe(samples, contract, num_classes, seed=seed, device=device, workers=workers,
+                       transforms=todo)
+    for key in todo:
+        decisions[key] = _decide(key, scores)
+    return decisions
+
+
+def _decide(key: str, scores: dict) -> FlipDecision:
+    name = {"hflip": "mirroring", "time_flip": "playing backwards"}[key]
+    acc, chance, moved = scores["accuracy"], scores["chance"], scores[key]
+    evidence = {"accuracy": acc, f"accuracy_{key}": moved, "chance": chance, "held_out": scores["held_out"],
+                "trained_on": scores["trained_on"], "steps": scores["steps"], "seconds": scores["seconds"],
+                "keep_retention": KEEP_RETENTION}
+    if acc - chance < MIN_SIGNAL:
+        return FlipDecision(False, "inconclusive", f"{key} off: the quick probe reached only {acc:.2f} "
+                            f"(chance {chance:.2f}), too little to tell whether {name} keeps labels", evidence)
+    retention = (moved - chance) / (acc - chance)
+    swaps = scores.get(f"{key}_swaps", [])
+    evidence.update(retention=round(retention, 4), swapped_classes=swaps)
+    use = retention >= KEEP_RETENTION and not swaps
+    verdict = "keeps labels" if use else "changes labels"
+    swapped = f"; swaps classes {', '.join(f'{a}<->{b}' for a, b in swaps[:3])}" if swaps else ""
+    return FlipDecision(use, "probe", f"{key} {'on' if use else 'off'}: {name} {verdict} (probe accuracy "
+                        f"{acc:.2f} as is, {moved:.2f} transformed, chance {chance:.2f}; retention "
+                        f"{retention:.2f} {'>=' if retention >= KEEP_RETENTION else '<'} {KEEP_RETENTION}"
+                        f"{swapped})", evidence)
+
+
+# ------------------------------------------------------------------------------------ the probe
+def run_probe(samples, contract: DataContract, num_classes: int, *, seed: int = 0,
+              device: Optional[torch.device] = None, workers: Optional[int] = None,
+              transforms=("hflip",)) -> dict:
+    """Train the quick model and score it → accuracy as is, per transform, and chance."""
+    t0 = time.perf_counter()
+    device = device or torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed + 7919)
+    x, y = _probe_tensors(samples, contract, gen, workers)
+    n = len(y)
+    order = torch.randperm(n, generator=gen)
+    held = min(1000, max(1, int(n * HOLDOUT)))
+    hold_idx, fit_idx = order[:held], order[held:]
+    threads = torch.get_num_threads()
+    # One thread: a model this small gains nothing from two, and on a busy 2-core machine two OpenMP
+    # threads spin-wait it 7x slower (20 s instead of 3 s on digits).
+    torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 104729)
+        model = _probe_net(x.shape[1], num_classes).to(device)
+        steps = _train(model, x[fit_idx], y[fit_idx], gen, device)
+        y_hold = y[hold_idx]
+        scores = {"accuracy": float((_predict(model, x[hold_idx], device) == y_hold).float().mean())}
+        for key in transforms:
+            pred = _predict(model, _transform(samples_shape(contract), x[hold_idx], key), device)
+            scores[key] = float((pred == y_hold).float().mean())
+            scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes)
+    torch.set_num_threads(threads)
+    counts = torch.bincount(y[hold_idx], minlength=num_classes).float()
+    scores.update(chance=float(counts.max() / counts.sum()), held_out=int(held), trained_on=int(len(fit_idx)),
+                  steps=steps, seconds=round(time.perf_counter() - t0, 2))
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}
+
+
+def samples_shape(contract: DataContract) -> tuple:
+    return (contract.frames or 0, contract.channels)
+
+
+def _transform(shape: tuple, x: torch.Tensor, key: str) -> torch.Tensor:
+    """Probe inputs (N, T*C, S, S) mirrored, or with their T frames reversed."""
+    frames, channels = shape
+    if key == "hflip":
+        return x.flip(-1)
+    n, _, h, w = x.shape
+    return x.reshape(n, frames, channels, h, w).flip(1).reshape(n, frames * channels, h, w)
+
+
+def _probe_tensors(samples, contract: DataContract, gen: torch.Generator, workers) -> tuple:
+    """→ (float (N, T*C, s, s) roughly standardised, labels (N,)) from a seeded subset of the split."""
+    n = len(samples)
+    pick = torch.randperm(n, generator=gen)[:POOL].sort().values.tolist()
+    subset = samples.subset(pick)
+    size = min(contract.input_size, PROBE_SIZE)
+    small = DataContract(input_size=size, channels=contract.channels, mean=contract.mean, std=contract.std,
+                         interpolation=contract.interpolation, crop_pct=contract.crop_pct, frames=contract.frames)
+    if isinstance(subset, FileSamples):
+        if contract.frames:
+            from ocula.video.loader import cache_clips
+
+            subset, _ = cache_clips(subset, small, frames=contract.frames, workers=workers, desc="flip probe")
+        else:
+            from ocula.data.loaders import cache_in_memory
+
+            subset, _ = cache_in_memory(subset, small, workers=workers, desc="flip probe")
+    images = subset.images
+    if contract.frames:  # clips (N, T', C, H, W): T evenly spaced frames, folded into channels
+        from ocula.data.batch_augment import select_frames
+
+        images = select_frames(images, contract.frames)
+        b, t, c, h, w = images.shape
+        images = images.reshape(b, t * c, h, w)
+    x = images.float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = (x - x.mean()) / x.std().clamp_min(1e-3)
+    return x.contiguous(), subset.labels.long()
+
+
+def _probe_net(in_chans: int, num_classes: int) -> nn.Module:
+    def block(cin, cout, stride):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    w = PROBE_WIDTH
+    return nn.Sequential(*block(in_chans, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device) -> int:
+    from ocula.data.batch_augment import random_affine
+
+    n = len(y)
+    batch = min(BATCH, n)
+    steps = int(min(STEPS[1], max(STEPS[0], math.ceil(8 * n / batch))))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
+    shift = max(1, x.shape[-1] // 8)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(n, (batch,), generator=gen)
+        xb = random_affine(x[idx], x.shape[-1], gen, translate_px=shift, hflip=False)
+        loss = F.cross_entropy(model(xb.to(device)), y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return steps
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+
+
+def swapped_pairs(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, min_count: int = 10) -> list:
+    """Class pairs (a, b) whose transformed images are mostly taken for each other."""
+    confusion = torch.zeros(num_classes, num_classes)
+    confusion.index_put_((labels, pred), torch.ones(len(labels)), accumulate=True)
+    counts = confusion.sum(1, keepdim=True)
+    rate = confusion / counts.clamp_min(1)
+    enough = counts.squeeze(1) >= min_count
+    return [(a, b) for a in range(num_classes) for b in range(a + 1, num_classes)
+            if enough[a] and enough[b] and rate[a, b] >= SWAP_RATE and rate[b, a] >= SWAP_RATE]

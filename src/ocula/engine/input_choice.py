@@ -1,0 +1,156 @@
+"""The input contract of a new run, chosen from the data rather than from a fixed 224×224 RGB.
+
+    choice = choose_contract(cfg, splits)
+    print(choice.reason)   # "input 32×32×1: the data's native size; 1,348 images sampled, all grey"
+
+Rules, in order (an explicit --img-size / --channels always wins):
+- pretrained weights keep their pretrained size, mean/std and channels: grey data is repeated to
+  three channels rather than the weights being changed;
+- a model trained from scratch takes the data's native size (the median short side of a sample of
+  headers), rounded to the architecture's patch size and kept within [MIN_SIZE, MAX_SCRATCH_SIZE];
+- grey data stays one channel.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ocula.config import TrainConfig
+from ocula.data.contract import DataContract
+from ocula.data.samples import DatasetSplits, FileSamples
+from ocula.errors import OculaError
+
+MAX_SCRATCH_SIZE = 224  # large photographs train from scratch at this short side, not at 4,000 px
+MIN_TIMM_SIZE = 32  # timm's CNNs downsample 32×; below this some collapse to zero pixels
+VIDEO_MODELS = "cnn_lstm, cnn_transformer, frame_avg, seed_lstm, seed_attention_video"
+
+
+@dataclass
+class InputChoice:
+    contract: DataContract
+    reason: str
+    evidence: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"reason": self.reason, **self.evidence}
+
+
+def uses_pretrained(cfg: TrainConfig) -> bool:
+    return cfg.pretrained is True or (isinstance(cfg.pretrained, str) and bool(cfg.pretrained))
+
+
+def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
+    from ocula.models.registry import default_contract, get_spec
+
+    check_model_kind(cfg.model, splits)
+    stats = _measure(splits)
+    native = splits.image_size or (stats.short_side if stats else None)
+    data_grey = {1: True, 3: False}.get(splits.channels) if splits.channels else (stats.grey if stats else None)
+    data_channels = splits.channels or (None if data_grey is None else 1 if data_grey else 3)
+    pretrained = uses_pretrained(cfg) and get_spec(cfg.model) is None  # timm weights: hub or a file
+
+    if cfg.channels:
+        channels, why_channels = cfg.channels, "--channels"
+    elif pretrained:
+        channels, why_channels = 3, "the pretrained weights' channels"
+    else:
+        channels, why_channels = data_channels or 3, None
+    same = data_channels in (None, channels)
+    if cfg.img_size:
+        size, why_size = cfg.img_size, "--img-size"
+    elif pretrained:
+        size, why_size = None, "the pretrained size"  # default_contract reads timm's pretrained config
+    else:
+        size, why_size = scratch_size(cfg.model, native)
+    contract = default_contract(cfg.model, channels, native_size=native, input_size=size,
+                                mean=splits.mean if same and not pretrained else None,
+                                std=splits.std if same and not pretrained else None)
+    if splits.kind == "video":
+        contract.frames = cfg.frames or (get_spec(cfg.model).defaults.get("frames") if get_spec(cfg.model) else None) or 8
+    evidence = {"native_size": native, "data_channels": data_channels, "sampled": stats.to_dict() if stats else None,
+                "pretrained": pretrained}
+    return InputChoice(contract, _reason(contract, splits, stats, why_size, why_channels, data_grey, pretrained),
+                       evidence)
+
+
+def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]:
+    """(input size, why) for a model trained from scratch on data of this native size."""
+    from ocula.models.registry import get_spec
+
+    spec = get_spec(model)
+    if not native:
+        fallback = (spec.input_size if spec else None) or 224
+        return fallback, f"{model}'s default (the data's size is unknown)"
+    size, why = native, "the data's native size"
+    if native > MAX_SCRATCH_SIZE:
+        size, why = MAX_SCRATCH_SIZE, f"the data's median short side {native} px, capped at {MAX_SCRATCH_SIZE} " \
+                                      f"for training from scratch"
+    floor = MIN_TIMM_SIZE if spec is None else 1
+    if size < floor:
+        size, why = floor, f"the data's native size {native} px, raised to {model}'s minimum {floor}"
+    patch = patch_size(model)
+    if patch and size % patch:
+        rounded = max(patch, int(round(size / patch)) * patch)
+        why += f", rounded to a multiple of the patch size {patch}"
+        size = rounded
+    return size, why
+
+
+def patch_size(model: str) -> Optional[int]:
+    from ocula.models.registry import get_spec
+
+    spec = get_spec(model)
+    if spec is not None:
+        return spec.defaults.get("patch_size") if spec.family in ("vit", "attention") and \
+            spec.defaults.get("tokens", "patches") == "patches" else None
+    found = re.search(r"patch(\d+)", model)
+    return int(found.group(1)) if found else None
+
+
+def check_model_kind(model: str, splits: DatasetSplits) -> None:
+    from ocula.models.registry import get_spec
+
+    spec = get_spec(model)
+    clips = bool(spec and spec.video)
+    if splits.kind == "video" and not clips:
+        raise OculaError(f"{splits.source} holds video clips but '{model}' takes single images; "
+                         f"use a video model ({VIDEO_MODELS}) with --backbone {model}")
+    if splits.kind != "video" and clips:
+        raise OculaError(f"'{model}' takes clips but {splits.source} holds images; give a folder of videos "
+                         f"or of frame folders (root/<class>/<clip>/*.jpg)")
+
+
+def _measure(splits: DatasetSplits):
+    """Header statistics of the training files, when the source does not state size and channels."""
+    if splits.image_size and splits.channels:
+        return None
+    samples = next((s for s in (splits.train, splits.val, splits.test) if isinstance(s, FileSamples) and len(s)),
+                   None)
+    if samples is None:
+        return None
+    from ocula.data.native import measure_files
+
+    return measure_files(samples.paths)
+
+
+def _reason(contract: DataContract, splits: DatasetSplits, stats, why_size, why_channels, grey, pretrained) -> str:
+    c = contract
+    shape = f"{c.input_size}×{c.input_size}×{c.channels}" + (f", {c.frames} frames" if c.frames else "")
+    if pretrained and not why_size.startswith("--"):
+        why_size = "the pretrained size, mean/std"
+    parts = [why_size or "", why_channels or ""]
+    what = " and ".join(p for p in parts if p) or "the model's default"
+    if stats is not None:
+        total = sum(len(s) for s in (splits.train, splits.val, splits.test) if isinstance(s, FileSamples))
+        seen = f"{stats.sampled:,}" + (f" of {total:,}" if total > stats.sampled else "")
+        colour = {True: "all grey", False: "colour", None: "colour unknown"}[stats.grey]
+        if stats.grey and stats.grey_by_content:
+            colour += " (saved as RGB)"
+        data = f"{seen} {'clips' if splits.kind == 'video' else 'images'} sampled, {colour}"
+    else:
+        data = f"{splits.source or 'the data'}: {'grey' if grey else 'colour' if grey is False else 'size'} stated " \
+               f"by the dataset"
+    if grey and c.channels == 3 and not why_channels == "--channels":
+        data += "; grey repeated to 3 channels"
+    return f"input {shape}: {what}; {data}"
