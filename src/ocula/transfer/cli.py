@@ -41,8 +41,18 @@ def cmd_embed(args) -> int:
                         workers=args.workers)
     print(f"{len(emb)} embeddings of dimension {emb.vectors.shape[1]} written to {args.out}")
     if emb.skipped:
-        print(f"skipped {len(emb.skipped)} unreadable files (e.g. {emb.skipped[0][0]}: {emb.skipped[0][1]})")
+        print(f"skipped {len(emb.skipped)} unreadable files:")
+        for path, reason in emb.skipped:
+            print(f"  {shown(path)}: {reason}")
     return 0
+
+
+def shown(path) -> str:
+    """A path for the terminal, one line whatever its bytes: undecodable bytes as \\xNN, newlines as \\n."""
+    import os
+
+    text = os.fsencode(path).decode("utf-8", "backslashreplace") if isinstance(path, str) else str(path)
+    return text.replace("\n", "\\n").replace("\r", "\\r")
 
 
 def cmd_similar(args) -> int:
@@ -59,10 +69,10 @@ def cmd_similar(args) -> int:
         sys.stdout.write(text) if args.json == "-" else write_text(args.json, text)
     if args.json != "-":
         for r in results:
-            print(r["query"])
+            print(shown(r["query"]))
             for h in r["hits"]:
                 label = f"  [{h['label']}]" if h["label"] is not None else ""
-                print(f"  {h['score']:.4f}  {h['path']}{label}")
+                print(f"  {h['score']:.4f}  {shown(h['path'])}{label}")
     return 0
 
 
