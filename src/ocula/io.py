@@ -97,7 +97,22 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
     flat = {k: v.detach().cpu().contiguous().clone() if _shares_storage(v, tensors) else v.detach().cpu()
             .contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
+        _save_file(save_file, flat, tmp, metadata)
+
+
+def _save_file(save_file, flat, tmp, metadata) -> None:
+    """safetensors reports a full disk as SafetensorError('… (os error 28)'): turn it back into OSError."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
         save_file(flat, tmp, metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), tmp) from None
+        raise
 
 
 def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
