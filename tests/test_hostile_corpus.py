@@ -160,7 +160,12 @@ def data_outcome(command: str, case: str, result: dict, c: dict) -> str:
     for path in outputs_of(command, c):
         pieces += _text_of(path)
     reason = skip_reason(hostile.TOKENS[case], pieces)
-    return f"skipped: {reason}" if reason else "used"
+    if reason:
+        return f"skipped: {reason}"
+    if case in hostile.VALID_CONTENT:
+        return "used"
+    # a bad file that no output names: used as it is (a followed link), or dropped silently / counted only
+    return "followed" if case == "escaping symlink" and command not in DATASET_COMMANDS else "not named"
 
 
 def model_outcome(result: dict) -> str:

@@ -37,6 +37,12 @@ async def send_error(send, status: int, reason: str, headers: Optional[dict] = N
     await send({"type": "http.response.body", "body": body})
 
 
+def is_count(value: str) -> bool:
+    """An ASCII decimal count: str.isdigit() alone also accepts '²' and '١٢', which int() refuses or reads."""
+    value = value.strip()
+    return value.isascii() and value.isdigit()
+
+
 def header(scope, name: bytes) -> Optional[str]:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -57,7 +63,7 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and is_count(declared) and int(declared) > self.max_bytes:
             # Answered without reading the body; the server closes the connection afterwards.
             return await send_error(send, 413, self._too_large(int(declared)), {"connection": "close"})
         seen = 0

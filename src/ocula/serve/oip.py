@@ -27,7 +27,7 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ocula.serve.limits import Rejected
+from ocula.serve.limits import Rejected, is_count
 
 OUTPUTS = ("logits", "probabilities")
 VERSION = "1"
@@ -105,7 +105,7 @@ def split_body(body: bytes, header_length: Optional[str]):
 
     n = len(body)
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        if not is_count(header_length) or int(header_length) > len(body):
             raise Rejected(400, f"Inference-Header-Content-Length {header_length!r} does not fit a "
                                 f"{len(body)}-byte body")
         n = int(header_length)
@@ -174,7 +174,7 @@ def _fp32(inp, raw: Optional[bytes], chw: list[int]) -> torch.Tensor:
     else:
         try:
             arr = np.asarray(inp.data, dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
             raise Rejected(400, f"input '{inp.name}': data is not a list of numbers") from None
         if arr.size != count:
             raise Rejected(400, f"input '{inp.name}': {arr.size} values for shape {inp.shape}")
