@@ -29,11 +29,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ocula.serve.batching import BatcherBusy, BatcherClosed, MicroBatcher
-from ocula.serve.limits import BodyLimit, Rejected, header, images_to_batch, read_image_bodies, send_error
+from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, images_to_batch,
+                                read_image_bodies, send_error)
 from ocula.serve.metrics import Metrics, MetricsMiddleware
 
 MB = 2 ** 20
 OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready")  # no API key needed: the page and probes
+NEVER_BUSY = ("/v2/health/live", "/v2/health/ready", "/metrics")  # answered even when overloaded
 
 
 class Service:
@@ -122,7 +124,8 @@ class ApiKeyGuard:
 def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                api_key: Optional[str] = None, timeout_s: float = 30.0, max_body_bytes: int = 20 * MB,
                max_pixels: int = 40_000_000, max_images: int = 64, max_queue: int = 1024,
-               decode_workers: Optional[int] = None, platform: str = "pytorch"):
+               decode_workers: Optional[int] = None, platform: str = "pytorch", max_header_bytes: int = 8192,
+               max_headers: int = 100, max_in_flight: int = 256):
     """The FastAPI app serving `model`. Its lifespan starts the batcher and, on shutdown, drains it."""
     from ocula.serve.oip import make_router
 
@@ -149,6 +152,8 @@ def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wa
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if api_key:
         app.add_middleware(ApiKeyGuard, key=api_key)
+    app.add_middleware(InFlightLimit, max_in_flight=max_in_flight, exempt=NEVER_BUSY)
+    app.add_middleware(HeaderLimit, max_bytes=max_header_bytes, max_count=max_headers)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app
 

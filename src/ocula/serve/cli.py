@@ -19,6 +19,17 @@ def register(subparsers) -> dict:
                    "(header X-API-Key or Authorization: Bearer)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout (default: 30)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default: 20)")
+    p.add_argument("--max-header-kb", type=float, default=8.0,
+                   help="largest request headers in all, in KiB (default: 8; 431 beyond)")
+    p.add_argument("--max-headers", type=int, default=100, help="most request headers (default: 100; 431 beyond)")
+    p.add_argument("--keep-alive-s", type=float, default=5.0,
+                   help="close a keep-alive connection idle this long (default: 5)")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="close a connection that has not sent a request's headers within this (default: 10)")
+    p.add_argument("--max-in-flight", type=int, default=256,
+                   help="requests answered at once; more get 503 + Retry-After (default: 256)")
+    p.add_argument("--max-connections", type=int, default=1024,
+                   help="open connections and tasks; more get 503 (default: 1024)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return {"serve": cmd_serve}
 
@@ -29,5 +40,7 @@ def cmd_serve(args) -> int:
     serve(args.run, host=args.host, port=args.port, onnx=args.onnx, int8=args.int8, name=args.name,
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key_env=args.api_key_env,
           timeout_s=args.timeout_s, max_body_mb=args.max_body_mb, threads=args.threads,
-          access_log=args.access_log)
+          access_log=args.access_log, max_header_kb=args.max_header_kb, max_headers=args.max_headers,
+          keep_alive_s=args.keep_alive_s, header_timeout_s=args.header_timeout_s,
+          max_in_flight=args.max_in_flight, max_connections=args.max_connections)
     return 0

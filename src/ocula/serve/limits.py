@@ -5,6 +5,11 @@
 - Not an image: 415. Truncated, empty, too many pixels: 422. Pixel bombs are refused from the
   image header, before any pixel is decoded (`ocula.data.images.open_image(max_pixels=...)`).
 - Wrong content type: 415, with a hint on how to send an image.
+- Request headers over `max_header_bytes` in all (default 8 KiB) or more than `max_headers` of them
+  (default 100): 431, before the app sees the request (HeaderLimit). The HTTP protocol layer also
+  drops anything whose request line and headers exceed that size plus 4 KiB, without buffering more.
+- More than `max_in_flight` requests being answered at once: 503 with `Retry-After` (InFlightLimit);
+  the probes and /metrics are never refused.
 """
 from __future__ import annotations
 
@@ -78,6 +83,52 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+class HeaderLimit:
+    """ASGI middleware: 431 when the request's headers are too many or too large in all.
+
+    Size counts every header as `name: value\\r\\n`, as it travelled. Default 8 KiB and 100 headers:
+    Triton and TorchServe (Netty) refuse at 8 KiB; nginx's default buffer is 1 KiB, growing to 8 KiB."""
+
+    def __init__(self, app, max_bytes: int = 8192, max_count: int = 100):
+        self.app, self.max_bytes, self.max_count = app, max_bytes, max_count
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = scope.get("headers", ())
+            if len(headers) > self.max_count:
+                return await send_error(send, 431, f"{len(headers)} request headers; the limit is "
+                                        f"{self.max_count}", {"connection": "close"})
+            size = sum(len(k) + len(v) + 4 for k, v in headers)
+            if size > self.max_bytes:
+                return await send_error(send, 431, f"request headers of {size} bytes are over the limit of "
+                                        f"{self.max_bytes} bytes", {"connection": "close"})
+        await self.app(scope, receive, send)
+
+
+class InFlightLimit:
+    """ASGI middleware: 503 + Retry-After when `max_in_flight` requests are already being answered.
+
+    Bounds everything a request holds while it waits (its body, its decoded images, its place in the
+    decode pool), where the batcher's queue bounds only the images waiting for the model."""
+
+    def __init__(self, app, max_in_flight: int, exempt: tuple = (), retry_after_s: int = 1):
+        self.app, self.max_in_flight, self.exempt = app, max_in_flight, tuple(exempt)
+        self.retry_after = str(retry_after_s)
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_in_flight:
+            return await send_error(send, 503, f"server busy: {self.in_flight} requests in flight; retry later",
+                                    {"retry-after": self.retry_after})
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 # ---------------------------------------------------------------------------- request bodies

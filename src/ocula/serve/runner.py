@@ -2,6 +2,12 @@
 
 Shutdown is graceful: uvicorn stops accepting connections and waits for requests in flight, then the
 app's lifespan drains the micro-batcher, so nothing already accepted is dropped.
+
+Connections (see docs/serve.md, "Limits and failures"): uvicorn's h11 protocol with a cap on the
+request line + headers (`max_header_bytes` + 4 KiB: larger requests are dropped with a 400 before they
+are buffered), a header timeout (a connection that has not sent a request's complete headers within
+`header_timeout_s` is closed: slow-loris clients hold no connection for long), idle keep-alive
+connections closed after `keep_alive_s`, and at most `max_connections` connections and tasks (503).
 """
 from __future__ import annotations
 
@@ -50,10 +56,66 @@ def api_key_from_env(variable: Optional[str]) -> Optional[str]:
     return key
 
 
+HEADER_SLACK = 4096  # the request line (method, URL, version) on top of the headers' own limit
+
+
+def connection_options(max_header_bytes: int = 8192, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0,
+                       max_connections: int = 1024) -> dict:
+    """uvicorn.Config keyword arguments that bound what one connection may hold, and for how long."""
+    return {"http": guarded_h11(header_timeout_s), "h11_max_incomplete_event_size": max_header_bytes + HEADER_SLACK,
+            "timeout_keep_alive": max(1, round(keep_alive_s)), "limit_concurrency": max_connections}
+
+
+def guarded_h11(header_timeout_s: float):
+    """uvicorn's h11 protocol, closing connections that do not send a request's headers in time."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            before = self.cycle
+            super().data_received(data)
+            if self.cycle is not None and self.cycle is not before:
+                self._disarm()  # a request's headers are complete; its body has the app's --timeout-s
+            elif self.cycle is None or self.cycle.response_complete:
+                self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # waiting for the next request on this connection
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is None and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self.cycle is None or self.cycle.response_complete:  # still no complete request headers
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
 def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False, int8: bool = False,
           name: Optional[str] = None, max_batch: int = 32, max_wait_ms: float = 5.0,
           api_key_env: Optional[str] = None, timeout_s: float = 30.0, max_body_mb: float = 20.0,
-          threads: Optional[int] = None, access_log: bool = False,
+          threads: Optional[int] = None, access_log: bool = False, max_header_kb: float = 8.0,
+          max_headers: int = 100, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0,
+          max_in_flight: int = 256, max_connections: int = 1024,
           announce: Callable[[str], None] = print) -> None:
     """Serve `run` over HTTP until interrupted (see docs/serve.md)."""
     import uvicorn
@@ -64,11 +126,17 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
     disable_created_metrics()  # *_created series are noise on dashboards; this process only serves
     if max_batch < 1 or max_wait_ms < 0 or timeout_s <= 0 or max_body_mb <= 0:
         raise OculaError("--max-batch must be >= 1, --max-wait-ms >= 0, --timeout-s and --max-body-mb > 0")
+    if max_header_kb <= 0 or max_headers < 1 or keep_alive_s <= 0 or header_timeout_s <= 0 or \
+            max_in_flight < 1 or max_connections < 1:
+        raise OculaError("--max-header-kb, --keep-alive-s and --header-timeout-s must be > 0; --max-headers, "
+                         "--max-in-flight and --max-connections >= 1")
     key = api_key_from_env(api_key_env)
     model, platform = load_for_serving(run, onnx=onnx, int8=int8, threads=threads)
     name = name or model_name(run)
+    max_header_bytes = int(max_header_kb * 1024)
     app = create_app(model, name, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=key,
-                     timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 2 ** 20), platform=platform)
+                     timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 2 ** 20), platform=platform,
+                     max_header_bytes=max_header_bytes, max_headers=max_headers, max_in_flight=max_in_flight)
     url_host = f"[{host}]" if ":" in host else host
     announce(f"serving '{name}' ({platform}, {len(model.classes)} classes) at http://{url_host}:{port}/ "
              f"— page at /, POST /predict, Open Inference Protocol at /v2, metrics at /metrics")
@@ -76,7 +144,8 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
         announce(f"warning: listening on {host} without an API key; anyone who can reach it may use it "
                  f"(--api-key-env VAR)")
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
-                            timeout_graceful_shutdown=int(timeout_s) + 5, log_level="info")
+                            timeout_graceful_shutdown=int(timeout_s) + 5, log_level="info",
+                            **connection_options(max_header_bytes, keep_alive_s, header_timeout_s, max_connections))
     uvicorn.Server(config).run()
 
 
@@ -86,11 +155,13 @@ class BackgroundServer:
     `port=0` picks a free port. Leaving the block shuts down gracefully, like Ctrl-C would.
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, timeout_graceful_s: int = 30):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, timeout_graceful_s: int = 30,
+                 **connection: float):
+        """`connection`: connection_options() keywords (max_header_bytes, keep_alive_s, ...)."""
         import uvicorn
 
         config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning",
-                                timeout_graceful_shutdown=timeout_graceful_s)
+                                timeout_graceful_shutdown=timeout_graceful_s, **connection_options(**connection))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="ocula-serve", daemon=True)
         self.url = ""
