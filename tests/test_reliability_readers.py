@@ -359,3 +359,17 @@ def test_cli_predict_and_audit_on_a_latin1_folder(digits_run, tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     for f in ("issues.json", "report.md", "report.html"):
         assert (tmp_path / "audit" / f).read_text(encoding="utf-8")  # valid UTF-8
+
+
+def test_embeddings_keep_exact_names_and_the_index_cache_hashes_them(digits_run, tmp_path):
+    import numpy as np
+
+    from ocula.transfer.embed import Embeddings
+    from ocula.transfer.retrieval import _cache_path
+
+    emb = Embeddings(np.zeros((2, 4), np.float32), [str(tmp_path / LATIN1), "b.png"], ["0", "1"], [], "m")
+    emb.save(tmp_path / "e.npy")
+    assert Embeddings.load(tmp_path / "e.npy").paths[0] == str(tmp_path / LATIN1)  # reopenable
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / LATIN1).write_bytes(b"x")
+    assert _cache_path(digits_run, tmp_path / "g").suffix == ".npy"

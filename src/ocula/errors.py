@@ -13,7 +13,10 @@ class BadImageError(OculaError):
     """One input file cannot be used as an image; callers count and skip it."""
 
     def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
+        from ocula.names import display_name
+
+        # the message goes into logs and reports: an odd name is escaped there; .path stays the real one
+        super().__init__(f"{display_name(path, line=True)}: {reason}")
         self.path = str(path)
         self.reason = reason
 

@@ -62,16 +62,19 @@ def write_text(path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def write_json(path, obj: Any) -> None:
-    write_text(path, dumps_json(obj))
+def write_json(path, obj: Any, exact_names: bool = False) -> None:
+    """Indented JSON, atomically. Undecodable filenames are written readably (`caf\\xe9.png`); with
+    `exact_names` (files ocula reads back to open those paths again) as JSON's `\\udce9` escape instead,
+    which is still plain ASCII but round-trips to the very same name."""
+    write_text(path, dumps_json(obj, exact_names=exact_names))
 
 
-def dumps_json(obj: Any, indent=2) -> str:
+def dumps_json(obj: Any, indent=2, exact_names: bool = False) -> str:
     """json.dumps for ocula's files: numpy/Path/sets handled, undecodable filenames made readable
-    (`caf\\xe9.png`, not the '\\udce9' escape json would write)."""
+    (`caf\\xe9.png`, not the '\\udce9' escape json would write) unless `exact_names`."""
     from ocula.names import clean
 
-    return json.dumps(clean(obj), indent=indent, default=_json_default) + "\n"
+    return json.dumps(obj if exact_names else clean(obj), indent=indent, default=_json_default) + "\n"
 
 
 def read_json(path) -> Any:

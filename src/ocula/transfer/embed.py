@@ -59,7 +59,7 @@ class Embeddings:
                 np.save(f, self.vectors.astype(np.float32))
         write_json(path.with_suffix(".json"), {"model": self.model, "dim": int(self.vectors.shape[1]),
                                                "count": len(self), "paths": self.paths, "labels": self.labels,
-                                               "splits": self.splits})
+                                               "splits": self.splits}, exact_names=True)
         return str(path)
 
     def _save_parquet(self, path: Path) -> str:

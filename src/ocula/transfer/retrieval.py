@@ -133,11 +133,12 @@ def _cache_path(run, folder: Path) -> Optional[Path]:
     if not Path(run).is_dir():
         return None
     weights = bundle.resolve_weights(run)
-    h = hashlib.sha1(f"{folder.resolve()}|{weights.stat().st_mtime_ns}".encode())
+    h = hashlib.sha1(f"{folder.resolve()}|{weights.stat().st_mtime_ns}".encode("utf-8", "surrogateescape"))
     for f in sorted(folder.rglob("*")) if folder.is_dir() else [folder]:
         if f.is_file():
             st = f.stat()
-            h.update(f"{f.relative_to(folder) if folder.is_dir() else f}|{st.st_size}|{st.st_mtime_ns}".encode())
+            h.update(f"{f.relative_to(folder) if folder.is_dir() else f}|{st.st_size}|{st.st_mtime_ns}"
+                     .encode("utf-8", "surrogateescape"))  # a filename need not be valid UTF-8
     return Path(run) / "index" / f"{folder.name or 'gallery'}-{h.hexdigest()[:12]}.npy"
 
 
