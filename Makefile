@@ -6,7 +6,7 @@ OCULA := $(VENV)/bin/ocula
 STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test test-fast datasets browsers bench clean
+.PHONY: install demo test test-fast datasets browsers bench clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ demo: install datasets
 
 test: install datasets browsers
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# Longer fuzzing than `make test` runs: 5,000 examples per property, schemathesis 300 per operation and
+# mode, then coverage-guided atheris on the decoders where its wheel installs (docs/bench/reliability.md).
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	OCULA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+	OCULA_SCHEMATHESIS_EXAMPLES=300 $(PY) -m pytest -q -p no:cacheprovider tests/test_serve_schemathesis.py
+	@if $(PY) -c "import atheris" 2>/dev/null; then $(PY) bench/fuzz_atheris.py --runs 20000; \
+	  else echo "note: atheris is not installed; coverage-guided fuzzing skipped"; fi
 
 bench: install datasets
 	@echo "see bench/README.md: each script prints its command, machine and figures"

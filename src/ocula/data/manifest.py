@@ -3,6 +3,9 @@
 Paths are relative to the CSV's folder (absolute paths work too). Split values are train, val
 (also valid, validation) or test, any case; a manifest without a split column, or a blank split
 cell, puts the row in train. Rows whose file is missing or empty are skipped with a reason.
+A manifest is the user's own list, so its paths may point anywhere (`../x.png`, `/data/x.png`): they
+are normalised, never checked against the CSV's folder; a path the OS cannot use (a NUL byte, too
+long) is a named skip.
 """
 from __future__ import annotations
 
@@ -96,6 +99,8 @@ def _file_problem(path: str):
         return "missing file"
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
+    except ValueError:  # an embedded NUL byte (csv accepts NUL from Python 3.13)
+        return "invalid path"
     if not os.path.isfile(path):
         return "not a file"
     if st.st_size == 0:

@@ -168,7 +168,7 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
     async def index():
         return HTMLResponse(page)
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors)
+    @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=PREDICT_BODY)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=1000)):
         """Classify one or several images: multipart 'file'/'files', or a raw image body."""
         bodies = await service.read(read_image_bodies(request, service.max_images))
@@ -185,6 +185,16 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
     async def metrics():
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
+
+
+# The body is read by hand (multipart or raw bytes), so FastAPI cannot infer it: described here for
+# /docs and for schema-driven clients and fuzzers (schemathesis).
+_IMAGE = {"type": "string", "format": "binary"}
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": _IMAGE, "files": {"type": "array", "items": _IMAGE, "maxItems": 64}}}},
+    "image/png": {"schema": _IMAGE}, "image/jpeg": {"schema": _IMAGE},
+    "application/octet-stream": {"schema": _IMAGE}}}}
 
 
 def _page(service: Service, key_required: bool) -> str:

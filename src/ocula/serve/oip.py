@@ -86,8 +86,30 @@ def make_router(service):
     for prefix in ("/models/{name}", "/models/{name}/versions/{version}"):
         router.add_api_route(prefix, model_metadata, methods=["GET"], response_model=ModelMetadata)
         router.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
-        router.add_api_route(prefix + "/infer", infer, methods=["POST"])
+        router.add_api_route(prefix + "/infer", infer, methods=["POST"], openapi_extra=infer_body())
     return router
+
+
+def infer_body() -> dict:
+    """The InferRequest JSON schema as an OpenAPI requestBody (the body is parsed by hand: binary tensors
+    may follow the JSON header), with the pydantic $defs inlined so that the schema stands alone."""
+    from ocula.serve.schemas import InferRequest
+
+    schema = InferRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": inline(schema)},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 async def _infer(service, x):
