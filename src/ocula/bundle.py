@@ -86,6 +86,12 @@ def parse_meta(metadata: dict, path) -> dict:
     if not isinstance(arch["name"], str) or not isinstance(arch["num_classes"], int) \
             or not isinstance(arch["in_chans"], int) or not isinstance(arch.get("kwargs", {}), dict):
         raise BadWeightsError(path, "ocula metadata 'arch' has values of the wrong type")
+    from ocula.models.registry import check_model_name
+
+    try:
+        check_model_name(arch["name"])
+    except OculaError as e:
+        raise BadWeightsError(path, f"cannot build its model: {e}") from None
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise BadWeightsError(path, "ocula metadata 'classes' is not a list of names")
     if len(classes) != arch["num_classes"]:
