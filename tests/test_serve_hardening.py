@@ -202,3 +202,27 @@ def test_overload_gets_503_with_retry_after_and_probes_stay_up(clf, digits_run):
     assert codes.count(200) >= 2 and 503 in codes and all(c in (200, 503) for c in codes), codes
     busy = next(r for r in answers if status(r) == 503)
     assert b"retry-after: 1" in busy.lower() and b"server busy" in busy
+
+
+# ---------------------------------------------------------------------------- clients that hang up
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=b", "image/png", "application/json"])
+def test_client_hanging_up_mid_body_leaves_no_traceback(server, content_type):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        path = "/v2/models/digits/infer" if content_type == "application/json" else "/predict"
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: 10000\r\n\r\n").encode()
+        with socket.create_connection(address(server), timeout=10) as sock:
+            sock.sendall(head + b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n" + b"x" * 100)
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert status(exchange(server, request())) == 200  # still serving
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]
