@@ -65,7 +65,7 @@ def training_options(inv: Inventory, pool_size: int, sizes: Optional[list] = Non
         native = int(np.clip(np.median(shorts), 16, 64)) if shorts else 32
     native = native or 32
     opts = {"model": model or "vgg_bn", "optimizer": "sgd", "schedule": "onecycle", "weight_decay": 5e-4,
-            "batch_size": 256 if pool_size >= 20000 else 64, "augment": "light", "hflip": False,
+            "batch_size": 256 if pool_size >= 20000 else 64, "augment": "light", "hflip": "auto",
             "label_smoothing": 0.0, "val_fraction": 0.0, "img_size": img_size or native,
             "epochs": epochs or (4 if pool_size >= 20000 else 12 if pool_size >= 2000 else 30),
             # One thread: on a shared 2-core machine two OpenMP threads ran these small models
@@ -89,6 +89,7 @@ def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, see
     _check_foldable(labels, folds, inv.classes)
     cfg = build_config(inv.data.source or "audit", seed=seed, **options)
     pool, contract = _pool_samples(inv, rows, cfg)
+    cfg, options = _decide_flips(cfg, options, pool, contract, len(inv.classes), seed)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probs, embeds, fold_of = None, None, np.zeros(len(rows), np.int64)
     t0, threads = time.perf_counter(), torch.get_num_threads()  # the Trainer sets it process-wide
@@ -115,14 +116,27 @@ def _check_foldable(labels: np.ndarray, folds: int, classes: list[str]) -> None:
         raise OculaError(f"too few images ({len(labels)}) for {folds} folds")
 
 
+def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: int):
+    """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
+    from dataclasses import replace
+
+    from ocula.engine.flip_probe import decide_flips
+
+    found = decide_flips(cfg.hflip, cfg.time_flip, cfg.augment, pool, contract, num_classes, seed=seed)
+    options = {**options, "flips": {k: d.reason for k, d in found.items()}}
+    return replace(cfg, hflip=found["hflip"].use, time_flip=found["time_flip"].use), options
+
+
 def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
     """All judged rows as one sample set; files are decoded into RAM once (not once per fold)."""
     from ocula.engine import setup
 
-    probe = DatasetSplits(classes=inv.classes, source=inv.data.source, channels=inv.data.channels,
-                          image_size=inv.data.image_size, mean=inv.data.mean, std=inv.data.std)
-    contract = setup.resolve_contract(cfg, probe)
     samples = inv.samples(rows.tolist())
+    # Files are measured (size, grey or colour) by the rules `ocula train` uses.
+    probe = DatasetSplits(classes=inv.classes, source=inv.data.source, channels=inv.data.channels,
+                          image_size=inv.data.image_size, mean=inv.data.mean, std=inv.data.std,
+                          train=samples if isinstance(samples, FileSamples) else None, kind=inv.data.kind)
+    contract = setup.resolve_contract(cfg, probe)
     if isinstance(samples, FileSamples):
         cached, _ = setup.to_memory(samples, contract, cfg, desc="labels: decode")
         if isinstance(cached, TensorSamples) and len(cached) == len(samples):

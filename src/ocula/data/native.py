@@ -22,6 +22,7 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 @dataclass
 class ImageStats:
+    population: int = 0  # files the sample was drawn from
     sampled: int = 0  # files whose header was read
     unreadable: int = 0  # sampled files without a readable header (decoding will skip them later)
     short_side: Optional[int] = None  # median of min(width, height)
@@ -44,7 +45,7 @@ def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> 
     """Header statistics of a seeded sample of image files, video files or frame folders."""
     from collections import Counter
 
-    stats, shorts, sizes, rgb_samples, grey_flags = ImageStats(), [], Counter(), [], []
+    stats, shorts, sizes, rgb_samples, grey_flags = ImageStats(population=len(paths)), [], Counter(), [], []
     for path in sample_paths(paths, limit, seed):
         found = _header(path)
         stats.sampled += 1

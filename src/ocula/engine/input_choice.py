@@ -142,7 +142,7 @@ def _reason(contract: DataContract, splits: DatasetSplits, stats, why_size, why_
     parts = [why_size or "", why_channels or ""]
     what = " and ".join(p for p in parts if p) or "the model's default"
     if stats is not None:
-        total = sum(len(s) for s in (splits.train, splits.val, splits.test) if isinstance(s, FileSamples))
+        total = stats.population
         seen = f"{stats.sampled:,}" + (f" of {total:,}" if total > stats.sampled else "")
         colour = {True: "all grey", False: "colour", None: "colour unknown"}[stats.grey]
         if stats.grey and stats.grey_by_content:
