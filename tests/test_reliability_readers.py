@@ -67,7 +67,7 @@ def malformed_bundles(good: bytes) -> dict[str, bytes]:
         fn(m)
         return with_meta(json.dumps(m))
 
-    out = {"meta-not-json": with_meta("{not json")}
+    out = {"meta-not-json": with_meta("{not json"), "meta-nested": with_meta('{"arch": ' + "[" * 5000)}
     for key in ("arch", "contract", "classes"):
         out[f"meta-no-{key}"] = changed(lambda m, key=key: m.pop(key))
     out["meta-unknown-model"] = changed(lambda m: m["arch"].update(name="no_such_net"))
@@ -81,7 +81,7 @@ def malformed_bundles(good: bytes) -> dict[str, bytes]:
 
 FORMAT_CASES = ["truncated-file", "truncated-header", "header-too-large", "invalid-json-header",
                 "overlapping-offsets", "shape-mismatch"]
-BUNDLE_CASES = ["meta-not-json", "meta-no-arch", "meta-no-contract", "meta-no-classes", "meta-unknown-model",
+BUNDLE_CASES = ["meta-not-json", "meta-nested", "meta-no-arch", "meta-no-contract", "meta-no-classes", "meta-unknown-model",
                 "meta-class-count", "tensors-dont-fit", "no-metadata"]
 
 
@@ -126,7 +126,7 @@ def test_load_model_refuses_a_bundle_that_cannot_build_its_model(hostile, case):
     with pytest.raises(BadWeightsError) as e:
         bundle.load_model(path)
     text = _one_line(e.value, path)
-    expect = {"meta-not-json": "not valid JSON", "meta-no-arch": "lacks 'arch'", "meta-no-contract":
+    expect = {"meta-not-json": "not valid JSON", "meta-nested": "not valid JSON", "meta-no-arch": "lacks 'arch'", "meta-no-contract":
               "lacks 'contract'", "meta-no-classes": "lacks 'classes'", "meta-unknown-model": "no_such_net",
               "meta-class-count": "13 outputs", "tensors-dont-fit": "features.0.weight",
               "no-metadata": "without ocula metadata"}[case]

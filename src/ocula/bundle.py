@@ -70,8 +70,8 @@ def parse_meta(metadata: dict, path) -> dict:
                                     "use it with --pretrained instead)")
     try:
         meta = json.loads(raw)
-    except ValueError as e:
-        raise BadWeightsError(path, f"ocula metadata is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: '[[[[…' nested past Python's limit
+        raise BadWeightsError(path, f"ocula metadata is not valid JSON ({one_line(e)[:120]})") from None
     if not isinstance(meta, dict):
         raise BadWeightsError(path, f"ocula metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:

@@ -190,5 +190,5 @@ def load_state(path) -> Any:
     try:
         skeleton = json.loads(metadata["ocula_state"])
         return unflatten_state(skeleton, tensors)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BadWeightsError(path, f"training state is damaged ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise BadWeightsError(path, f"training state is damaged ({type(e).__name__}: {str(e)[:120]})") from None

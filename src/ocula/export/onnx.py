@@ -120,7 +120,7 @@ def parse_meta(props: dict, path) -> dict:
         raise OculaError(f"{path}: ONNX file without ocula metadata (export it with `ocula export`)")
     try:
         meta = json.loads(props[META_KEY])
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise OculaError(f"{path}: ocula metadata is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise OculaError(f"{path}: ocula metadata is not a JSON object")
