@@ -355,8 +355,9 @@ def test_cli_predict_and_audit_on_a_latin1_folder(digits_run, tmp_path):
     assert len(rows) == len(names) and any(row["source"].endswith("new\nline.png") for row in rows)
     assert any(row["source"].endswith("caf\\xe9.png") for row in rows)
     assert any(p["source"].endswith("caf\\xe9.png") for p in json.loads((tmp_path / "p.json").read_text()))
-    r = _cli("audit", folder, "--out", tmp_path / "audit", env=env)
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    from ocula import cli  # audit in this process (no second interpreter start-up)
+
+    assert cli.main(["audit", str(folder), "--out", str(tmp_path / "audit"), "--folds", "2", "--epochs", "1"]) == 0
     for f in ("issues.json", "report.md", "report.html"):
         assert (tmp_path / "audit" / f).read_text(encoding="utf-8")  # valid UTF-8
 
