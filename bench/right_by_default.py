@@ -9,6 +9,7 @@ Datasets, written fresh by this script (none of them is used by ocula's tests or
                Mirroring and reversing time both swap the labels.
 - photos       crops of 8 of scikit-image's colour photographs (class = the photo), 64×64 JPEG.
                Mirroring keeps labels.
+- faces        scikit-image's LFW subset, face vs not-face, 25×25 grey photos. Mirroring keeps labels.
 - fashion-mnist the built-in. Mirroring keeps labels.
 
 Each dataset is trained with no flags (hflip=auto) and, for the flip comparison, with --hflip true and
@@ -34,7 +35,7 @@ from common import print_machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "3ff4c1a"
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
           "immunohistochemistry")
 
 
@@ -62,7 +63,9 @@ def make_photos(root: Path, per_class: int = 90, test_per_class: int = 40, size:
 
     rng = np.random.default_rng(seed)
     for name in PHOTOS:
-        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        pixels = getattr(skimage.data, name)()
+        pixels = pixels[0] if isinstance(pixels, tuple) else pixels  # stereo_motorcycle: the left view
+        photo = Image.fromarray(pixels).convert("RGB")
         w, h = photo.size
         for split, n in (("train", per_class), ("test", test_per_class)):
             out = root / split / name
@@ -72,6 +75,22 @@ def make_photos(root: Path, per_class: int = 90, test_per_class: int = 40, size:
                 x0, y0 = rng.integers(0, w - side), rng.integers(0, h - side)
                 crop = photo.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
                 crop.save(out / f"{name}_{i:03d}.jpg", quality=90)
+    return root
+
+
+def make_faces(root: Path, seed: int = 0) -> Path:
+    """scikit-image's LFW subset: 100 faces and 100 non-face patches, 25×25 grey; a 75/25 split."""
+    import skimage.data
+    from PIL import Image
+
+    images = skimage.data.lfw_subset()  # (200, 25, 25) floats in [0, 1]; the first 100 are faces
+    order = np.random.default_rng(seed).permutation(100)
+    for label, offset in (("face", 0), ("other", 100)):
+        for rank, i in enumerate(order):
+            split = "train" if rank < 75 else "test"
+            out = root / split / label
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((images[offset + i] * 255).astype(np.uint8), "L").save(out / f"{label}_{i:03d}.png")
     return root
 
 
@@ -127,7 +146,7 @@ def old_worktree(work: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--which", default="digits,digits_old,motion,photos,fmnist")
+    p.add_argument("--which", default="digits,digits_old,motion,photos,faces,fmnist")
     p.add_argument("--json", default=str(ROOT / "docs/bench/right_by_default.json"))
     p.add_argument("--work", default=None)
     args = p.parse_args()
@@ -156,6 +175,9 @@ def main() -> None:
     if "photos" in which:
         photos = make_photos(work / "photos") if not (work / "photos").exists() else work / "photos"
         res["photos"] = flip_trio(photos, work, "photos", [])
+    if "faces" in which:
+        faces = make_faces(work / "faces") if not (work / "faces").exists() else work / "faces"
+        res["faces"] = flip_trio(faces, work, "faces", [])
     if "fmnist" in which:
         res["fashion-mnist"] = flip_trio(Path("fashion-mnist"), work, "fmnist", [])
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
