@@ -338,7 +338,9 @@ class Trainer:
         clips = {"clip_pad": self.cfg.clip_pad} if self.contract.frames else {}
         return bundle.make_meta(arch, self.contract, self.classes, task="video" if self.contract.frames else "image",
                                 **clips,
-                                data={"source": self.splits.source, "fingerprint": self._fingerprint},
+                                data={"source": self.splits.source, "fingerprint": self._fingerprint,
+                                      "input": self.input_choice.reason,
+                                      "flips": {k: d["use"] for k, d in self.flips.items()}},
                                 split={k: self.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
                                 metrics=self.history[-1] if self.history else {},
                                 best_epoch=self.best_epoch + 1)
