@@ -112,7 +112,7 @@ def test_open_image_mutated_files(data, channels):
 # ---------------------------------------------------------------------------- CSV manifests
 CELL = st.one_of(
     st.sampled_from(["a.png", "sub/b.png", "../../etc/passwd", "/etc/passwd", "~/x.png", "", " ", "c.png",
-                     "..", ".", "a.png\x00", "caf\u00e9.png", "\u202etxt.png", "x" * 300, "dog", "cat",
+                     "..", ".", "a.png\x00", "~\x01\x00grr", "caf\u00e9.png", "\u202etxt.png", "x" * 300, "dog", "cat",
                      "train", "val", "test", "VALID", "bogus", "\"q\"", "a,b", "a;b", "line\nbreak"]),
     st.text(max_size=12),
 )

@@ -88,7 +88,12 @@ def _parse_row(row, columns, base, csv_path, line_no):
     if split is None:
         hint = did_you_mean(raw_split, SPLIT_NAMES)
         raise OculaError(f"{csv_path}: line {line_no}: unknown split '{raw_split}'{hint}")
-    path = os.path.normpath(os.path.join(base, os.path.expanduser(cells["path"])))
+    raw = cells["path"]
+    try:
+        raw = os.path.expanduser(raw)
+    except ValueError:  # '~user\0…': a NUL byte in the user name (found by atheris); a named skip below
+        pass
+    path = os.path.normpath(os.path.join(base, raw))
     return path, cells["label"], split
 
 
@@ -99,7 +104,7 @@ def _file_problem(path: str):
         return "missing file"
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
-    except ValueError:  # an embedded NUL byte (csv accepts NUL from Python 3.13)
+    except ValueError:  # an embedded NUL byte (the csv module lets NUL through)
         return "invalid path"
     if not os.path.isfile(path):
         return "not a file"
