@@ -61,6 +61,11 @@ def cmd_similar(args) -> int:
 
     embedder = Embedder.load(args.run)
     index = build_index(args.run, args.index, backend=args.backend, embedder=embedder)
+    skipped = getattr(index.embeddings, "skipped", None) or []  # only when the gallery was embedded now
+    if skipped:
+        print(f"gallery: skipped {len(skipped)} unreadable files:", file=sys.stderr)
+        for path, reason in skipped:
+            print(f"  {shown(path)}: {reason}", file=sys.stderr)
     results = similar(embedder, args.queries, index, k=args.k)
     if args.json:
         from ocula.io import write_text
