@@ -371,11 +371,22 @@ class Trainer:
 
             raise OculaError(f"{self.run_dir}: nothing to resume (no state/last.safetensors)")
         state = load_state(path)
-        self.model.load_state_dict(state["model"])
+        try:
+            self._restore(path, state)
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+            from ocula.errors import BadWeightsError, one_line
+
+            raise BadWeightsError(path, f"training state does not match this run ({type(e).__name__}: "
+                                        f"{one_line(e)})") from None
+
+    def _restore(self, path: Path, state: dict) -> None:
+        from ocula.weights_file import load_into
+
+        load_into(path, self.model, state["model"], "this run's model")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
+            load_into(path, self.ema.module, state["ema"], "this run's EMA model")
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
