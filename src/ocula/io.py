@@ -33,6 +33,8 @@ def atomic_path(path):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            # safetensors' writer creates files 0600; a run copied to a shared machine must stay readable
+            os.fchmod(f.fileno(), _UMASK_MODE)
         os.replace(tmp, path)
     except OSError as e:
         if e.filename not in (None, tmp, str(path)):  # about another file the caller was reading
@@ -44,6 +46,15 @@ def atomic_path(path):
                 os.unlink(tmp)
         except OSError:
             pass
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_UMASK_MODE = _umask_mode()  # read once at import: os.umask is process-wide and not thread-safe
 
 
 def disk_error(e: OSError, path):
