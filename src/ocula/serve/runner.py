@@ -3,9 +3,9 @@
 Shutdown is graceful: uvicorn stops accepting connections and waits for requests in flight, then the
 app's lifespan drains the micro-batcher, so nothing already accepted is dropped.
 
-Connections (see docs/serve.md, "Limits and failures"): uvicorn's h11 protocol with a cap on the
-request line + headers (`max_header_bytes` + 4 KiB: larger requests are dropped with a 400 before they
-are buffered), a header timeout (a connection that has not sent a request's complete headers within
+Connections (see docs/serve.md, "Limits and failures"): uvicorn's h11 protocol with a cap on what it
+buffers of a request line + headers still incomplete (`max_header_bytes` + 4 KiB, then a 400 and the
+connection closed; complete headers over `max_header_bytes` get the app's 431), a header timeout (a connection that has not sent a request's complete headers within
 `header_timeout_s` is closed: slow-loris clients hold no connection for long), idle keep-alive
 connections closed after `keep_alive_s`, and at most `max_connections` connections and tasks (503).
 """
