@@ -77,12 +77,12 @@ def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int =
     from ocula.evaluation import classification_report
 
     clf = model if isinstance(model, Classifier) else load(model)
-    samples, classes, used = _evaluation_samples(clf, data, split)
+    samples, classes, used, scan_skipped = _evaluation_samples(clf, data, split)
     mapping = _map_classes(classes, clf.classes)
     probs, labels, skipped = _predict_split(clf, samples, batch_size, workers)
     labels = mapping[labels]
     report = classification_report(labels, probs, clf.classes)
-    report.update(data=str(data), split=used, skipped=[{"path": p, "reason": r} for p, r in skipped])
+    report.update(data=str(data), split=used, skipped=skipped_list(scan_skipped + skipped))
     if out_dir:
         write_evaluation(report, out_dir)
     return report
@@ -99,26 +99,42 @@ def write_evaluation(report: dict, out_dir) -> None:
     plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")
 
 
+def skipped_list(pairs) -> list[dict]:
+    """(path, reason) pairs → [{"path", "reason"}], each file once, in order."""
+    seen, out = set(), []
+    for path, reason in pairs:
+        if path not in seen:
+            seen.add(path)
+            out.append({"path": path, "reason": reason})
+    return out
+
+
 def _evaluation_samples(clf: Classifier, data: str, split: Optional[str]):
+    """→ (samples, the data's classes, which split, files the data scan skipped)."""
+    samples, classes, used, splits = _choose_evaluation_split(clf, data, split)
+    return samples, classes, used, list(splits.skipped)
+
+
+def _choose_evaluation_split(clf: Classifier, data: str, split: Optional[str]):
     from ocula.data.sources import resolve_data
 
     trained_on = clf.meta.get("data", {})
     video = bool(clf.contract.frames) or None  # a video model reads frame folders as clips
     splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, video=video)
     if split:
-        return splits.split(split), splits.classes, split
+        return splits.split(split), splits.classes, split, splits
     if splits.test is not None:
-        return splits.test, splits.classes, "test"
+        return splits.test, splits.classes, "test", splits
     if splits.val is not None:
-        return splits.val, splits.classes, "val"
+        return splits.val, splits.classes, "val", splits
     if trained_on.get("source") and trained_on["source"] == splits.source:
         info = clf.meta.get("split", {})
         held = resolve_data(data, val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
                             require_train=False, video=video)
         if held.val is None:
             raise OculaError(f"{data}: the model was trained on all of it; pass a separate test set")
-        return held.val, held.classes, "val (held out during training)"
-    return splits.train, splits.classes, "all"
+        return held.val, held.classes, "val (held out during training)", held
+    return splits.train, splits.classes, "all", splits
 
 
 def _map_classes(data_classes: list[str], model_classes: list[str]) -> np.ndarray:

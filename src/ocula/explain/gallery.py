@@ -30,7 +30,7 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
     if n < 1:
         raise OculaError(f"--explain-errors needs a positive count, got {n}")
     clf = as_classifier(run)
-    samples, classes, used = core._evaluation_samples(clf, data, split)
+    samples, classes, used, _ = core._evaluation_samples(clf, data, split)
     mapping = core._map_classes(classes, clf.classes)
     items, labels, names = _items(samples, data)
     probs = clf.predict_proba(items, batch_size=batch_size)  # NaN rows: unreadable files

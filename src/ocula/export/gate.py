@@ -29,15 +29,16 @@ def gate_data(reference, data: Optional[str]) -> str:
 
 
 def gate_samples(reference, data: str, limit: Optional[int] = None):
-    """→ (samples, label mapping data→model, split name); the same choice as `ocula evaluate`."""
+    """→ (samples, label mapping data→model, split name, files the data scan skipped); the same
+    choice as `ocula evaluate`."""
     from ocula.api import _evaluation_samples, _map_classes
 
-    samples, classes, split = _evaluation_samples(reference, data, None)
+    samples, classes, split, skipped = _evaluation_samples(reference, data, None)
     if limit and len(samples) > limit:
         # Evenly spaced, not the first N: built-in splits are often ordered by class.
         samples = samples.subset(np.linspace(0, len(samples) - 1, limit).round().astype(int).tolist())
         split = f"{split}, {limit} evenly spaced"
-    return samples, _map_classes(classes, reference.classes), split
+    return samples, _map_classes(classes, reference.classes), split, skipped
 
 
 def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
@@ -97,8 +98,10 @@ def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop
     for cand in candidates:
         if list(cand.classes) != list(reference.classes):
             raise OculaError("the exported model's classes differ from the PyTorch model's")
+    from ocula.api import skipped_list
+
     spec = gate_data(reference, data)
-    samples, mapping, split = gate_samples(reference, spec, limit)
+    samples, mapping, split, scan_skipped = gate_samples(reference, spec, limit)
     ref, outs, labels, skipped = paired_logits(reference, candidates, samples, batch_size=batch_size,
                                                workers=workers)
     reports = []
@@ -106,7 +109,7 @@ def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop
         precision = getattr(cand, "precision", "fp32")
         drop = DEFAULT_MAX_DROP.get(precision, 0.5) if max_drop is None else float(max_drop)
         report = compare(ref, out, mapping[labels], drop)
-        report.update(precision=precision, data=spec, split=split, skipped=len(skipped))
+        report.update(precision=precision, data=spec, split=split, skipped=skipped_list(scan_skipped + skipped))
         reports.append(report)
     return reports[0] if single else reports
 
@@ -120,4 +123,6 @@ def format_gate(report: dict) -> str:
             f"{report['top1_agreement'] * 100:.2f}%\n"
             f"  accuracy PyTorch {report['accuracy_pytorch'] * 100:.2f}%  exported "
             f"{report['accuracy_exported'] * 100:.2f}%  Δ {report['delta_accuracy_points']:+.2f} points "
-            f"(max {report['max_drop_points']:g})")
+            f"(max {report['max_drop_points']:g})"
+            + (f"\n  {len(report['skipped'])} unreadable files skipped (listed in the gate report)"
+               if report.get("skipped") else ""))
