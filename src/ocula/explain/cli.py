@@ -30,9 +30,11 @@ def cmd_explain(args) -> int:
     summary = explain_to_folder(args.run, args.inputs, args.out, method=args.method, target=args.target,
                                 layer=args.layer, batch_size=args.batch_size, head_fusion=args.head_fusion,
                                 discard_ratio=args.discard_ratio)
+    from ocula.names import display_name
+
     for item in summary["items"]:
         shown = f"ERROR: {item['error']}" if item["error"] else f"{item['label']} {item['prob']:.3f}"
-        print(f"{item['source'][-60:]:<60}  {shown}")
+        print(f"{display_name(item['source'], line=True)[-60:]:<60}  {shown}")
     layer = f" on layer {summary['layer']}" if summary["layer"] else ""
     print(f"{summary['method']}{layer}: {summary['explained']} maps in {summary['out']}/ "
           f"(overlays, maps.npz, summary.json)" + (f"; {summary['errors']} inputs unreadable" if summary["errors"] else ""))
