@@ -62,8 +62,13 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     """create_model with the config's model options: backbone and frames for video models."""
     from ocula.models.registry import create_model, get_spec
 
+    from ocula.engine.input_choice import default_backbone
+
     kwargs = dict(cfg.model_kwargs)
     spec = get_spec(cfg.model)
+    small_frames, _ = default_backbone(cfg, contract)
+    if small_frames and "backbone" not in kwargs:
+        kwargs["backbone"] = small_frames
     if cfg.backbone:
         if spec is None or "backbone" not in spec.defaults:
             raise OculaError(f"'{cfg.model}' has no --backbone option (video models have: cnn_lstm, "

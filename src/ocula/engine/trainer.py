@@ -148,6 +148,11 @@ class Trainer:
         if not dist.is_main():
             return
         print(self.input_choice.reason)
+        from ocula.engine.input_choice import default_backbone
+
+        backbone, why = default_backbone(self.cfg, self.contract)
+        if backbone and "backbone" not in self.cfg.model_kwargs:
+            print(why)
         if self.cfg.augment != "none":
             shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
                      (k == "hflip" or self.contract.frames)]
