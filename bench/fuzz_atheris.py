@@ -51,6 +51,19 @@ def seeds(target: str, folder: str) -> None:
             f.write(blob)
 
 
+def _file_target(path: str, reader, allowed):
+    """A libFuzzer target that writes the input to `path` and reads it back; only `allowed` may escape."""
+    def one(data: bytes) -> None:
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            reader(path)
+        except allowed:
+            pass
+
+    return one
+
+
 def fuzz_one(target: str) -> None:
     """Runs inside the libFuzzer process (argv holds libFuzzer's flags)."""
     import atheris
@@ -79,27 +92,11 @@ def fuzz_one(target: str) -> None:
         for name in ("a.png", "b.png"):
             with open(os.path.join(work, name), "wb") as f:
                 f.write(b"x")
-        path = os.path.join(work, "m.csv")
-
-        def one(data: bytes) -> None:
-            with open(path, "wb") as f:
-                f.write(data)
-            try:
-                read_manifest(path)
-            except OculaError:
-                pass
+        one = _file_target(os.path.join(work, "m.csv"), read_manifest, OculaError)
     else:
         from ocula.transfer.weights import read_weights
 
-        path = os.path.join(work, "w.safetensors")
-
-        def one(data: bytes) -> None:
-            with open(path, "wb") as f:
-                f.write(data)
-            try:
-                read_weights(path)
-            except OculaError:
-                pass
+        one = _file_target(os.path.join(work, "w.safetensors"), read_weights, OculaError)
 
     atheris.Setup(sys.argv, one)
     atheris.Fuzz()

@@ -119,7 +119,8 @@ def run(data: Path, out: Path, flags: list[str], src: Path = ROOT / "src") -> di
         rows = list(csv.DictReader(f))
     summary = json.loads((out / "summary.json").read_text())
     data_json = json.loads((out / "data.json").read_text())
-    return {"flags": flags, "printed": lines, "test_accuracy": report["accuracy"], "split": report["split"],
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": round(os.getloadavg()[0], 2),
+            "flags": flags, "printed": lines, "test_accuracy": report["accuracy"], "split": report["split"],
             "val_acc_by_epoch": [float(r["val_acc"]) for r in rows if r.get("val_acc")],
             "train_time_s": summary["train_time_s"], "wall_s": round(wall, 1),
             "epoch_s": [round(float(r["epoch_s"]), 2) for r in rows],
