@@ -85,6 +85,8 @@ def main() -> None:
             results.append(run_baseline(args.baseline_epochs))
         elif which == "recipe":
             results.append(run_ocula(args.recipe, recipe=args.recipe))
+        elif which == "recipe_noflip":  # the flip decision's counterfactual (hflip=auto keeps flips here)
+            results.append(run_ocula(f"{args.recipe}-noflip", recipe=args.recipe, hflip=False))
         elif which == "seed_cnn":
             results.append(run_ocula("seed_cnn", recipe="seed-cnn", epochs=args.seed_cnn_epochs))
     print(f"\n| run | final acc | t→90% | t→92% | t→93% | t→94% | train s |")
