@@ -167,9 +167,11 @@ def main() -> None:
         res["digits-png"]["old_default"] = r
         print(f"digits old default: test {r['test_accuracy']:.4f}, {r['train_time_s']:.1f} s training", flush=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
-    if "motion" in which:
+    if "motion" in which or "motion_transformer" in which:
         motion = make_motion(work / "motion") if not (work / "motion").exists() else work / "motion"
+    if "motion" in which:
         res["motion-cnn_lstm"] = flip_trio(motion, work, "motion-cnn_lstm", ["--model", "cnn_lstm"])
+    if "motion" in which or "motion_transformer" in which:
         r = run(motion, work / "motion-cnn_transformer", ["--model", "cnn_transformer"])
         res["motion-cnn_transformer"] = {"auto": r}
         print(f"motion cnn_transformer: test {r['test_accuracy']:.4f} | {' | '.join(r['printed'])}", flush=True)
