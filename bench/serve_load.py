@@ -166,18 +166,33 @@ def batch_stats(url: str) -> dict:
     return {"model_calls": int(count), "mean_batch": round(total / max(count, 1), 2)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGINT: a graceful stop that finishes in-flight requests and drains the batcher; kill after 60 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def load_test_parser(description: str, out: str, quick: str) -> argparse.ArgumentParser:
+    """The options every serve load test shares (model, traffic, batching, bounds, output)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--size", type=int, default=160, help="input side in pixels")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--offline-images", type=int, default=256)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long (bound)")
-    p.add_argument("--quick", action="store_true", help="200 requests, 128 offline images")
-    p.add_argument("--out", default=str(ROOT / "docs" / "bench" / "serve.json"))
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out", default=str(ROOT / "docs" / "bench" / out))
+    return p
+
+
+def main() -> None:
+    p = load_test_parser(__doc__.split("\n")[0], "serve.json", "200 requests, 128 offline images")
+    p.add_argument("--offline-images", type=int, default=256)
     args = p.parse_args()
     if args.quick:
         args.requests, args.offline_images = 200, 128
@@ -200,11 +215,7 @@ def main() -> None:
             result = asyncio.run(load(url, blobs, args.requests, args.concurrency, args.max_seconds))
             result |= batch_stats(url)
         finally:
-            server.send_signal(signal.SIGINT)  # graceful: finishes in-flight requests, drains the batcher
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         after, model_after = offline_throughput(run, blobs, args.offline_images, args.max_batch)
         print(f"offline batched (after): {after:.1f} img/s end to end, {model_after:.1f} img/s model only")
     offline, model_only = (before + after) / 2, (model_before + model_after) / 2

@@ -14,14 +14,11 @@ Writes docs/bench/serve_malformed_load.json and prints a markdown table.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import ROOT, free_port, machine, make_run, photos_as_jpeg, start_server  # noqa: E402
+from serve_load import (ROOT, free_port, load_test_parser, machine, make_run, photos_as_jpeg,  # noqa: E402
+                        start_server, stop_server)
 
 
 def hostile_uploads(jpeg: bytes) -> dict[str, bytes]:
@@ -166,16 +164,7 @@ async def run(port: int, blobs: list[bytes], requests: int, concurrency: int, ma
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="resnet18")
-    p.add_argument("--size", type=int, default=160)
-    p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long (bound)")
-    p.add_argument("--quick", action="store_true", help="200 requests")
-    p.add_argument("--out", default=str(ROOT / "docs" / "bench" / "serve_malformed_load.json"))
+    p = load_test_parser(__doc__.split("\n")[0], "serve_malformed_load.json", "200 requests")
     args = p.parse_args()
     if args.quick:
         args.requests = 200
@@ -196,11 +185,7 @@ def main() -> None:
 
             alive = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10).status_code
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         log = (Path(tmp) / "server.log").read_text(errors="replace")
     tracebacks = [block.split("\n\n")[0][-1500:] for block in log.split("Traceback")[1:]]
     info |= {"good": good, "malformed": bad, "ready_after": alive, "server_log_tracebacks": len(tracebacks),
