@@ -55,7 +55,7 @@ def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> 
         (w, h), mode, frame_path = found
         shorts.append(min(w, h))
         sizes[f"{w}x{h}"] += 1
-        is_grey = mode in GREY_MODES or (mode == "P" and _palette_is_grey(frame_path))
+        is_grey = mode in GREY_MODES
         grey_flags.append(is_grey)
         if not is_grey and mode in ("RGB", "RGBA", "YCbCr", "P") and frame_path:
             rgb_samples.append((len(grey_flags) - 1, frame_path))
@@ -89,8 +89,9 @@ def _image_header(path: str):
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            return img.size, img.mode, path  # min(w, h) needs no EXIF rotation
+        with Image.open(path) as img:  # min(w, h) needs no EXIF rotation
+            grey_palette = img.mode == "P" and _palette_is_grey(img.getpalette())
+            return img.size, "L" if grey_palette else img.mode, path
     except Exception:  # noqa: BLE001 - any unreadable header: the decoder will name and skip the file
         return None
 
@@ -108,14 +109,8 @@ def _video_header(path: str):
         return None
 
 
-def _palette_is_grey(path: Optional[str]) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            pal = np.asarray(img.getpalette() or [], dtype=np.int16).reshape(-1, 3)
-    except Exception:  # noqa: BLE001
-        return False
+def _palette_is_grey(palette) -> bool:
+    pal = np.asarray(palette or [], dtype=np.int16).reshape(-1, 3)
     return bool(len(pal)) and bool((pal[:, 0] == pal[:, 1]).all() and (pal[:, 1] == pal[:, 2]).all())
 
 
