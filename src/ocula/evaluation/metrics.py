@@ -158,7 +158,8 @@ def classification_report(y_true, probs, class_names: Optional[Sequence[str]] = 
                           topk: Iterable[int] = (1, 5)) -> dict:
     """Full evaluation of (N,) integer labels against (N, K) probabilities; JSON-serialisable.
 
-    Keys: those of `report_from_confusion`, plus top{k} for each k <= K, ece (15 bins) and nll.
+    Keys: those of `report_from_confusion`, plus top{k} for each k <= K, ece (15 bins), nll and
+    reliability (the 15 bins of the reliability diagram, see `reliability_table`).
     """
     y, p = _check_inputs(y_true, probs)
     k = p.shape[1]
@@ -167,5 +168,16 @@ def classification_report(y_true, probs, class_names: Optional[Sequence[str]] = 
     # headline numbers first so the JSON reads top-down; {**head, **report} keeps head's order
     head = {"n": report["n"], "accuracy": report["accuracy"], **tops,
             "balanced_accuracy": report["balanced_accuracy"],
-            "ece": expected_calibration_error(y, p), "nll": negative_log_likelihood(y, p)}
+            "ece": expected_calibration_error(y, p), "nll": negative_log_likelihood(y, p),
+            "reliability": reliability_table(calibration_bins(y, p))}
     return {**head, **report}
+
+
+def reliability_table(bins) -> dict:
+    """(3, B) bin sums → the reliability diagram's data: per equal-width confidence bin its upper edge,
+    count, mean confidence and accuracy (None for an empty bin). JSON-serialisable."""
+    count, conf_sum, correct_sum = to_numpy(bins).astype(np.float64)
+    n_bins = count.size
+    mean = lambda s: [float(v / c) if c else None for v, c in zip(s, count)]  # noqa: E731
+    return {"edges": [float(e) for e in np.linspace(0.0, 1.0, n_bins + 1)], "count": [int(c) for c in count],
+            "confidence": mean(conf_sum), "accuracy": mean(correct_sum)}

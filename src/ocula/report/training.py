@@ -1,0 +1,142 @@
+"""Sections about the run itself: summary and model card, learning curves, per-class table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from ocula.names import display_name
+from ocula.report.files import Reader, Section
+
+
+# ---------------------------------------------------------------------- summary and model card
+def summary_section(reader: Reader, evaluation: Optional[dict]) -> Section:
+    run = reader.run
+    config, model = reader.json(run / "config.json") or {}, reader.json(run / "model.json") or {}
+    summary, data = reader.json(run / "summary.json"), reader.json(run / "data.json") or {}
+    split, env = reader.json(run / "split.json") or {}, reader.json(run / "environment.json")
+    classes = model.get("classes") or data.get("classes") or []
+    flat = flatten(config)
+    out = {
+        "data": {"source": data.get("source") or model.get("data", {}).get("source") or flat.get("data"),
+                 "classes": class_counts(classes, evaluation), "splits": split.get("counts") or {},
+                 "input_reason": (data.get("input") or {}).get("reason") or model.get("data", {}).get("input"),
+                 "flips": {k: v.get("reason") for k, v in (data.get("flips") or {}).items()
+                           if isinstance(v, dict) and v.get("reason") and v.get("decided_by") != "not used"},
+                 "skipped": len(data.get("skipped") or [])},
+        "model": {"arch": model.get("arch") or {}, "task": model.get("task"), "weights": weights_info(run)},
+        "contract": model.get("contract") or data.get("contract") or {},
+        "recipe": flat.get("recipe") or flat.get("train.recipe"),
+        "config": flat, "changed": changed_from_defaults(flat),
+        "versions": {**(model.get("versions") or {}), **{k: (env or {}).get(k) for k in
+                                                          ("timm", "torchvision", "python") if (env or {}).get(k)}},
+        "training": training_info(summary, flat),
+        "hardware": env,
+    }
+    if summary is None:
+        reader.notes.append("no summary.json: training has not finished (or was interrupted)")
+    return Section("summary", "Run summary and model card", data=out)
+
+
+def flatten(obj: dict, prefix: str = "") -> dict:
+    """Nested config sections → dotted keys ({"optim": {"lr": 1}} → {"optim.lr": 1}); lists stay whole."""
+    flat: dict = {}
+    for key, value in (obj or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "model_kwargs":
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def changed_from_defaults(flat: dict) -> dict:
+    """The keys whose value differs from TrainConfig's defaults (all of them when defaults are unknown)."""
+    try:
+        from ocula.config import TrainConfig
+
+        defaults = flatten(TrainConfig().to_dict())
+    except Exception:  # noqa: BLE001 - a config layout this report does not know: show everything
+        return dict(flat)
+    skip = {"data", "out", "resume"}
+    return {k: v for k, v in flat.items() if k.split(".")[-1] not in skip and defaults.get(k, object()) != v}
+
+
+def class_counts(classes: list, evaluation: Optional[dict]) -> list[dict]:
+    support = {row.get("class"): row.get("support") for row in (evaluation or {}).get("per_class") or []}
+    return [{"name": c, "evaluated": support.get(c)} for c in classes]
+
+
+def weights_info(run: Path) -> dict:
+    """Size and parameter count of weights/best.safetensors, read from its header only."""
+    path = run / "weights" / "best.safetensors"
+    if not path.is_file():
+        return {}
+    info = {"file": "weights/best.safetensors", "size_mb": path.stat().st_size / 1e6}
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+        numel = [_numel(v["shape"]) for k, v in header.items() if k != "__metadata__" and not k.endswith(buffers)]
+        info["params"] = sum(numel)
+    except (OSError, ValueError, KeyError, TypeError, MemoryError, OverflowError):
+        info["params"] = None
+    return info
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def training_info(summary: Optional[dict], flat: dict) -> dict:
+    if not summary:
+        return {}
+    final = summary.get("final") or {}
+    epochs = flat.get("epochs") or flat.get("schedule.epochs") or flat.get("train.epochs")
+    return {"epochs_run": summary.get("epochs_run"), "epochs": epochs, "best_epoch": summary.get("best_epoch"),
+            "best_val_acc": summary.get("best_val_acc"), "train_time_s": summary.get("train_time_s"),
+            "img_per_s": final.get("train_img_per_s"), "precision": summary.get("precision"),
+            "world_size": summary.get("world_size"), "skipped_files": summary.get("skipped_files")}
+
+
+# ---------------------------------------------------------------------- learning curves
+def curves_section(reader: Reader) -> Section:
+    title = "Learning curves"
+    rows = reader.csv(reader.run / "metrics.csv")
+    if not rows:
+        return Section("curves", title, ran=False, reason="no metrics.csv: no epoch has finished yet")
+    png = reader.run / "curves.png"
+    images = {"curves": png} if png.is_file() else {"curves": ("training_curves", reader.run / "metrics.csv")}
+    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_s")
+               if c in rows[0]]
+    return Section("curves", title, data={"columns": columns, "rows": rows}, images=images)
+
+
+# ---------------------------------------------------------------------- per-class table and confusion matrix
+def evaluation_section(reader: Reader, eval_dir: Optional[Path], report: Optional[dict]) -> Section:
+    title = "Evaluation: per-class table and confusion matrix"
+    if report is None:
+        return Section("evaluation", title, ran=False,
+                       reason=f"no evaluation in the run: `ocula evaluate {display_name(reader.run)} DATA`")
+    names = report.get("class_names") or [r.get("class") for r in report.get("per_class") or []]
+    png = eval_dir / "confusion_matrix.png"
+    matrix = report.get("confusion_matrix") or []
+    images = {"confusion": png} if png.is_file() else (
+        {"confusion": ("confusion_matrix", report)} if matrix else {})
+    data = {"dir": reader.rel(eval_dir), "source": report.get("data"), "split": report.get("split"),
+            "headline": {k: report.get(k) for k in ("n", "accuracy", "top5", "balanced_accuracy", "ece", "nll")
+                         if report.get(k) is not None},
+            "macro": report.get("macro") or {}, "weighted": report.get("weighted") or {},
+            "per_class": report.get("per_class") or [], "confused": most_confused(matrix, names),
+            "skipped": len(report.get("skipped") or [])}
+    return Section("evaluation", title, data=data, images=images)
+
+
+def most_confused(matrix: list, names: list, top: int = 8) -> list[dict]:
+    pairs = [(n, i, j) for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j and n]
+    pairs.sort(key=lambda t: -t[0])
+    label = lambda k: names[k] if k < len(names) else str(k)  # noqa: E731
+    return [{"true": label(i), "predicted": label(j), "count": n} for n, i, j in pairs[:top]]
