@@ -174,10 +174,10 @@ def test_format_report_from_confusion_only():
 
 def test_write_json_round_trip_and_stdout(report, tmp_path, capsys):
     path = tmp_path / "sub" / "report.json"
-    write_json(report, path)
+    write_json(path, report)
     assert json.loads(path.read_text()) == report
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temp file left
-    write_json({"x": np.float32(0.5), "cm": np.eye(2, dtype=np.int64)}, "-")
+    write_json("-", {"x": np.float32(0.5), "cm": np.eye(2, dtype=np.int64)})
     assert json.loads(capsys.readouterr().out) == {"x": 0.5, "cm": [[1, 0], [0, 1]]}
 
 

@@ -322,8 +322,6 @@ def test_display_name():
 
 
 def test_writers_never_crash_on_undecodable_names(tmp_path):
-    from ocula.evaluation.report import write_json as write_report_json
-
     obj = {"paths": [LATIN1, "new\nline.png", "L" * 251 + ".png"], LATIN1: 1}
     io.write_json(tmp_path / "a.json", obj)
     back = io.read_json(tmp_path / "a.json")
@@ -331,7 +329,7 @@ def test_writers_never_crash_on_undecodable_names(tmp_path):
     assert back["caf\\xe9.png"] == 1
     io.write_text(tmp_path / "a.txt", f"{LATIN1}\n")
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "caf\\xe9.png\n"
-    write_report_json({"skipped": [[LATIN1, "bad"]]}, tmp_path / "r.json")
+    io.write_json(tmp_path / "r.json", {"skipped": [[LATIN1, "bad"]]})
     assert "caf\\\\xe9.png" in (tmp_path / "r.json").read_text()
 
 

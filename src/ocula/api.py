@@ -90,10 +90,11 @@ def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int =
 
 def write_evaluation(report: dict, out_dir) -> None:
     from ocula.evaluation import plots
-    from ocula.evaluation.report import write_confusion_csv, write_json, write_per_class_csv
+    from ocula.evaluation.report import write_confusion_csv, write_per_class_csv
+    from ocula.io import write_json
 
     out = Path(out_dir)
-    write_json(report, out / "report.json")
+    write_json(out / "report.json", report)
     write_confusion_csv(report, out / "confusion_matrix.csv")
     write_per_class_csv(report, out / "per_class.csv")
     plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")

@@ -13,6 +13,7 @@ import sys
 import warnings
 from dataclasses import fields
 
+from ocula import log
 from ocula.errors import OculaError, did_you_mean, one_line
 
 
@@ -71,6 +72,9 @@ def build_parser() -> Parser:
     parser = Parser(prog="ocula", description="Image and video recognition: train, evaluate, predict.",
                     allow_abbrev=False)
     parser.add_argument("--version", action="store_true", help="print the version")
+    # Read by _main before parsing, so they work after the command too (`ocula train … --quiet`).
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and results")
+    parser.add_argument("--verbose", action="store_true", help="also debug messages")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub._parser_class = lambda **kw: Parser(allow_abbrev=False, **kw)
     _train_parser(sub)
@@ -154,13 +158,14 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ocula import api
-    from ocula.evaluation.report import format_report, write_json
+    from ocula.evaluation.report import format_report
+    from ocula.io import write_json
 
     out = args.out or str(Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem}")
     report = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, out_dir=out,
                           workers=args.workers)
     if args.json:
-        write_json(report, args.json)
+        write_json(args.json, report)
     if args.json != "-":
         print(f"{args.data} [{report['split']}]")
         print(format_report(report))
@@ -178,14 +183,14 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from ocula import api
 
+    from ocula.io import write_json, write_output
+
     preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk,
                                               batch_size=args.batch_size, workers=args.workers)]
     if args.json:
-        from ocula.io import dumps_json
-
-        _write(args.json, dumps_json(preds))
+        write_json(args.json, preds)
     if args.csv:
-        _write(args.csv, _predictions_csv(preds, args.topk))
+        write_output(args.csv, _predictions_csv(preds, args.topk))
     if "-" not in (args.json, args.csv):
         from ocula.names import display_name
 
@@ -214,17 +219,6 @@ def _predictions_csv(preds: list[dict], topk: int) -> str:
         w.writerow([csv_cell(p["source"]), p["label"] or "", "" if p["prob"] is None else f"{p['prob']:.6f}",
                     p["error"] or ""] + extra)
     return buf.getvalue()
-
-
-def _write(path: str, text: str) -> None:
-    if path == "-":
-        from ocula.names import display_name, has_odd_chars
-
-        sys.stdout.write(display_name(text) if has_odd_chars(text) else text)
-    else:
-        from ocula.io import write_text
-
-        write_text(path, text)
 
 
 def cmd_models(args) -> int:
@@ -349,9 +343,18 @@ def _safe_stdout() -> None:
                 pass
 
 
+def _take_verbosity(argv: list[str]) -> list[str]:
+    """Set the log level from --quiet/-q/--verbose wherever they stand (before a `--`) → argv without them."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = set(argv[:end]) & {"--quiet", "-q", "--verbose"}
+    log.set_verbosity(quiet=bool(flags & {"--quiet", "-q"}), verbose="--verbose" in flags)
+    return [a for a in argv[:end] if a not in flags] + argv[end:]
+
+
 def _main(argv=None) -> int:
     _safe_stdout()
     parser = build_parser()
+    argv = _take_verbosity(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):

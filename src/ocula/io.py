@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,11 +74,26 @@ def write_text(path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+STDOUT = "-"  # as a path in `--json -`, `--csv -`, `--out -`: standard output
+
+
+def write_output(path, text: str) -> None:
+    """`text` to the file `path` (atomically) or, for "-", to stdout, where undecodable filenames are
+    written as readable escapes too (a strict stdout would raise on them)."""
+    if str(path) != STDOUT:
+        write_text(path, text)
+        return
+    from ocula.names import display_name, has_odd_chars
+
+    sys.stdout.write(display_name(text) if has_odd_chars(text) else text)
+    sys.stdout.flush()
+
+
 def write_json(path, obj: Any, exact_names: bool = False) -> None:
-    """Indented JSON, atomically. Undecodable filenames are written readably (`caf\\xe9.png`); with
-    `exact_names` (files ocula reads back to open those paths again) as JSON's `\\udce9` escape instead,
-    which is still plain ASCII but round-trips to the very same name."""
-    write_text(path, dumps_json(obj, exact_names=exact_names))
+    """Indented JSON, atomically ("-": stdout). Undecodable filenames are written readably
+    (`caf\\xe9.png`); with `exact_names` (files ocula reads back to open those paths again) as JSON's
+    `\\udce9` escape instead, which is still plain ASCII but round-trips to the very same name."""
+    write_output(path, dumps_json(obj, exact_names=exact_names))
 
 
 def dumps_json(obj: Any, indent=2, exact_names: bool = False) -> str:

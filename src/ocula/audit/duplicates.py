@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ocula import log
 from ocula.audit.findings import Finding, SampleRef
 
 SMALL = 32  # side of the grey image every near-duplicate feature comes from
@@ -71,14 +72,13 @@ def candidate_pairs(vectors: np.ndarray, params: NearDuplicateParams,
     similarity). Each row keeps its `neighbours` most similar above `candidate_similarity` (a cap, so
     a dataset of look-alikes cannot make N² pairs); the k-th best is what a typical neighbour is."""
     import torch
-    from tqdm import tqdm
 
     n, found = len(vectors), []
     kth = np.zeros(n, np.float32)
     k = min(params.neighbours, max(1, n - 1))
     every = torch.from_numpy(vectors)
-    for start in tqdm(range(0, n, params.chunk), desc="near duplicates: search", unit="chunk",
-                      disable=not progress, dynamic_ncols=True, leave=False):
+    for start in log.progress(range(0, n, params.chunk), desc="near duplicates: search", unit="chunk",
+                          disable=not progress, leave=False):
         sims = every[start:start + params.chunk] @ every.T  # (b, N)
         rows = torch.arange(sims.shape[0])
         sims[rows, rows + start] = -1.0  # not its own neighbour
@@ -120,13 +120,12 @@ def aligned_similarity(small: np.ndarray, pairs: np.ndarray, zooms, shifts: bool
     half-pixel shifts) of either one onto the other."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     grids = alignment_grids(zooms, shifts)
     out = np.zeros(len(pairs), np.float32)
     chunk = 4096
-    for start in tqdm(range(0, len(pairs), chunk), desc="near duplicates: compare", unit="chunk",
-                      disable=not progress or len(pairs) <= chunk, dynamic_ncols=True, leave=False):
+    for start in log.progress(range(0, len(pairs), chunk), desc="near duplicates: compare", unit="chunk",
+                          disable=not progress or len(pairs) <= chunk, leave=False):
         p = pairs[start:start + chunk]
         a = torch.from_numpy(small[p[:, 0]]).float().unsqueeze(1)  # (B, 1, 32, 32)
         b = torch.from_numpy(small[p[:, 1]]).float().unsqueeze(1)

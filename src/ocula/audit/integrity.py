@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from ocula.audit.findings import Finding, SampleRef
 from ocula.data.images import DEFAULT_MAX_PIXELS, open_image
 from ocula.errors import BadImageError
+from ocula.log import progress
 
 # Formats that are the same thing under two names (an .jpg holding an MPO is still a JPEG).
 SAME_FORMAT = {"MPO": "JPEG"}
@@ -117,14 +118,13 @@ def _read_header(data: bytes, path: str, info: ImageInfo, limits: SizeLimits) ->
 def inspect_files(paths: list[str], limits: SizeLimits, on_image: Optional[Callable] = None,
                   workers: Optional[int] = None, desc: str = "audit files") -> list[ImageInfo]:
     """inspect_file over many paths in threads (Pillow and hashlib release the GIL), with a bar."""
-    from tqdm import tqdm
 
     workers = workers or min(4, os.cpu_count() or 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(lambda p: inspect_file(p, limits, on_image), paths, chunksize=16)
-            return list(tqdm(results, total=len(paths), desc=desc, unit="img", dynamic_ncols=True))
+            return list(progress(results, total=len(paths), desc=desc, unit="img"))
 
 
 def file_findings(infos: list[ImageInfo], refs: list[SampleRef]) -> list[Finding]:

@@ -21,6 +21,7 @@ from ocula.audit.inventory import Inventory
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError
+from ocula.log import progress
 
 
 @dataclass
@@ -41,9 +42,7 @@ class FoldProgress(Callback):
         self.name, self.bar = f"labels: fold {fold + 1}/{folds}", None
 
     def on_fit_start(self, trainer):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=trainer.total_steps, desc=self.name, unit="step", dynamic_ncols=True, leave=False)
+        self.bar = progress(total=trainer.total_steps, desc=self.name, unit="step", leave=False)
 
     def on_train_step(self, trainer, logs):
         self.bar.update(1)

@@ -20,6 +20,7 @@ from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples, TensorSamples
 from ocula.errors import BadImageError
+from ocula.log import progress
 
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decode a file dataset into RAM when it fits in this
 
@@ -166,10 +167,9 @@ def drain_to_tensors(loader, samples: FileSamples, empty: torch.Tensor, desc: st
                      ) -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Run a `collate_skipping_bad` loader over every sample once → (TensorSamples, skipped files);
     `empty` is what an all-bad dataset yields (the right shape with no rows)."""
-    from tqdm import tqdm
 
     batches, labels, names, skipped = [], [], [], []
-    with tqdm(total=len(samples), desc=desc, unit=unit, leave=False, dynamic_ncols=True) as bar:
+    with progress(total=len(samples), desc=desc, unit=unit, leave=False) as bar:
         for x, y, idx, bad in loader:
             skipped += bad
             if x is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.engine import distributed as dist
+from ocula.log import logger, progress
 
 
 class Callback:
@@ -20,16 +21,14 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """One tqdm bar per epoch: loss, accuracy, images/s and ETA."""
+    """Per epoch: a live bar (loss, accuracy, images/s, ETA) on a terminal, else one summary line."""
 
     def __init__(self):
         self.bar = None
 
     def on_epoch_start(self, trainer, epoch):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}",
-                        unit="step", dynamic_ncols=True, leave=True, disable=not dist.is_main())
+        self.bar = progress(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}",
+                            unit="step", leave=True, summary=True, disable=not dist.is_main())
 
     def on_train_step(self, trainer, logs):
         self.bar.update(1)
@@ -95,7 +94,7 @@ class EarlyStopping(Callback):
         if trainer.epochs_since_best >= self.patience:
             trainer.should_stop = True
             if dist.is_main():
-                print(f"early stop: no validation improvement for {self.patience} epochs")
+                logger.info(f"early stop: no validation improvement for {self.patience} epochs")
 
 
 def default_callbacks(cfg) -> list[Callback]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula import bundle, environment
+from ocula import bundle
 from ocula.config import TrainConfig
 from ocula.data.samples import TensorSamples
 from ocula.engine import distributed as dist
@@ -29,6 +29,7 @@ from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.optim import build_optimizer, build_scheduler, param_groups
 from ocula.engine.tasks import ClassificationTask
 from ocula.io import load_state, read_json, save_state, write_json
+from ocula.log import logger
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -147,18 +148,18 @@ class Trainer:
     def _report_inputs(self) -> None:
         if not dist.is_main():
             return
-        print(self.input_choice.reason)
+        logger.info(self.input_choice.reason)
         from ocula.engine.input_choice import default_backbone
 
         backbone, why = default_backbone(self.cfg, self.contract)
         if backbone and "backbone" not in self.cfg.model_kwargs:
-            print(why)
+            logger.info(why)
         if self.cfg.augment != "none":
             shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
                      (k == "hflip" or self.contract.frames)]
             for line in shown:
-                print(line)
-            print(setup.make_augment(self.loader_cfg, self.contract, len(self.classes)).describe())
+                logger.info(line)
+            logger.info(setup.make_augment(self.loader_cfg, self.contract, len(self.classes)).describe())
 
     def _note_skipped(self, bad) -> None:
         """Each unreadable file is named once, counted, and listed in data.json."""
@@ -408,7 +409,6 @@ class Trainer:
         if not self.cfg.resume:
             write_json(run / "config.json", cfg)
         write_json(run / "split.json", self.splits.split_info)
-        write_json(run / "environment.json", environment.describe(self.device, self.world))
         self._write_data_file()
 
     def _write_data_file(self) -> None:

@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ocula.evaluation.report import PathLike, atomic_path, class_names_of
+from ocula.evaluation.report import PathLike, class_names_of
+from ocula.io import atomic_path
 
 ANNOTATE_MAX = 20  # write the value in each cell up to this many classes
 TICKS_MAX = 60  # beyond this many classes tick labels overlap into a black band

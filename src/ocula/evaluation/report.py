@@ -5,29 +5,14 @@ concurrent reader never sees half a report.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
 import os
-import sys
-from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
-import numpy as np
-
-from ocula.io import atomic_path
+from ocula.io import write_json, write_text  # noqa: F401 - write_json(path, report) is part of ocula.evaluation
 
 PathLike = Union[str, os.PathLike]
-
-
-def _write_text(text: str, path: PathLike) -> None:
-    from ocula.names import display_name, has_odd_chars
-
-    if has_odd_chars(text):  # undecodable filenames: readable escapes, never UnicodeEncodeError
-        text = display_name(text)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
 
 
 def class_names_of(report: dict) -> list[str]:
@@ -73,27 +58,6 @@ def format_report(report: dict, max_classes: int = 50) -> str:
 # ----------------------------------------------------------------------------- files
 
 
-def _json_default(obj):
-    # reports built elsewhere may carry numpy scalars or arrays; json cannot encode those itself
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def write_json(report: dict, path: PathLike) -> None:
-    """indent=2 JSON; path "-" writes to stdout."""
-    from ocula.names import clean
-
-    text = json.dumps(clean(report), indent=2, default=_json_default) + "\n"
-    if str(path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    _write_text(text, path)
-
-
 def _csv_text(rows: list[list]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -105,11 +69,11 @@ def write_confusion_csv(report: dict, path: PathLike) -> None:
     names = class_names_of(report)
     rows = [["true\\pred", *names]]
     rows += [[name, *counts] for name, counts in zip(names, report["confusion_matrix"])]
-    _write_text(_csv_text(rows), path)
+    write_text(path, _csv_text(rows))
 
 
 def write_per_class_csv(report: dict, path: PathLike) -> None:
     """Header `class,precision,recall,f1,support`, one row per class."""
     keys = ["class", "precision", "recall", "f1", "support"]
     rows = [keys] + [[r[k] for k in keys] for r in report["per_class"]]
-    _write_text(_csv_text(rows), path)
+    write_text(path, _csv_text(rows))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ocula import log
 from ocula.errors import BadImageError, OculaError, did_you_mean
 from ocula.explain.cam import CAM_METHODS
 from ocula.explain.reference import REFERENCE_METHODS
@@ -120,15 +121,14 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
     Unreadable files become Explanations with `.error` set; the others are explained in batches.
     `target`: None (the predicted class), a class name or an index, the same for every image.
     """
-    from tqdm import tqdm
 
     clf = as_classifier(model_or_run)
     index = target_index(target, clf.classes)
     results, tensors = _load_inputs(clf, images)
     ready = [i for i, r in enumerate(results) if r.error is None]
     starts = range(0, len(ready), batch_size)
-    for start in tqdm(starts, desc=f"explain ({resolve_method(clf.model, method)})", unit="batch",
-                      disable=not progress or len(starts) < 2):
+    for start in log.progress(starts, desc=f"explain ({resolve_method(clf.model, method)})", unit="batch",
+                          disable=not progress or len(starts) < 2):
         chunk = ready[start:start + batch_size]
         x = torch.stack([tensors[i] for i in chunk])
         maps, logits = explain_tensor(clf.model, x, method, index, layer, **options)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ocula.errors import OculaError
+from ocula.log import progress
 
 BACKENDS = ("eager", "compiled", "onnx", "onnx-int8")
 
@@ -209,7 +210,6 @@ def benchmark(run, backends=("eager", "onnx"), batches=(1, 32), *, threads: Opti
 
 
 def _measure_backend(report, name, model, files, threads, inputs, repeats, warmup, max_seconds) -> None:
-    from tqdm import tqdm
 
     rss_before, can_peak = _status_kb("VmRSS"), _reset_peak()
     try:
@@ -218,7 +218,7 @@ def _measure_backend(report, name, model, files, threads, inputs, repeats, warmu
         report["skipped"][name] = str(e)
         return
     rows = []
-    for batch in tqdm(list(inputs), desc=f"benchmark {name}", unit="batch size", leave=False, dynamic_ncols=True):
+    for batch in progress(list(inputs), desc=f"benchmark {name}", unit="batch size", leave=False):
         times = time_calls(fn, inputs[batch], warmup=warmup, repeats=repeats, max_seconds=max_seconds)
         rows.append({"backend": name, **summarise(times, batch), "size_bytes": size})
     peak = _status_kb("VmHWM") if can_peak else None

@@ -77,19 +77,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    import json
-
     from ocula.export.benchmark import benchmark, format_benchmark
+    from ocula.io import STDOUT, write_json
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     report = benchmark(args.run, backends, _int_list(args.batch), threads=args.threads, repeats=args.repeats,
                        warmup=args.warmup, max_seconds=args.max_seconds)
-    if args.json == "-":
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-        return 0
     if args.json:
-        from ocula.io import write_json
-
         write_json(args.json, report)
-    print(format_benchmark(report))
+    if args.json != STDOUT:
+        print(format_benchmark(report))
     return 0

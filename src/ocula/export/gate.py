@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ocula.errors import OculaError
+from ocula.log import progress
 
 DEFAULT_MAX_DROP = {"fp32": 0.5, "int8": 1.0}  # accuracy points
 
@@ -45,12 +46,10 @@ def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
                   workers: Optional[int] = None):
     """Run the reference and every candidate on the same batches →
     (ref logits (N, K), [candidate logits (N, K)], labels (N,), skipped files)."""
-    from tqdm import tqdm
-
     from ocula.api import _split_loader
 
     ref, cands, labels, skipped = [], [[] for _ in candidates], [], []
-    with tqdm(total=len(samples), desc="accuracy gate", unit="img", leave=False, dynamic_ncols=True) as bar:
+    with progress(total=len(samples), desc="accuracy gate", unit="img", leave=False) as bar:
         for batch in _split_loader(reference, samples, batch_size, workers):
             if len(batch) == 4:
                 skipped += batch[3]

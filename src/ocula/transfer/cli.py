@@ -1,7 +1,6 @@
 """`ocula embed`, `ocula similar`, `ocula verify`: thin shells over ocula.transfer."""
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -57,6 +56,7 @@ def shown(path) -> str:
 
 def cmd_similar(args) -> int:
     from ocula.transfer.embed import Embedder
+    from ocula.io import STDOUT, write_json
     from ocula.transfer.retrieval import build_index, similar
 
     embedder = Embedder.load(args.run)
@@ -68,11 +68,8 @@ def cmd_similar(args) -> int:
             print(f"  {shown(path)}: {reason}", file=sys.stderr)
     results = similar(embedder, args.queries, index, k=args.k)
     if args.json:
-        from ocula.io import write_text
-
-        text = json.dumps(results, indent=2) + "\n"
-        sys.stdout.write(text) if args.json == "-" else write_text(args.json, text)
-    if args.json != "-":
+        write_json(args.json, results)
+    if args.json != STDOUT:
         for r in results:
             print(shown(r["query"]))
             for h in r["hits"]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ocula.errors import BadImageError, OculaError
 from ocula.inference.predictor import Classifier
+from ocula.log import progress
 
 SPLITS = ("train", "val", "test")
 
@@ -137,10 +138,8 @@ class Embedder(Classifier):
 
     def embed_samples(self, samples, batch_size: int = 64, workers: Optional[int] = None, desc: str = "embed"):
         """FileSamples or TensorSamples → (vectors (N', D), kept indices, [(path, reason)] skipped)."""
-        from tqdm import tqdm
-
         vectors, kept, skipped = [], [], []
-        with tqdm(total=len(samples), desc=desc, unit="img", dynamic_ncols=True, leave=False) as bar:
+        with progress(total=len(samples), desc=desc, unit="img", leave=False) as bar:
             for batch in self._loader(samples, batch_size, workers):
                 if len(batch) == 4:
                     skipped += batch[3]
