@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula import bundle
+from ocula import bundle, environment
 from ocula.config import TrainConfig
 from ocula.data.samples import TensorSamples
 from ocula.engine import distributed as dist
@@ -409,6 +409,7 @@ class Trainer:
         if not self.cfg.resume:
             write_json(run / "config.json", cfg)
         write_json(run / "split.json", self.splits.split_info)
+        write_json(run / "environment.json", environment.describe(self.device, self.world))
         self._write_data_file()
 
     def _write_data_file(self) -> None:
