@@ -46,3 +46,22 @@ def make_shapes_folder(root, classes=("circle", "square", "triangle"), per_class
 @pytest.fixture
 def shapes_folder(tmp_path) -> str:
     return make_shapes_folder(tmp_path / "shapes")
+
+
+@pytest.fixture(scope="session")
+def reported_run(digits_run, tmp_path_factory) -> str:
+    """A copy of digits_run with every input of `ocula report`: evaluation with an error gallery, audit,
+    export gates (fp32, int8) and a benchmark, each made by its own command (~20 s)."""
+    import shutil
+
+    from ocula.cli import main
+
+    run = tmp_path_factory.mktemp("reported") / "digits"
+    shutil.copytree(digits_run, run)
+    for argv in (["evaluate", str(run), "digits", "--explain-errors", "6"],
+                 ["audit", "digits", "--folds", "0", "--out", str(run / "audit")],
+                 ["export", str(run), "--int8", "--gate-limit", "120"],
+                 ["benchmark", str(run), "--backends", "eager,onnx", "--batch", "1", "--repeats", "3",
+                  "--max-seconds", "2", "--json", str(run / "benchmark.json")]):
+        assert main(argv) == 0, argv
+    return str(run)

@@ -65,7 +65,7 @@ SUBPARSERS: dict = {}
 # Feature packages add commands without touching this file: each module named here defines
 # `register(subparsers) -> {command_name: handler(args) -> int}` and imports heavy things lazily.
 PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocula.explain.cli",
-                  "ocula.video.cli", "ocula.transfer.cli")
+                  "ocula.video.cli", "ocula.transfer.cli", "ocula.report.cli")
 
 
 def build_parser() -> Parser:

@@ -19,18 +19,20 @@ from ocula.report import quality, training
 from ocula.report.files import Reader, find_eval_dir, find_run
 
 
-def collect_run(run, *, eval_dir=None, audit_dir=None) -> dict:
-    """→ {"name", "path", "generated", "sections": [Section, ...], "notes": [...], "eval_dir"}."""
+def collect_run(run, *, eval_dir=None, audit_dir=None, summary=None) -> dict:
+    """→ {"name", "path", "generated", "sections": [Section, ...], "notes": [...], "eval_dir"}.
+
+    `summary`: the training summary when it is not on disk yet (the report written as training ends)."""
     run = find_run(run)
     reader = Reader(run)
     evaluation_dir = find_eval_dir(run, eval_dir)
     evaluation = reader.json(evaluation_dir / "report.json") if evaluation_dir else None
-    summary = training.summary_section(reader, evaluation)
-    sections = [summary, training.curves_section(reader),
+    card = training.summary_section(reader, evaluation, summary)
+    sections = [card, training.curves_section(reader),
                 training.evaluation_section(reader, evaluation_dir, evaluation),
                 quality.calibration_section(reader, evaluation_dir, evaluation),
                 quality.errors_section(reader, evaluation_dir),
-                quality.audit_section(reader, audit_dir, summary.data.get("data", {}).get("source")),
+                quality.audit_section(reader, audit_dir, card.data.get("data", {}).get("source")),
                 quality.export_section(reader)]
     return {"name": display_name(run.resolve().name), "path": display_name(run.resolve()),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sections": sections, "notes": reader.notes,

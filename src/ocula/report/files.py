@@ -84,3 +84,16 @@ def find_eval_dir(run: Path, eval_dir=None) -> Optional[Path]:
     found = [p.parent for p in run.glob("*/report.json") if (p.parent / "per_class.csv").is_file()
              or p.parent.name.startswith("eval")]
     return max(found, key=lambda d: (d / "report.json").stat().st_mtime, default=None)
+
+
+# Old flat config names → the sectioned ones (config.json of runs saved before and after the change).
+RENAMED = {"model": "model.name", "augment": "augment.preset", "data": "data.source", "model_kwargs": "model.kwargs"}
+
+
+def config_value(flat: dict, name: str, default=None):
+    """A setting of a flattened config.json by its plain name, whether the run saved it flat or in sections."""
+    if name in flat and not isinstance(flat[name], dict):
+        return flat[name]
+    if RENAMED.get(name) in flat:
+        return flat[RENAMED[name]]
+    return next((v for k, v in flat.items() if k.endswith("." + name)), default)

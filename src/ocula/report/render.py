@@ -30,7 +30,9 @@ def _environment():
 
 
 def _missing(v) -> bool:
-    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+    from jinja2 import Undefined
+
+    return v is None or isinstance(v, Undefined) or v == "" or (isinstance(v, float) and math.isnan(v))
 
 
 def _float(v) -> Optional[float]:
@@ -84,22 +86,22 @@ def inline_images(sections) -> dict:
     return out
 
 
-def render_report(run, *, eval_dir=None, audit_dir=None) -> str:
+def render_report(run, *, eval_dir=None, audit_dir=None, summary=None) -> str:
     """The report page of `run` as HTML text."""
-    import ocula
+    from ocula.version import __version__
 
-    info = collect_run(run, eval_dir=eval_dir, audit_dir=audit_dir)
+    info = collect_run(run, eval_dir=eval_dir, audit_dir=audit_dir, summary=summary)
     sections = {s.key: s for s in info["sections"]}
     return _environment().get_template(TEMPLATE).render(
         run=info, sections=info["sections"], s=sections, images=inline_images(info["sections"]),
-        ocula_version=ocula.__version__)
+        ocula_version=__version__)
 
 
-def write_report(run, out=None, *, eval_dir=None, audit_dir=None) -> str:
+def write_report(run, out=None, *, eval_dir=None, audit_dir=None, summary=None) -> str:
     """Write RUN/report.html (or `out`); → its path."""
     from ocula.io import write_text
 
-    html = render_report(run, eval_dir=eval_dir, audit_dir=audit_dir)
+    html = render_report(run, eval_dir=eval_dir, audit_dir=audit_dir, summary=summary)
     path = Path(out) if out else Path(run) / "report.html"
     if path.is_dir():
         path = path / "report.html"

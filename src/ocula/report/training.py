@@ -6,19 +6,20 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.names import display_name
-from ocula.report.files import Reader, Section
+from ocula.report.files import RENAMED, Reader, Section, config_value
 
 
 # ---------------------------------------------------------------------- summary and model card
-def summary_section(reader: Reader, evaluation: Optional[dict]) -> Section:
+def summary_section(reader: Reader, evaluation: Optional[dict], summary: Optional[dict] = None) -> Section:
     run = reader.run
     config, model = reader.json(run / "config.json") or {}, reader.json(run / "model.json") or {}
-    summary, data = reader.json(run / "summary.json"), reader.json(run / "data.json") or {}
+    summary = summary or reader.json(run / "summary.json")
+    data = reader.json(run / "data.json") or {}
     split, env = reader.json(run / "split.json") or {}, reader.json(run / "environment.json")
     classes = model.get("classes") or data.get("classes") or []
     flat = flatten(config)
     out = {
-        "data": {"source": data.get("source") or model.get("data", {}).get("source") or flat.get("data"),
+        "data": {"source": data.get("source") or model.get("data", {}).get("source") or config_value(flat, "data"),
                  "classes": class_counts(classes, evaluation), "splits": split.get("counts") or {},
                  "input_reason": (data.get("input") or {}).get("reason") or model.get("data", {}).get("input"),
                  "flips": {k: v.get("reason") for k, v in (data.get("flips") or {}).items()
@@ -26,7 +27,7 @@ def summary_section(reader: Reader, evaluation: Optional[dict]) -> Section:
                  "skipped": len(data.get("skipped") or [])},
         "model": {"arch": model.get("arch") or {}, "task": model.get("task"), "weights": weights_info(run)},
         "contract": model.get("contract") or data.get("contract") or {},
-        "recipe": flat.get("recipe") or flat.get("train.recipe"),
+        "recipe": config_value(flat, "recipe"),
         "config": flat, "changed": changed_from_defaults(flat),
         "versions": {**(model.get("versions") or {}), **{k: (env or {}).get(k) for k in
                                                           ("timm", "torchvision", "python") if (env or {}).get(k)}},
@@ -51,15 +52,22 @@ def flatten(obj: dict, prefix: str = "") -> dict:
 
 
 def changed_from_defaults(flat: dict) -> dict:
-    """The keys whose value differs from TrainConfig's defaults (all of them when defaults are unknown)."""
+    """The settings whose value differs from TrainConfig's defaults (all of them when defaults are unknown)."""
     try:
         from ocula.config import TrainConfig
 
         defaults = flatten(TrainConfig().to_dict())
     except Exception:  # noqa: BLE001 - a config layout this report does not know: show everything
         return dict(flat)
-    skip = {"data", "out", "resume"}
-    return {k: v for k, v in flat.items() if k.split(".")[-1] not in skip and defaults.get(k, object()) != v}
+    skip, unknown = {"data", "out", "resume", "source"}, object()
+    plain = {RENAMED.get(k, k): k for k in flat}  # the run's key in the current layout → as saved
+    current = {k.split(".")[-1]: k for k in defaults}
+    changed = {}
+    for key, saved in plain.items():
+        name = key if key in defaults else current.get(key.split(".")[-1], key)
+        if key.split(".")[-1] not in skip and defaults.get(name, unknown) != flat[saved]:
+            changed[saved] = flat[saved]
+    return changed
 
 
 def class_counts(classes: list, evaluation: Optional[dict]) -> list[dict]:
@@ -95,7 +103,7 @@ def training_info(summary: Optional[dict], flat: dict) -> dict:
     if not summary:
         return {}
     final = summary.get("final") or {}
-    epochs = flat.get("epochs") or flat.get("schedule.epochs") or flat.get("train.epochs")
+    epochs = config_value(flat, "epochs")
     return {"epochs_run": summary.get("epochs_run"), "epochs": epochs, "best_epoch": summary.get("best_epoch"),
             "best_val_acc": summary.get("best_val_acc"), "train_time_s": summary.get("train_time_s"),
             "img_per_s": final.get("train_img_per_s"), "precision": summary.get("precision"),
