@@ -1,0 +1,108 @@
+"""TrackerCallback: the trainer's events → each chosen tracker backend, on rank 0 only."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from ocula.engine import distributed as dist
+from ocula.engine.callbacks import Callback
+from ocula.errors import OculaError, did_you_mean
+from ocula.report.callback import ReportCallback
+
+TRACKERS = ("tensorboard", "mlflow")
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_s", "train_img_per_s")
+FINAL_KEYS = ("best_val_acc", "train_time_s", "epochs_run", "best_epoch")
+
+
+def parse_trackers(spec: Union[None, str, Iterable[str]]) -> list[str]:
+    """"tensorboard,mlflow" (or a list) → ["tensorboard", "mlflow"]; unknown names get "did you mean"."""
+    if not spec:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in (i.strip().lower() for i in items):
+        if item in ("", "none"):
+            continue
+        if item not in TRACKERS:
+            raise OculaError(f"track={item!r}: choose from {', '.join(TRACKERS)} (several: "
+                             f"tensorboard,mlflow){did_you_mean(item, TRACKERS)}")
+        if item not in names:
+            names.append(item)
+    return names
+
+
+def _backend(name: str):
+    if name == "tensorboard":
+        from ocula.track.tensorboard_backend import TensorBoardBackend
+
+        return TensorBoardBackend()
+    from ocula.track.mlflow_backend import MLflowBackend
+
+    return MLflowBackend()
+
+
+def _numbers(logs: dict, keys: Iterable[str]) -> dict[str, float]:
+    out = {}
+    for k in keys:
+        v = logs.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+    return out
+
+
+def flat_config(cfg) -> dict:
+    """The config by the names of the CLI (`lr`, `model`), whether TrainConfig is flat or in sections."""
+    flat = getattr(cfg, "flat", None)
+    return dict(flat()) if callable(flat) else cfg.to_dict()
+
+
+class TrackerCallback(Callback):
+    """Logs one run to every tracker in `trackers`; silent on ranks other than 0."""
+
+    def __init__(self, trackers: Union[str, Iterable[str]]):
+        self.names = parse_trackers(trackers)
+        self.backends: list = []
+
+    def on_fit_start(self, trainer):
+        if not dist.is_main():
+            return
+        self.backends = [_backend(name) for name in self.names]  # a missing package fails here, once
+        run = Path(trainer.run_dir)
+        config = flat_config(trainer.cfg)
+        for b in self.backends:
+            b.start(run, config)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        metrics = _numbers(logs, EPOCH_KEYS)
+        for b in self.backends:
+            b.log_epoch(epoch + 1, metrics)
+
+    def on_fit_end(self, trainer, logs):
+        if not self.backends:
+            return
+        final = {**{f"final_{k}": v for k, v in _numbers(logs.get("final") or {}, EPOCH_KEYS).items()},
+                 **_numbers(logs, FINAL_KEYS)}
+        run = Path(trainer.run_dir)
+        artifacts = [p for p in (run / "weights" / "best.safetensors", run / "model.json", run / "metrics.csv",
+                                 run / "curves.png") if p.is_file()]
+        report = run / "report.html"
+        for b in self.backends:
+            b.finish(final, artifacts, report if report.is_file() else None)
+        self.backends = []
+
+
+def training_callbacks(cfg, callbacks: Optional[list] = None, *, track=None, report: bool = False) -> Optional[list]:
+    """The callbacks a run asked for: `callbacks` (None: the trainer's defaults) plus the report at the end
+    and the trackers, in that order so the trackers log the report. Unchanged when neither is asked for."""
+    names = parse_trackers(track)
+    if not names and not report:
+        return callbacks
+    from ocula.engine.callbacks import default_callbacks
+
+    out = list(default_callbacks(cfg) if callbacks is None else callbacks)
+    if report:
+        out.append(ReportCallback())
+    if names:
+        out.append(TrackerCallback(names))
+    return out

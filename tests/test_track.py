@@ -1,0 +1,201 @@
+"""Trackers: a real local MLflow store (SQLite file, and a `mlflow server` process) read back with
+MlflowClient; TensorBoard event files read back with tensorboard's own EventAccumulator; rank 0 only."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ocula.errors import OculaError
+from ocula.track import TrackerCallback, parse_trackers, training_callbacks
+
+EPOCHS = 2
+
+
+def _train(out: Path, track: str, report: bool = True) -> Path:
+    from ocula.config import build_config
+    from ocula.engine.trainer import Trainer
+
+    cfg = build_config("digits", model="seed_cnn", epochs=EPOCHS, batch_size=64, hflip=False, out=str(out), seed=0)
+    Trainer(cfg, callbacks=training_callbacks(cfg, None, track=track, report=report)).fit()
+    return out
+
+
+def _check_mlflow_run(client, run_dir: Path) -> None:
+    experiment = client.get_experiment_by_name("ocula-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert run.data.params["model.name" if "model.name" in run.data.params else "model"] == "seed_cnn"
+    assert run.data.tags["ocula.run_dir"] == str(run_dir.resolve())
+    val = client.get_metric_history(run.info.run_id, "val_acc")
+    lr = client.get_metric_history(run.info.run_id, "lr")
+    assert sorted(m.step for m in val) == sorted(m.step for m in lr) == list(range(1, EPOCHS + 1))
+    rows = list(__import__("csv").DictReader(open(run_dir / "metrics.csv")))
+    assert abs(max(val, key=lambda m: m.step).value - float(rows[-1]["val_acc"])) < 1e-5
+    for name in ("best_val_acc", "train_time_s", "final_val_acc", "epochs_run"):
+        assert name in run.data.metrics, name
+    assert run.data.metrics["epochs_run"] == EPOCHS
+    root = {a.path for a in client.list_artifacts(run.info.run_id)}
+    bundle = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
+    assert {"report.html", "metrics.csv", "curves.png", "bundle"} <= root
+    assert bundle == {"bundle/best.safetensors", "bundle/model.json"}
+    local = client.download_artifacts(run.info.run_id, "bundle/best.safetensors", str(run_dir.parent / "dl"))
+    assert Path(local).read_bytes() == (run_dir / "weights" / "best.safetensors").read_bytes()
+
+
+@pytest.fixture
+def mlflow_env(monkeypatch, tmp_path):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ocula-test")
+    monkeypatch.chdir(tmp_path)  # nothing lands in the working tree (./mlruns, ./mlartifacts)
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # the next test's environment decides again
+
+
+def test_mlflow_round_trip_through_a_sqlite_store(mlflow_env, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_dir = _train(tmp_path / "run", "mlflow")
+    assert (run_dir / "report.html").is_file()
+    _check_mlflow_run(MlflowClient(tracking_uri=uri), run_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_round_trip_through_an_mlflow_server(mlflow_env, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"),
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
+            time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        run_dir = _train(tmp_path / "run", "mlflow")
+        _check_mlflow_run(MlflowClient(tracking_uri=url), run_dir)
+        assert any((tmp_path / "artifacts").rglob("best.safetensors"))  # the server stored the bundle
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
+
+
+def test_tensorboard_event_files_load_in_tensorboards_reader(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = _train(tmp_path / "run", "tensorboard")
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "final/best_val_acc"} <= scalars
+    assert [e.step for e in acc.Scalars("val/acc")] == list(range(1, EPOCHS + 1))
+    assert [e.step for e in acc.Scalars("lr")] == list(range(1, EPOCHS + 1))
+    text = {t: acc.Tensors(t)[0].tensor_proto.string_val[0].decode() for t in acc.Tags()["tensors"]}
+    config = next(v for k, v in text.items() if k.startswith("config"))
+    files = next(v for k, v in text.items() if k.startswith("files"))
+    assert "seed_cnn" in config and "best.safetensors" in files and "report.html" in files
+
+
+def test_tracker_names_are_checked():
+    assert parse_trackers("tensorboard, MLflow,tensorboard") == ["tensorboard", "mlflow"]
+    assert parse_trackers(None) == parse_trackers("") == parse_trackers("none") == []
+    with pytest.raises(OculaError, match="did you mean: tensorboard"):
+        parse_trackers("tensorbord")
+
+
+def test_missing_tracker_package_is_one_line(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mlflow(name, *a, **k):
+        if name == "mlflow" or name.startswith("mlflow."):
+            raise ImportError("No module named 'mlflow'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+
+    class FakeTrainer:
+        run_dir, cfg = tmp_path, None
+
+    with pytest.raises(OculaError, match=r"pip install 'ocula\[track\]'"):
+        TrackerCallback("mlflow").on_fit_start(FakeTrainer())
+
+
+def test_other_ranks_log_nothing(monkeypatch, tmp_path):
+    from ocula.engine import distributed
+
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    cb = TrackerCallback("tensorboard,mlflow")
+
+    class FakeTrainer:
+        run_dir = tmp_path
+
+    cb.on_fit_start(FakeTrainer())  # would import both and open a run on rank 0
+    cb.on_epoch_end(FakeTrainer(), 0, {"val_acc": 0.5})
+    cb.on_fit_end(FakeTrainer(), {"final": {}})
+    assert cb.backends == [] and not list(tmp_path.iterdir())
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_under_ddp_only_rank_0_logs(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "ddp"}
+    code = ("import sys; from ocula.config import build_config; from ocula.engine.trainer import Trainer; "
+            "from ocula.track import training_callbacks; "
+            "cfg = build_config('digits', model='seed_cnn', epochs=1, hflip=False, threads=1, out=sys.argv[1]); "
+            "Trainer(cfg, callbacks=training_callbacks(cfg, None, track='tensorboard,mlflow')).fit(); "
+            "from ocula.engine import distributed; distributed.cleanup()")
+    script = tmp_path / "train_ddp.py"
+    script.write_text(code)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), str(script), str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
