@@ -55,7 +55,7 @@ def bare_step_times(trainer, steps: int) -> list[float]:
     images, labels = trainer.train_samples.images, trainer.train_samples.labels
     crit = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(0)
-    bs = trainer.cfg.batch_size
+    bs = trainer.cfg.optim.batch_size
     times = []
     model.train()
     for _ in range(steps):

@@ -242,8 +242,8 @@ def _driver(jobs_file: str) -> None:
     spec = json.loads(Path(jobs_file).read_text())
     import ocula.cli
 
-    # Build the parser once: it imports every command module, and it reads TrainConfig's source for
-    # its help texts (~0.3 s); every child gets its own copy of it through fork.
+    # Build the parser once: it imports every command module (~0.3 s); every child gets its own copy
+    # of it through fork.
     parser = ocula.cli.build_parser()
     ocula.cli.build_parser = lambda: parser
     import importlib

@@ -40,7 +40,7 @@ def test_train_accepts_flags_and_key_value(tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 0
     assert "run saved to" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["epochs"] == 1 and cfg["batch_size"] == 128 and cfg["hflip"] is False
+    assert cfg["optim"]["epochs"] == 1 and cfg["optim"]["batch_size"] == 128 and cfg["augment"]["hflip"] is False
 
 
 @pytest.mark.parametrize("argv, message", [

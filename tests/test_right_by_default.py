@@ -140,7 +140,7 @@ def test_training_records_and_reuses_the_decision(tmp_path):
     assert data["flips"]["hflip"]["decided_by"] == "probe" and data["flips"]["hflip"]["use"] is False
     assert data["input"]["reason"].startswith("input 8×8×1")
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["hflip"] == "auto"  # the user's setting; the decision lives in data.json
+    assert config["augment"]["hflip"] == "auto"  # the user's setting; the decision lives in data.json
     from ocula.engine.trainer import Trainer, load_run_config
 
     resumed = Trainer(load_run_config(run.dir, epochs=2))

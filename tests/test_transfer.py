@@ -131,7 +131,7 @@ def test_from_run_adopts_architecture_and_preprocessing(digits_base, tmp_path):
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
     source_contract = json.loads((Path(digits_base) / "model.json").read_text())["contract"]
     info = json.loads((tmp_path / "ft" / "transfer.json").read_text())
-    assert config["model"] == "vgg_bn" and config["model_kwargs"]["width"] == 8
+    assert config["model"]["name"] == "vgg_bn" and config["model"]["kwargs"]["width"] == 8
     assert info["contract"]["input_size"] == 16 and info["contract"]["mean"] == source_contract["mean"]
     assert trainer.contract.input_size == 16 and info["load"]["loaded"] == info["load"]["total"]
     assert trainer.history[0]["val_acc"] > 0.5  # the source's features already separate digits
@@ -189,7 +189,7 @@ def test_plain_training_is_unchanged_when_nothing_is_set(tmp_path):
     from ocula.engine.trainer import Trainer
 
     trainer = Trainer(build_config("digits", model="seed_cnn", out=str(tmp_path / "r")), callbacks=[])
-    plain = param_groups(trainer.model, trainer.cfg.weight_decay)
+    plain = param_groups(trainer.model, trainer.cfg.optim.weight_decay)
     assert [len(g["params"]) for g in trainer.optimizer.param_groups] == [len(g["params"]) for g in plain]
     assert all(p.requires_grad for p in trainer.model.parameters()) and trainer.transfer.callbacks() == []
 

@@ -1,12 +1,14 @@
 """`ocula COMMAND ...`: each command parses, calls one function of ocula.api, prints.
 
-Training options are generated from TrainConfig, so the CLI, the Python API and saved configs share
-one set of names and defaults. `key=value` works too (`ocula train digits epochs=3`).
+Training options are generated from the config's sections (ocula.config_sections), so the CLI, the
+Python API and saved configs share one set of names, defaults and help texts. `key=value` works too
+(`ocula train digits epochs=3`), and `--config FILE` reads them from JSON or YAML.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -27,37 +29,38 @@ class Parser(argparse.ArgumentParser):
 
 
 def _train_parser(sub) -> None:
-    from ocula.config import TrainConfig
+    """One flat option per config field (`--lr`, `--batch-size`), grouped by section, its help text
+    and choices read from the field's metadata (ocula.config_sections)."""
+    from ocula.config_sections import SECTIONS, flat_key
 
     p = sub.add_parser("train", help="train or fine-tune a classifier", description="Train a model. "
                        "Options may also be given as key=value.")
     p.add_argument("data", nargs="?", default="", help="built-in name (fashion-mnist, digits), folder or CSV")
-    for f in fields(TrainConfig):
-        if f.name == "data":
-            continue
-        comment = _field_comment(f.name)
-        if f.name == "model_kwargs":
-            comment += """, as JSON: '{"patch_size": 2}'"""
-            p.add_argument("--model-kwargs", dest=f.name, default=None, metavar="JSON", help=comment)
-            continue
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper(),
-                       nargs="?" if f.type in ("bool", "Union[bool, str]") else None,
-                       const="true" if f.type in ("bool", "Union[bool, str]") else None,
-                       help=f"{comment} (default: {f.default!r})" if comment else f"(default: {f.default!r})")
+    p.add_argument("--config", metavar="FILE", help="options from a JSON or YAML file, flat (lr: 0.1) or in "
+                   "sections (optim: {lr: 0.1}); a recipe's keys, then the file's, then the command line's")
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{section} options")
+        for f in fields(cls):
+            key = flat_key(f)
+            if key == "data":
+                continue
+            group.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, **_option_spec(f, key))
     p.add_argument("--from", dest="init_from", default=None, metavar="RUN",  # the issue's spelling
                    help="start from an ocula run or any weights file (same as --init-from)")
     p.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
 
 
-def _field_comment(name: str) -> str:
-    import inspect
-
-    from ocula import config
-
-    for line in inspect.getsource(config.TrainConfig).splitlines():
-        if line.strip().startswith(f"{name}:") and "#" in line:
-            return line.split("#", 1)[1].strip()
-    return ""
+def _option_spec(f, key: str) -> dict:
+    """argparse keywords for one config field: metavar, help (with choices and default), bare flags."""
+    text = f.metadata.get("help", "")
+    if key == "model_kwargs":
+        return {"metavar": "JSON", "help": f"""{text}, as JSON: '{{"patch_size": 2}}'"""}
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    choices = " | ".join(c if isinstance(c, str) else json.dumps(c) for c in f.metadata.get("choices", ()))
+    shown = f"({choices}; default: {default!r})" if choices else f"(default: {default!r})"
+    flag = f.type in ("bool", "Union[bool, str]")  # `--hflip` alone means true
+    return {"metavar": key.upper(), "nargs": "?" if flag else None, "const": "true" if flag else None,
+            "help": f"{text} {shown}" if text else shown}
 
 
 SUBPARSERS: dict = {}
@@ -129,6 +132,8 @@ def _split_overrides(args) -> dict:
     from ocula.config import field_names
 
     values = {f: getattr(args, f) for f in field_names() if hasattr(args, f) and getattr(args, f) is not None}
+    if args.config:
+        values["config"] = args.config
     for item in args.overrides:
         if "=" not in item:
             raise OculaError(f"unexpected argument '{item}' (options are --key value or key=value)")

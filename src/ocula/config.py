@@ -1,6 +1,11 @@
-"""Typed training configuration: one source of defaults, saved with every run.
+"""Typed training configuration in sections (ocula.config_sections), flat at every door.
 
-Overrides (from Python keywords, the CLI or a recipe) are checked against the field types;
+    cfg = build_config("digits", lr=0.1, epochs=3)   # flat keys, as on the CLI (`--lr 0.1`, `epochs=3`)
+    cfg.optim.lr, cfg.model.name, cfg.peak_lr        # code reads the sections
+
+Values come from defaults ← a recipe ← a `--config FILE` (JSON or YAML) ← explicit keys. A recipe
+or file may be flat (`{"lr": 0.1}`) or nested (`{"optim": {"lr": 0.1}}`), and a run's config.json,
+nested since issue 15, loads in either form. Every value is checked against its field's type;
 unknown keys get "did you mean".
 """
 from __future__ import annotations
@@ -9,110 +14,83 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from importlib import resources
+from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
+from ocula.config_sections import (SECTIONS, AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig,
+                                   TransferConfig, VideoConfig, choices_of, flat_key)
 from ocula.errors import OculaError, did_you_mean, unknown
 
-CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "schedule": ("cosine", "onecycle", "constant"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "augment": ("none", "light", "strong"),
-    "balance": ("none", "weighted-loss", "sampler"),
-    "cache": ("auto", "ram", "none"),
-    "strategy": ("full", "linear-probe", "partial", "llrd", "gradual"),
-    "margin": ("none", "arcface", "cosface"),
-    "clip_pad": ("repeat", "reject"),
-}
+__all__ = ["TrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "AugmentConfig", "TransferConfig",
+           "VideoConfig", "RunConfig", "SECTIONS", "FLAT_KEYS", "build_config", "coerce", "field_names",
+           "choices_of", "read_values", "list_recipes", "load_recipe"]
+
+# flat key → (section, attribute): `lr` → ("optim", "lr"), `model` → ("model", "name")
+FLAT_KEYS: dict[str, tuple[str, str]] = {}
+for _section, _cls in SECTIONS.items():
+    for _f in fields(_cls):
+        assert flat_key(_f) not in FLAT_KEYS, f"flat key {flat_key(_f)} in two sections"
+        FLAT_KEYS[flat_key(_f)] = (_section, _f.name)
 
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # built-in name, class-per-folder directory or CSV manifest
-    model: str = "seed_cnn"  # any name from `ocula models`
-    out: Optional[str] = None  # run directory; default runs/<data>-<model>[-N]
-    recipe: Optional[str] = None  # a shipped recipe; explicit keys override it
-    epochs: int = 10
-    batch_size: int = 64  # global, summed over DDP ranks
-    lr: Optional[float] = None  # peak; default adamw 3e-3 from scratch, 1e-3 from weights; sgd 0.1 per 256 images
-    optimizer: str = "adamw"
-    weight_decay: float = 0.05  # never applied to norms and biases
-    momentum: float = 0.9  # sgd (Nesterov)
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0  # onecycle: fraction of the run is pct_warmup instead
-    pct_warmup: float = 0.25  # onecycle only
-    label_smoothing: float = 0.0
-    clip_grad: Optional[float] = None  # max global gradient norm
-    accumulate: int = 1  # gradient accumulation steps
-    precision: str = "auto"  # auto: bf16 where the device has fast bf16, else fp32
-    channels_last: bool = True
-    ema: Optional[float] = None  # weight EMA decay, e.g. 0.999; evaluation then uses the EMA weights
-    seed: int = 0
-    deterministic: bool = False  # bitwise-repeatable runs (slower)
-    patience: Optional[int] = None  # early stop after this many epochs without val improvement
-    augment: str = "light"
-    hflip: Union[bool, str] = "auto"  # mirror images in light/strong: auto = when a quick probe finds labels survive it
-    time_flip: Union[bool, str] = "auto"  # clips: also play half of them backwards; auto = as hflip
-    mixup: float = 0.0  # Beta(alpha) for mixup; 0 = off
-    cutmix: float = 0.0
-    img_size: Optional[int] = None  # default: pretrained weights' size, else the data's native size (<= 224)
-    channels: Optional[int] = None  # default: pretrained weights' (3), else the data's (grey: 1)
-    val_fraction: float = 0.1  # stratified split when the data has no validation split
-    balance: str = "none"
-    cache: str = "auto"  # auto: decode a file dataset into RAM once when it fits
-    workers: Optional[int] = None  # DataLoader workers for file datasets
-    threads: Optional[int] = None  # torch CPU threads
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    pretrained: Union[bool, str] = False  # True: hub weights; or a local weights file
-    resume: Optional[str] = None  # a run directory to continue
-    max_steps: Optional[int] = None  # stop after this many optimizer steps (tests, smoke runs)
-    frames: Optional[int] = None  # video: frames per clip the model sees; default the model's (8)
-    clip_pad: str = "repeat"  # video: a clip shorter than frames is repeated (stretched in time) or rejected
-    backbone: Optional[str] = None  # video models: the per-frame encoder, any image model name (resnet18, ...)
-    init_from: Optional[str] = None  # start from these weights (--from): an ocula run/bundle or any weights file
-    strategy: str = "full"  # fine-tuning: full | linear-probe | partial | llrd | gradual
-    unfreeze_stages: int = 1  # partial: train the top N stages (+ head); gradual: N more per step
-    unfreeze_every: int = 1  # gradual: epochs between unfreezing steps
-    layer_decay: float = 0.75  # llrd: each stage below gets this factor of the lr above it
-    head_lr: Optional[float] = None  # classifier head's lr; default: lr (linear-probe: 100x adamw, 10x sgd)
-    freeze_bn: Optional[bool] = None  # BatchNorm statistics: default held in frozen stages; true: everywhere
-    margin: str = "none"  # embedding training: none | arcface | cosface (margin loss on the head)
-    margin_m: Optional[float] = None  # the margin; default 0.5 rad (arcface) or 0.35 (cosface)
-    margin_s: float = 30.0  # scale of the cosine logits under a margin loss
-    model_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
-    def __post_init__(self):
-        for key, options in CHOICES.items():
-            value = getattr(self, key)
-            if value not in options:
-                raise OculaError(f"{key}={value!r}: choose one of {', '.join(options)}"
-                                 f"{did_you_mean(str(value), options)}")
-        for key in ("hflip", "time_flip"):
-            if getattr(self, key) not in (True, False, "auto"):
-                raise OculaError(f"{key}={getattr(self, key)!r}: choose true, false or auto")
-        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
-            raise OculaError("epochs, batch_size and accumulate must be at least 1")
-        if self.frames is not None and self.frames < 1:
-            raise OculaError("frames must be at least 1")
-        if not 0 <= self.val_fraction < 1:
-            raise OculaError("val_fraction must be in [0, 1)")
+    @classmethod
+    def from_flat(cls, **values) -> "TrainConfig":
+        """TrainConfig(lr=0.1, model="vgg_bn") in flat keys; values must already have their types."""
+        parts: dict[str, dict] = {name: {} for name in SECTIONS}
+        for key, value in values.items():
+            if key not in FLAT_KEYS:
+                raise unknown("option", key, FLAT_KEYS)
+            section, attr = FLAT_KEYS[key]
+            parts[section][attr] = value
+        return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()})
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "TrainConfig":
+        """A saved config.json, nested or (before issue 15) flat; every value type-checked."""
+        return cls.from_flat(**read_values(values, where))
 
     def to_dict(self) -> dict:
+        """Nested, as config.json stores it."""
         return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        """{flat key: value}, the keys of the CLI and of ocula.train()."""
+        return {key: getattr(getattr(self, s), a) for key, (s, a) in FLAT_KEYS.items()}
+
+    def get(self, key: str) -> Any:
+        """One value by its flat key: cfg.get("lr") is cfg.optim.lr."""
+        if key not in FLAT_KEYS:
+            raise unknown("option", key, FLAT_KEYS)
+        section, attr = FLAT_KEYS[key]
+        return getattr(getattr(self, section), attr)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some flat keys changed (and checked again)."""
+        return TrainConfig.from_flat(**{**self.flat(), **changes})
 
     @property
     def peak_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.optimizer == "sgd":
-            return 0.1 * self.batch_size / 256
+        if self.optim.lr is not None:
+            return self.optim.lr
+        if self.optim.optimizer == "sgd":
+            return 0.1 * self.optim.batch_size / 256
         # Measured with no flags (docs/benchmarks.md, issue 11): for convolutional and recurrent models
         # from scratch 3e-3 beat 1e-3 (seed_cnn: digits 0.983 vs 0.931, photos 0.975 vs 0.969,
         # Fashion-MNIST 0.888 vs 0.878, faces equal); attention models stayed at chance with it
         # (cnn_transformer on left/right clips: 0.50, against 1.00 at 1e-3). Weights that already know
         # something keep the gentler 1e-3.
-        from_weights = self.pretrained not in (False, None, "") or bool(self.init_from)
-        return 1e-3 if from_weights or _is_attention_model(self.model) else 3e-3
+        from_weights = self.model.pretrained not in (False, None, "") or bool(self.transfer.init_from)
+        return 1e-3 if from_weights or _is_attention_model(self.model.name) else 3e-3
 
 
 def _is_attention_model(name: str) -> bool:
@@ -125,15 +103,16 @@ def _is_attention_model(name: str) -> bool:
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+    """Every flat key."""
+    return list(FLAT_KEYS)
 
 
 def coerce(key: str, value: Any) -> Any:
     """Check or convert one override to the field's type (strings from the CLI are parsed)."""
-    hints = get_type_hints(TrainConfig)
-    if key not in hints:
-        raise unknown("option", key, field_names())
-    kind = hints[key]
+    if key not in FLAT_KEYS:
+        raise unknown("option", key, FLAT_KEYS)
+    section, attr = FLAT_KEYS[key]
+    kind = get_type_hints(SECTIONS[section])[attr]
     options = get_args(kind) if get_origin(kind) is Union else (kind,)
     if value is None and type(None) in options:
         return None
@@ -178,28 +157,71 @@ def _convert(value, kind):
     return _FAIL
 
 
+def read_values(values: dict, where: str) -> dict:
+    """Flat or nested keys (`{"lr": 0.1}`, `{"optim": {"lr": 0.1}}`) → {flat key: typed value}.
+
+    A section may be named by its attributes or by the flat keys (`{"model": {"name": "x"}}` or
+    `{"model": {"model": "x"}}`); a section's name with a plain value is its flat key (`"model": "x"`)."""
+    if not isinstance(values, dict):
+        raise OculaError(f"{where}: expected an object of options, got {type(values).__name__}")
+    flat: dict = {}
+    for key, value in values.items():
+        if key == "_doc":
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            attrs = {f.name: flat_key(f) for f in fields(SECTIONS[key])}
+            for inner, inner_value in value.items():
+                name = attrs.get(inner) or (inner if inner in attrs.values() else None)
+                if name is None:
+                    raise OculaError(f"{where}: unknown option '{key}.{inner}'{did_you_mean(inner, attrs)}")
+                flat[name] = coerce(name, inner_value)
+        elif key in FLAT_KEYS:
+            flat[key] = coerce(key, value)
+        else:
+            raise OculaError(f"{where}: unknown option '{key}'{did_you_mean(key, list(FLAT_KEYS) + list(SECTIONS))}")
+    return flat
+
+
+def read_config_file(path: str) -> dict:
+    """`--config FILE`: JSON, or YAML (.yaml/.yml) → {flat key: typed value}."""
+    p = Path(path)
+    if not p.is_file():
+        raise OculaError(f"--config {path}: no such file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml  # PyYAML: a dependency of ours (and timm's)
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError's parse errors
+        raise OculaError(f"--config {path}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'}"
+                         f" ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - yaml.YAMLError is not a ValueError
+        raise OculaError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return read_values(values, path)
+
+
 def list_recipes() -> list[str]:
     root = resources.files("ocula") / "recipes"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))
 
 
 def load_recipe(name: str) -> dict:
+    """A shipped recipe → {flat key: typed value} (recipes may be flat or nested, like --config files)."""
     path = resources.files("ocula") / "recipes" / f"{name}.json"
     if not path.is_file():
         raise unknown("recipe", name, list_recipes())
-    recipe = json.loads(path.read_text())
-    recipe.pop("_doc", None)
-    return recipe
+    return read_values(json.loads(path.read_text()), f"recipe {name}")
 
 
-def build_config(data: str = "", **overrides) -> TrainConfig:
-    """Defaults ← recipe ← explicit overrides; every key type-checked."""
-    overrides = {k: v for k, v in overrides.items() if v is not None or k == "out"}
-    values: dict = {}
-    recipe = overrides.get("recipe")
-    if recipe:
-        values.update({k: coerce(k, v) for k, v in load_recipe(recipe).items()})
-    values.update({k: coerce(k, v) for k, v in overrides.items()})
+def build_config(data: str = "", config: Optional[str] = None, **overrides) -> TrainConfig:
+    """Defaults ← recipe ← config file ← explicit overrides (flat keys); every key type-checked."""
+    overrides = {k: coerce(k, v) for k, v in overrides.items() if v is not None or k == "out"}
+    from_file = read_config_file(config) if config else {}
+    recipe = overrides.get("recipe") or from_file.get("recipe")
+    values = {**(load_recipe(recipe) if recipe else {}), **from_file, **overrides}
     if data:
         values["data"] = data
-    return TrainConfig(**values)
+    return TrainConfig.from_flat(**values)

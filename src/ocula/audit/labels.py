@@ -117,13 +117,11 @@ def _check_foldable(labels: np.ndarray, folds: int, classes: list[str]) -> None:
 
 def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: int):
     """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
-    from dataclasses import replace
-
     from ocula.engine.flip_probe import decide_flips
 
-    found = decide_flips(cfg.hflip, cfg.time_flip, cfg.augment, pool, contract, num_classes, seed=seed)
+    found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, seed=seed)
     options = {**options, "flips": {k: d.reason for k, d in found.items()}}
-    return replace(cfg, hflip=found["hflip"].use, time_flip=found["time_flip"].use), options
+    return cfg.replace(hflip=found["hflip"].use, time_flip=found["time_flip"].use), options
 
 
 def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
@@ -146,14 +144,12 @@ def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
 
 
 def _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp):
-    from dataclasses import replace
-
     from ocula.engine.trainer import Trainer
 
     splits = DatasetSplits(classes=inv.classes, train=pool.subset(train_idx.tolist()), source=inv.data.source,
                            channels=contract.channels, image_size=contract.input_size,
                            mean=contract.mean, std=contract.std)
-    fold_cfg = replace(cfg, out=f"{tmp}/fold{k}", seed=cfg.seed + k)
+    fold_cfg = cfg.replace(out=f"{tmp}/fold{k}", seed=cfg.run.seed + k)
     trainer = Trainer(fold_cfg, callbacks=[FoldProgress(k, folds)], splits=splits)
     trainer.fit()
     return predict_with_embeddings(trainer, pool.subset(held_idx.tolist()))

@@ -27,7 +27,7 @@ class ProgressBar(Callback):
         self.bar = None
 
     def on_epoch_start(self, trainer, epoch):
-        self.bar = progress(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}",
+        self.bar = progress(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.cfg.optim.epochs}",
                             unit="step", leave=True, summary=True, disable=not dist.is_main())
 
     def on_train_step(self, trainer, logs):
@@ -99,8 +99,8 @@ class EarlyStopping(Callback):
 
 def default_callbacks(cfg) -> list[Callback]:
     cbs: list[Callback] = [ProgressBar(), CSVLogger(), Checkpointer()]
-    if cfg.patience:
-        cbs.append(EarlyStopping(cfg.patience))
+    if cfg.optim.patience:
+        cbs.append(EarlyStopping(cfg.optim.patience))
     return cbs
 
 

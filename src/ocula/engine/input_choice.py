@@ -39,37 +39,37 @@ class InputChoice:
 
 
 def uses_pretrained(cfg: TrainConfig) -> bool:
-    return cfg.pretrained is True or (isinstance(cfg.pretrained, str) and bool(cfg.pretrained))
+    return cfg.model.pretrained is True or (isinstance(cfg.model.pretrained, str) and bool(cfg.model.pretrained))
 
 
 def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
     from ocula.models.registry import default_contract, get_spec
 
-    check_model_kind(cfg.model, splits)
+    check_model_kind(cfg.model.name, splits)
     stats = _measure(splits)
     native = splits.image_size or (stats.short_side if stats else None)
     data_grey = {1: True, 3: False}.get(splits.channels) if splits.channels else (stats.grey if stats else None)
     data_channels = splits.channels or (None if data_grey is None else 1 if data_grey else 3)
-    pretrained = uses_pretrained(cfg) and get_spec(cfg.model) is None  # timm weights: hub or a file
+    pretrained = uses_pretrained(cfg) and get_spec(cfg.model.name) is None  # timm weights: hub or a file
 
-    if cfg.channels:
-        channels, why_channels = cfg.channels, "--channels"
+    if cfg.data.channels:
+        channels, why_channels = cfg.data.channels, "--channels"
     elif pretrained:
         channels, why_channels = 3, "the pretrained weights' channels"
     else:
         channels, why_channels = data_channels or 3, None
     same = data_channels in (None, channels)
-    if cfg.img_size:
-        size, why_size = cfg.img_size, "--img-size"
+    if cfg.data.img_size:
+        size, why_size = cfg.data.img_size, "--img-size"
     elif pretrained:
         size, why_size = None, "the pretrained size"  # default_contract reads timm's pretrained config
     else:
-        size, why_size = scratch_size(cfg.model, native)
-    contract = default_contract(cfg.model, channels, native_size=native, input_size=size,
+        size, why_size = scratch_size(cfg.model.name, native)
+    contract = default_contract(cfg.model.name, channels, native_size=native, input_size=size,
                                 mean=splits.mean if same and not pretrained else None,
                                 std=splits.std if same and not pretrained else None)
     if splits.kind == "video":
-        contract.frames = cfg.frames or (get_spec(cfg.model).defaults.get("frames") if get_spec(cfg.model) else None) or 8
+        contract.frames = cfg.video.frames or (get_spec(cfg.model.name).defaults.get("frames") if get_spec(cfg.model.name) else None) or 8
     evidence = {"native_size": native, "data_channels": data_channels, "sampled": stats.to_dict() if stats else None,
                 "pretrained": pretrained}
     return InputChoice(contract, _reason(contract, splits, stats, why_size, why_channels, data_grey, pretrained),
@@ -85,8 +85,8 @@ def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional
     """
     from ocula.models.registry import get_spec
 
-    spec = get_spec(cfg.model)
-    if cfg.backbone or spec is None or "backbone" not in spec.defaults or uses_pretrained(cfg) or cfg.init_from:
+    spec = get_spec(cfg.model.name)
+    if cfg.model.backbone or spec is None or "backbone" not in spec.defaults or uses_pretrained(cfg) or cfg.transfer.init_from:
         return None, ""
     if contract.input_size >= SMALL_FRAME:
         return None, ""

@@ -64,23 +64,23 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
 
     from ocula.engine.input_choice import default_backbone
 
-    kwargs = dict(cfg.model_kwargs)
-    spec = get_spec(cfg.model)
+    kwargs = dict(cfg.model.kwargs)
+    spec = get_spec(cfg.model.name)
     small_frames, _ = default_backbone(cfg, contract)
     if small_frames and "backbone" not in kwargs:
         kwargs["backbone"] = small_frames
-    if cfg.backbone:
+    if cfg.model.backbone:
         if spec is None or "backbone" not in spec.defaults:
-            raise OculaError(f"'{cfg.model}' has no --backbone option (video models have: cnn_lstm, "
+            raise OculaError(f"'{cfg.model.name}' has no --backbone option (video models have: cnn_lstm, "
                              f"cnn_transformer, frame_avg)")
-        kwargs["backbone"] = cfg.backbone
+        kwargs["backbone"] = cfg.model.backbone
     if contract.frames and spec is not None and "frames" in spec.defaults:
         kwargs["frames"] = contract.frames
-    encoder_hub = cfg.pretrained is True and spec is not None and "backbone" in spec.defaults
+    encoder_hub = cfg.model.pretrained is True and spec is not None and "backbone" in spec.defaults
     if encoder_hub:  # hub weights go to the per-frame encoder, not to the video model
         kwargs["backbone_pretrained"] = True
-    model = create_model(cfg.model, num_classes, contract.channels, contract.input_size,
-                         pretrained=cfg.pretrained is True and not encoder_hub, **kwargs)
+    model = create_model(cfg.model.name, num_classes, contract.channels, contract.input_size,
+                         pretrained=cfg.model.pretrained is True and not encoder_hub, **kwargs)
     model.ocula_arch["kwargs"].pop("backbone_pretrained", None)  # the bundle holds the weights
     return model
 
@@ -92,13 +92,13 @@ def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, trai
         from ocula.video.loader import TRAIN_OVERSAMPLE, cache_clips, clips_fit_in_memory
 
         frames = contract.frames * (TRAIN_OVERSAMPLE if train else 1)
-        if cfg.cache == "ram" or (cfg.cache == "auto" and clips_fit_in_memory(samples, contract, frames)):
-            return cache_clips(samples, contract, frames=frames, workers=cfg.workers, pad=cfg.clip_pad,
+        if cfg.data.cache == "ram" or (cfg.data.cache == "auto" and clips_fit_in_memory(samples, contract, frames)):
+            return cache_clips(samples, contract, frames=frames, workers=cfg.data.workers, pad=cfg.video.clip_pad,
                                desc=desc)
         return samples, []
-    if isinstance(samples, FileSamples) and (cfg.cache == "ram" or (cfg.cache == "auto"
+    if isinstance(samples, FileSamples) and (cfg.data.cache == "ram" or (cfg.data.cache == "auto"
                                                                       and fits_in_memory(samples, contract))):
-        return cache_in_memory(samples, contract, workers=cfg.workers, desc=desc)
+        return cache_in_memory(samples, contract, workers=cfg.data.workers, desc=desc)
     return samples, []
 
 
@@ -127,7 +127,7 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
                 rank: int, world: int, epoch: int = 0):
     """TensorLoader for in-memory splits; a DataLoader (with DistributedSampler under DDP) for files."""
     weights = None
-    if train and cfg.balance == "sampler":
+    if train and cfg.data.balance == "sampler":
         counts = class_counts(samples, num_classes)
         labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
         weights = (1.0 / counts.clamp_min(1))[labels]
@@ -136,27 +136,27 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
                             rank=rank, world=world, epoch=epoch)
     augment = make_augment(cfg, contract, num_classes) if train else None
     if isinstance(samples, TensorSamples):
-        return TensorLoader(samples, contract, cfg.batch_size, train=train, augment=augment, seed=cfg.seed,
+        return TensorLoader(samples, contract, cfg.optim.batch_size, train=train, augment=augment, seed=cfg.run.seed,
                             rank=rank, world=world, sample_weights=weights)
     from ocula.data.loaders import StreamLoader
     from ocula.data.transforms import eval_geometry, eval_transform
 
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
-    per_rank = max(1, cfg.batch_size // world)
+    per_rank = max(1, cfg.optim.batch_size // world)
     if not train:
         return file_loader(samples, eval_transform(contract), contract.channels, per_rank, train=False,
-                           workers=cfg.workers, sampler=sampler, draft_size=contract.input_size)
+                           workers=cfg.data.workers, sampler=sampler, draft_size=contract.input_size)
     # Workers decode to uint8 at the eval geometry, like the RAM cache; the preset runs batch-wise here.
     decoded = file_loader(samples, eval_geometry(contract), contract.channels, per_rank, train=True,
-                          workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler,
+                          workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler,
                           draft_size=contract.input_size)
-    return StreamLoader(decoded, contract, augment, seed=cfg.seed, epoch=epoch, stream=1 + rank)
+    return StreamLoader(decoded, contract, augment, seed=cfg.run.seed, epoch=epoch, stream=1 + rank)
 
 
 def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int) -> BatchAugment:
     """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
-    return BatchAugment(contract, cfg.augment, _resolved(cfg.hflip, "hflip"), cfg.mixup, cfg.cutmix, num_classes,
-                        time_flip=_resolved(cfg.time_flip, "time_flip") if contract.frames else False)
+    return BatchAugment(contract, cfg.augment.preset, _resolved(cfg.augment.hflip, "hflip"), cfg.augment.mixup, cfg.augment.cutmix, num_classes,
+                        time_flip=_resolved(cfg.augment.time_flip, "time_flip") if contract.frames else False)
 
 
 def _resolved(value, name: str) -> bool:
@@ -172,13 +172,13 @@ def _file_sampler(n: int, weights, cfg: TrainConfig, *, train: bool, rank: int, 
 
         if weights is not None:
             raise OculaError("balance=sampler with several processes: use balance=weighted-loss")
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=cfg.seed,
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=cfg.run.seed,
                                      drop_last=False)
         sampler.set_epoch(epoch)
         return sampler
     if weights is not None:
         return torch.utils.data.WeightedRandomSampler(weights, n, replacement=True,
-                                                      generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                                                      generator=torch.Generator().manual_seed(cfg.run.seed + epoch))
     return None
 
 
@@ -188,8 +188,8 @@ def _clip_loader(samples, contract, cfg, *, train, num_classes, weights, rank, w
 
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
     augment = make_augment(cfg, contract, num_classes) if train else None
-    return ClipLoader(samples, contract, max(1, cfg.batch_size // world), train=train, augment=augment,
-                      workers=cfg.workers, seed=cfg.seed, epoch=epoch, sampler=sampler, pad=cfg.clip_pad,
+    return ClipLoader(samples, contract, max(1, cfg.optim.batch_size // world), train=train, augment=augment,
+                      workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler, pad=cfg.video.clip_pad,
                       stream=1 + rank)
 
 
@@ -217,4 +217,4 @@ def unique_run_dir(base: str) -> str:
 
 def default_run_dir(cfg: TrainConfig) -> str:
     data = Path(cfg.data.rstrip("/")).stem or "data"
-    return unique_run_dir(str(Path("runs") / f"{data}-{cfg.model}"))
+    return unique_run_dir(str(Path("runs") / f"{data}-{cfg.model.name}"))

@@ -8,7 +8,6 @@ Per-task code (images, clips) is a small `task` object; side effects are callbac
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 import time
@@ -51,16 +50,16 @@ class Trainer:
         from ocula.models.registry import check_model_name
 
         self.cfg = cfg
-        self.device = dist.local_device(cfg.device)
+        self.device = dist.local_device(cfg.run.device)
         dist.init(self.device)
         self.rank, self.world = dist.rank(), dist.world_size()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed, cfg.deterministic)
-        check_model_name(cfg.model)  # fail before reading any data
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed, cfg.run.deterministic)
+        check_model_name(cfg.model.name)  # fail before reading any data
 
-        self.splits = splits or resolve_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                             video=setup.takes_clips(cfg.model) or None)
+        self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
+                                             video=setup.takes_clips(cfg.model.name) or None)
         self.classes = self.splits.classes
         self.input_choice = setup.choose_input(cfg, self.splits)  # size and channels from the data
         from ocula.transfer.plan import TransferPlan  # --from/--pretrained FILE, strategy, margin
@@ -74,44 +73,43 @@ class Trainer:
         self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
         self._report_skipped()
         self.flips = self._decide_flips()  # hflip/time_flip 'auto' → measured on the training split
-        self.loader_cfg = dataclasses.replace(cfg, hflip=self.flips["hflip"]["use"],
-                                              time_flip=self.flips["time_flip"]["use"])
+        self.loader_cfg = cfg.replace(hflip=self.flips["hflip"]["use"], time_flip=self.flips["time_flip"]["use"])
         self._report_inputs()
 
         self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
         self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
         task = task or self.transfer.task(self._class_weights())  # margin loss, if asked for
         self.model.to(self.device)
-        if cfg.channels_last:
+        if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.autocast_dtype = setup.resolve_precision(cfg.precision, self.device)
-        self.task = task or ClassificationTask(cfg.label_smoothing, self._class_weights(), cfg.channels_last)
+        self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device)
+        self.task = task or ClassificationTask(cfg.optim.label_smoothing, self._class_weights(), cfg.run.channels_last)
 
-        self.steps_per_epoch = len(self._train_loader(0)) // cfg.accumulate
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.steps_per_epoch = len(self._train_loader(0)) // cfg.optim.accumulate
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
         groups = self.transfer.param_groups(self.model)  # plain groups unless a strategy sets lrs
         self.transfer.freeze(self.model)  # strategy: frozen stages, BatchNorm statistics
-        self.optimizer = build_optimizer(groups, cfg.optimizer,
-                                         cfg.peak_lr, cfg.momentum)
-        warmup = (int(cfg.pct_warmup * self.total_steps) if cfg.schedule == "onecycle"
-                  else int(cfg.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, cfg.schedule)
+        self.optimizer = build_optimizer(groups, cfg.optim.optimizer,
+                                         cfg.peak_lr, cfg.optim.momentum)
+        warmup = (int(cfg.optim.pct_warmup * self.total_steps) if cfg.optim.schedule == "onecycle"
+                  else int(cfg.optim.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, cfg.optim.schedule)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.ema = None
-        if cfg.ema:
+        if cfg.optim.ema:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=cfg.ema)
+            self.ema = ModelEmaV3(self.model, decay=cfg.optim.ema)
         self.ddp_model = self._wrap_ddp()
 
         self.callbacks = (default_callbacks(cfg) if callbacks is None else callbacks) + self.transfer.callbacks()
         self.history: list[dict] = []
         self.start_epoch, self.global_step, self.elapsed_train_s = 0, 0, 0.0
         self.best_metric, self.best_epoch, self.is_best, self.should_stop = None, -1, False, False
-        self.run_dir = cfg.resume or cfg.out or setup.default_run_dir(cfg)
+        self.run_dir = cfg.run.resume or cfg.run.out or setup.default_run_dir(cfg)
         self.run_dir = dist.broadcast_object(self.run_dir)
         self._fingerprint = setup.fingerprint(self.splits) if dist.is_main() else ""
-        if cfg.resume:
+        if cfg.run.resume:
             self._load_training_state()
 
     # ---------------------------------------------------------------- data
@@ -131,8 +129,8 @@ class Trainer:
                 warnings.warn(w, stacklevel=1)
 
     def _decide_flips(self) -> dict:
-        if self.cfg.resume:  # the decision made when the run started
-            saved = Path(self.cfg.resume) / "data.json"
+        if self.cfg.run.resume:  # the decision made when the run started
+            saved = Path(self.cfg.run.resume) / "data.json"
             flips = read_json(saved).get("flips") if saved.is_file() else None
             if flips:
                 return flips
@@ -141,8 +139,8 @@ class Trainer:
         decisions = None
         if dist.is_main():
             decisions = {k: d.to_dict() for k, d in decide_flips(
-                self.cfg.hflip, self.cfg.time_flip, self.cfg.augment, self.train_samples, self.contract,
-                len(self.classes), seed=self.cfg.seed, device=self.device, workers=self.cfg.workers).items()}
+                self.cfg.augment.hflip, self.cfg.augment.time_flip, self.cfg.augment.preset, self.train_samples, self.contract,
+                len(self.classes), seed=self.cfg.run.seed, device=self.device, workers=self.cfg.data.workers).items()}
         return dist.broadcast_object(decisions)  # every rank augments the same way
 
     def _report_inputs(self) -> None:
@@ -152,9 +150,9 @@ class Trainer:
         from ocula.engine.input_choice import default_backbone
 
         backbone, why = default_backbone(self.cfg, self.contract)
-        if backbone and "backbone" not in self.cfg.model_kwargs:
+        if backbone and "backbone" not in self.cfg.model.kwargs:
             logger.info(why)
-        if self.cfg.augment != "none":
+        if self.cfg.augment.preset != "none":
             shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
                      (k == "hflip" or self.contract.frames)]
             for line in shown:
@@ -172,7 +170,7 @@ class Trainer:
                     warnings.warn(f"skipped {path}: {reason}", stacklevel=1)
 
     def _class_weights(self) -> Optional[torch.Tensor]:
-        if self.cfg.balance != "weighted-loss":
+        if self.cfg.data.balance != "weighted-loss":
             return None
         counts = setup.class_counts(self.train_samples, len(self.classes))
         return counts.sum() / (len(counts) * counts.clamp_min(1))
@@ -211,7 +209,7 @@ class Trainer:
             self._write_run_files()
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
             logs = self.train_one_epoch(epoch)
             if self.val_samples is not None:
                 report, val_loss = self.evaluate(self.val_samples)
@@ -231,7 +229,7 @@ class Trainer:
         return summary
 
     def _hit_max_steps(self) -> bool:
-        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+        return self.cfg.run.max_steps is not None and self.global_step >= self.cfg.run.max_steps
 
     def train_one_epoch(self, epoch: int) -> dict:
         self.ddp_model.train()
@@ -253,12 +251,12 @@ class Trainer:
             seen += n
             loss_sum += loss.detach().double().cpu() * n
             correct += int((logits.argmax(1) == self.task.hard_labels(y)).sum())
-            if (i + 1) % self.cfg.accumulate == 0:
+            if (i + 1) % self.cfg.optim.accumulate == 0:
                 elapsed = time.perf_counter() - t0
                 for cb in self.callbacks:
                     cb.on_train_step(self, {"loss": loss.item(), "acc": correct / max(1, seen),
                                             "img_per_s": seen * self.world / max(elapsed, 1e-9),
-                                            "step_in_epoch": (i + 1) // self.cfg.accumulate})
+                                            "step_in_epoch": (i + 1) // self.cfg.optim.accumulate})
                 if self._hit_max_steps():
                     break
         epoch_s = time.perf_counter() - t0
@@ -271,19 +269,19 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, micro_step: int):
         """autocast → backward → (on the last micro-step) unscale → clip → step → zero_grad → schedule."""
-        last_micro = (micro_step + 1) % self.cfg.accumulate == 0
+        last_micro = (micro_step + 1) % self.cfg.optim.accumulate == 0
         sync = contextlib.nullcontext() if last_micro or self.world == 1 else self.ddp_model.no_sync()
         with sync:
             with self.autocast():
                 logits = self.task.forward(self.ddp_model, x)
                 loss = self.task.loss(logits, y)
-            scaled = loss / self.cfg.accumulate
+            scaled = loss / self.cfg.optim.accumulate
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if last_micro:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
-            if self.cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            if self.cfg.optim.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -341,7 +339,7 @@ class Trainer:
     # ---------------------------------------------------------------- files
     def meta(self) -> dict:
         arch = dict(bundle_arch(self.model))
-        clips = {"clip_pad": self.cfg.clip_pad} if self.contract.frames else {}
+        clips = {"clip_pad": self.cfg.video.clip_pad} if self.contract.frames else {}
         return bundle.make_meta(arch, self.contract, self.classes, task="video" if self.contract.frames else "image",
                                 **clips,
                                 data={"source": self.splits.source, "fingerprint": self._fingerprint,
@@ -406,7 +404,7 @@ class Trainer:
         run = Path(self.run_dir)
         (run / "weights").mkdir(parents=True, exist_ok=True)
         cfg = self.cfg.to_dict()
-        if not self.cfg.resume:
+        if not self.cfg.run.resume:
             write_json(run / "config.json", cfg)
         write_json(run / "split.json", self.splits.split_info)
         write_json(run / "environment.json", environment.describe(self.device, self.world))
@@ -437,10 +435,13 @@ def _as_tuples(o):
 
 
 def load_run_config(run_dir: str, **overrides) -> TrainConfig:
-    """The config a run was started with, for `--resume` (epochs may be extended)."""
-    from ocula.config import coerce
+    """The config a run was started with (nested, or flat before issue 15), for `--resume` (epochs may
+    be extended)."""
+    from ocula.config import coerce, read_config_file, read_values
 
-    values = read_json(Path(run_dir) / "config.json")
+    values = read_values(read_json(Path(run_dir) / "config.json"), f"{run_dir}/config.json")
+    config_file = overrides.pop("config", None)
+    values.update(read_config_file(config_file) if config_file else {})
     values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
     values["resume"] = run_dir
-    return TrainConfig(**values)
+    return TrainConfig.from_flat(**values)

@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ocula.config import TransferConfig, choices_of
 from ocula.engine.tasks import ClassificationTask
 from ocula.errors import OculaError
 
-MARGINS = ("none", "arcface", "cosface")
+MARGINS = choices_of(TransferConfig, "margin")  # declared once, with the config field
 DEFAULT_M = {"arcface": 0.5, "cosface": 0.35}  # the papers' face-recognition settings
 
 

@@ -19,14 +19,14 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ocula.config import TrainConfig
+from ocula.config import ModelConfig, TrainConfig
 from ocula.data.contract import DataContract
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError
 from ocula.transfer import strategies
 from ocula.transfer.weights import LoadReport, WeightsSource, load_weights, read_weights
 
-DEFAULT_MODEL = TrainConfig.__dataclass_fields__["model"].default
+DEFAULT_MODEL = ModelConfig().name
 PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe, times lr
 
 
@@ -38,7 +38,7 @@ class TransferPlan:
         self.fixed: frozenset = frozenset()
         self.groups_info: list[dict] = []
         path = _weights_path(cfg)
-        if path is not None and not cfg.resume:
+        if path is not None and not cfg.run.resume:
             self.source = read_weights(path)
         elif path is not None:
             self.source = _meta_only(path)  # resuming: the state file has the weights
@@ -46,8 +46,8 @@ class TransferPlan:
 
     @property
     def active(self) -> bool:
-        return self.source is not None or self.cfg.strategy != "full" or self.cfg.margin != "none" \
-            or self.cfg.head_lr is not None or bool(self.cfg.freeze_bn)
+        return self.source is not None or self.cfg.transfer.strategy != "full" or self.cfg.transfer.margin != "none" \
+            or self.cfg.transfer.head_lr is not None or bool(self.cfg.transfer.freeze_bn)
 
     # ------------------------------------------------------------------ source
     def _adopt_source(self, contract: DataContract, data_channels: Optional[int]) -> DataContract:
@@ -56,57 +56,57 @@ class TransferPlan:
             return contract
         meta, cfg = self.source.meta, self.cfg
         arch = meta["arch"]
-        if cfg.model not in (arch["name"], DEFAULT_MODEL):
-            raise OculaError(f"{self.source.path} is a '{arch['name']}', not '{cfg.model}': drop --model, "
+        if cfg.model.name not in (arch["name"], DEFAULT_MODEL):
+            raise OculaError(f"{self.source.path} is a '{arch['name']}', not '{cfg.model.name}': drop --model, "
                              f"or pass weights of that architecture")
-        cfg.model = arch["name"]
-        cfg.model_kwargs = {**arch.get("kwargs", {}), **cfg.model_kwargs}
+        cfg.model.name = arch["name"]
+        cfg.model.kwargs = {**arch.get("kwargs", {}), **cfg.model.kwargs}
         src = DataContract.from_dict(meta["contract"])
-        channels = cfg.channels or data_channels or src.channels
+        channels = cfg.data.channels or data_channels or src.channels
         # DataContract fits mean/std to the channel count (grey repeated for RGB, RGB averaged for grey)
-        return replace(src, input_size=cfg.img_size or src.input_size, channels=channels)
+        return replace(src, input_size=cfg.data.img_size or src.input_size, channels=channels)
 
     def attach(self, model: nn.Module) -> None:
         if self.source is not None and self.source.state_dict:
             self.report = load_weights(model, self.source)
             print(f"weights: {self.report.summary()}")
-        if self.cfg.margin != "none":
+        if self.cfg.transfer.margin != "none":
             from ocula.transfer.margin import prepare_margin_head
 
             self.fixed = prepare_margin_head(model)
-        if self.cfg.strategy != "full" and self.source is None and self.cfg.pretrained is not True:
-            warnings.warn(f"strategy={self.cfg.strategy} without pretrained weights (--from RUN or "
+        if self.cfg.transfer.strategy != "full" and self.source is None and self.cfg.model.pretrained is not True:
+            warnings.warn(f"strategy={self.cfg.transfer.strategy} without pretrained weights (--from RUN or "
                           f"--pretrained): the frozen layers stay random", stacklevel=2)
 
     def task(self, class_weights=None):
-        if self.cfg.margin == "none":
+        if self.cfg.transfer.margin == "none":
             return None
         from ocula.engine import distributed as dist
         from ocula.transfer.margin import MarginTask
 
         if dist.world_size() > 1:
             raise OculaError("margin losses train in a single process for now (drop torchrun)")
-        return MarginTask(self.cfg.margin, self.cfg.margin_m, self.cfg.margin_s, self.cfg.label_smoothing,
-                          class_weights, self.cfg.channels_last)
+        return MarginTask(self.cfg.transfer.margin, self.cfg.transfer.margin_m, self.cfg.transfer.margin_s, self.cfg.optim.label_smoothing,
+                          class_weights, self.cfg.run.channels_last)
 
     # ------------------------------------------------------------------ strategy
     @property
     def head_lr(self) -> Optional[float]:
         """A probe on frozen features is a convex problem with small inputs: it needs a larger step than
         fine-tuning (at the shared lr a linear probe stayed at chance on digits, see docs/bench)."""
-        if self.cfg.head_lr is not None:
-            return self.cfg.head_lr
-        if self.cfg.strategy != "linear-probe":  # gradual measured better with the shared lr
+        if self.cfg.transfer.head_lr is not None:
+            return self.cfg.transfer.head_lr
+        if self.cfg.transfer.strategy != "linear-probe":  # gradual measured better with the shared lr
             return None
-        return PROBE_LR_FACTOR[self.cfg.optimizer] * self.cfg.peak_lr
+        return PROBE_LR_FACTOR[self.cfg.optim.optimizer] * self.cfg.peak_lr
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         cfg = self.cfg
         if not self.active:
             from ocula.engine.optim import param_groups
 
-            return param_groups(model, cfg.weight_decay)
-        groups = strategies.param_groups(model, cfg.strategy, cfg.peak_lr, cfg.weight_decay, cfg.layer_decay,
+            return param_groups(model, cfg.optim.weight_decay)
+        groups = strategies.param_groups(model, cfg.transfer.strategy, cfg.peak_lr, cfg.optim.weight_decay, cfg.transfer.layer_decay,
                                          self.head_lr)
         self.groups_info = [{"lr": g["lr"], "weight_decay": g["weight_decay"], "tensors": len(g["params"])}
                             for g in groups]
@@ -117,17 +117,17 @@ class TransferPlan:
         if not self.active:
             return
         stages = len(strategies.layer_groups(model)) - 1
-        top = strategies.trainable_stages(cfg.strategy, stages, cfg.unfreeze_stages, 0, cfg.unfreeze_every)
+        top = strategies.trainable_stages(cfg.transfer.strategy, stages, cfg.transfer.unfreeze_stages, 0, cfg.transfer.unfreeze_every)
         strategies.set_trainable(model, top, self.fixed)
-        if cfg.freeze_bn is not False and (top < stages or cfg.freeze_bn):
-            strategies.hold_batchnorm(model, everywhere=bool(cfg.freeze_bn))
+        if cfg.transfer.freeze_bn is not False and (top < stages or cfg.transfer.freeze_bn):
+            strategies.hold_batchnorm(model, everywhere=bool(cfg.transfer.freeze_bn))
 
     def callbacks(self) -> list[Callback]:
         if not self.active:
             return []
         found: list[Callback] = [TransferRecord(self)]
-        if self.cfg.strategy == "gradual":
-            found.append(strategies.GradualUnfreezing(self.cfg.unfreeze_stages, self.cfg.unfreeze_every,
+        if self.cfg.transfer.strategy == "gradual":
+            found.append(strategies.GradualUnfreezing(self.cfg.transfer.unfreeze_stages, self.cfg.transfer.unfreeze_every,
                                                       self.fixed))
         return found
 
@@ -135,9 +135,9 @@ class TransferPlan:
         cfg = self.cfg
         return {"source": self.source.path if self.source else None,
                 "source_arch": (self.source.meta or {}).get("arch") if self.source else None,
-                "load": self.report.to_dict() if self.report else None, "strategy": cfg.strategy,
-                "layer_decay": cfg.layer_decay if cfg.strategy == "llrd" else None, "head_lr": self.head_lr,
-                "freeze_bn": cfg.freeze_bn, "margin": cfg.margin, "param_groups": self.groups_info,
+                "load": self.report.to_dict() if self.report else None, "strategy": cfg.transfer.strategy,
+                "layer_decay": cfg.transfer.layer_decay if cfg.transfer.strategy == "llrd" else None, "head_lr": self.head_lr,
+                "freeze_bn": cfg.transfer.freeze_bn, "margin": cfg.transfer.margin, "param_groups": self.groups_info,
                 "contract": self.contract.to_dict()}
 
 
@@ -159,10 +159,10 @@ class TransferRecord(Callback):
 
 
 def _weights_path(cfg: TrainConfig) -> Optional[str]:
-    path = cfg.pretrained if isinstance(cfg.pretrained, str) else None
-    if path is not None and cfg.init_from:
+    path = cfg.model.pretrained if isinstance(cfg.model.pretrained, str) else None
+    if path is not None and cfg.transfer.init_from:
         raise OculaError("give the starting weights once: --from RUN or --pretrained FILE, not both")
-    return cfg.init_from or path
+    return cfg.transfer.init_from or path
 
 
 def _meta_only(path: str) -> WeightsSource:

@@ -20,10 +20,11 @@ from typing import Optional
 
 import torch.nn as nn
 
+from ocula.config import TransferConfig, choices_of
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError
 
-STRATEGIES = ("full", "linear-probe", "partial", "llrd", "gradual")
+STRATEGIES = choices_of(TransferConfig, "strategy")  # declared once, with the config field
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 

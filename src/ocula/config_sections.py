@@ -1,0 +1,150 @@
+"""The sections of a training config, one concern each. Every field declares its default, its help
+text and (where there are few options) its choices here, once: the CLI's options, the checks and
+the modules that branch on a choice all read them from these fields.
+
+A field's flat key (`--lr`, `lr=0.1`, `ocula.train(lr=0.1)`) is its name, unless `flat` says
+otherwise: a section's own name is not repeated inside it (`cfg.model.name`, not `cfg.model.model`).
+Flat keys are unique across sections (tests/test_config.py holds that).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, Union
+
+from ocula.errors import OculaError, did_you_mean
+
+FLIP = (True, False, "auto")
+
+
+def option(default: Any = None, help: str = "", choices: tuple = (), flat: str = "", factory=None):
+    """A config field with its help text, its choices and its flat key (when not its name)."""
+    meta = {"help": help, "choices": tuple(choices), "flat": flat}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flat_key(f) -> str:
+    return f.metadata.get("flat") or f.name
+
+
+def choices_of(section: type, name: str) -> tuple:
+    """The allowed values of one field, e.g. choices_of(TransferConfig, "margin")."""
+    return next(f.metadata["choices"] for f in fields(section) if f.name == name)
+
+
+class Section:
+    """Checks every field that declares choices; a section adds its own range checks in `check`."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            options, value = f.metadata.get("choices"), getattr(self, f.name)
+            if options and not any(value is o or (type(value) is type(o) and value == o) for o in options):
+                shown = [o if isinstance(o, str) else json.dumps(o) for o in options]
+                raise OculaError(f"{flat_key(f)}={value!r}: choose one of {', '.join(shown)}"
+                                 f"{did_you_mean(str(value), [o for o in shown])}")
+        self.check()
+
+    def check(self) -> None: ...
+
+
+@dataclass
+class DataConfig(Section):
+    source: str = option("", "built-in name, class-per-folder directory or CSV manifest", flat="data")
+    img_size: Optional[int] = option(None, "default: pretrained weights' size, else the data's native size (<= 224)")
+    channels: Optional[int] = option(None, "default: pretrained weights' (3), else the data's (grey: 1)")
+    val_fraction: float = option(0.1, "stratified split when the data has no validation split")
+    balance: str = option("none", "class imbalance: a weighted loss or a balanced sampler",
+                          ("none", "weighted-loss", "sampler"))
+    cache: str = option("auto", "auto: decode a file dataset into RAM once when it fits", ("auto", "ram", "none"))
+    workers: Optional[int] = option(None, "DataLoader workers for file datasets")
+
+    def check(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise OculaError("val_fraction must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig(Section):
+    name: str = option("seed_cnn", "any name from `ocula models`", flat="model")
+    pretrained: Union[bool, str] = option(False, "True: hub weights; or a local weights file")
+    backbone: Optional[str] = option(None, "video models: the per-frame encoder, any image model name (resnet18, ...)")
+    kwargs: dict = option(help="extra keyword arguments for the model builder", flat="model_kwargs", factory=dict)
+
+
+@dataclass
+class OptimConfig(Section):
+    epochs: int = option(10)
+    batch_size: int = option(64, "global, summed over DDP ranks")
+    lr: Optional[float] = option(None, "peak; default adamw 3e-3 from scratch, 1e-3 from weights; sgd 0.1 per 256 images")
+    optimizer: str = option("adamw", choices=("adamw", "sgd"))
+    weight_decay: float = option(0.05, "never applied to norms and biases")
+    momentum: float = option(0.9, "sgd (Nesterov)")
+    schedule: str = option("cosine", choices=("cosine", "onecycle", "constant"))
+    warmup_epochs: float = option(1.0, "onecycle: fraction of the run is pct_warmup instead")
+    pct_warmup: float = option(0.25, "onecycle only")
+    label_smoothing: float = option(0.0)
+    clip_grad: Optional[float] = option(None, "max global gradient norm")
+    accumulate: int = option(1, "gradient accumulation steps")
+    ema: Optional[float] = option(None, "weight EMA decay, e.g. 0.999; evaluation then uses the EMA weights")
+    patience: Optional[int] = option(None, "early stop after this many epochs without val improvement")
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
+            raise OculaError("epochs, batch_size and accumulate must be at least 1")
+
+
+@dataclass
+class AugmentConfig(Section):
+    preset: str = option("light", "training augmentation", ("none", "light", "strong"), flat="augment")
+    hflip: Union[bool, str] = option("auto", "mirror images in light/strong: auto = when a quick probe finds "
+                                     "labels survive it", FLIP)
+    time_flip: Union[bool, str] = option("auto", "clips: also play half of them backwards; auto = as hflip", FLIP)
+    mixup: float = option(0.0, "Beta(alpha) for mixup; 0 = off")
+    cutmix: float = option(0.0)
+
+
+@dataclass
+class TransferConfig(Section):
+    init_from: Optional[str] = option(None, "start from these weights (--from): an ocula run/bundle or any weights file")
+    strategy: str = option("full", "fine-tuning", ("full", "linear-probe", "partial", "llrd", "gradual"))
+    unfreeze_stages: int = option(1, "partial: train the top N stages (+ head); gradual: N more per step")
+    unfreeze_every: int = option(1, "gradual: epochs between unfreezing steps")
+    layer_decay: float = option(0.75, "llrd: each stage below gets this factor of the lr above it")
+    head_lr: Optional[float] = option(None, "classifier head's lr; default: lr (linear-probe: 100x adamw, 10x sgd)")
+    freeze_bn: Optional[bool] = option(None, "BatchNorm statistics: default held in frozen stages; true: everywhere")
+    margin: str = option("none", "embedding training: margin loss on the head", ("none", "arcface", "cosface"))
+    margin_m: Optional[float] = option(None, "the margin; default 0.5 rad (arcface) or 0.35 (cosface)")
+    margin_s: float = option(30.0, "scale of the cosine logits under a margin loss")
+
+
+@dataclass
+class VideoConfig(Section):
+    frames: Optional[int] = option(None, "video: frames per clip the model sees; default the model's (8)")
+    clip_pad: str = option("repeat", "video: a clip shorter than frames is repeated (stretched in time) or rejected",
+                           ("repeat", "reject"))
+
+    def check(self) -> None:
+        if self.frames is not None and self.frames < 1:
+            raise OculaError("frames must be at least 1")
+
+
+@dataclass
+class RunConfig(Section):
+    out: Optional[str] = option(None, "run directory; default runs/<data>-<model>[-N]")
+    recipe: Optional[str] = option(None, "a shipped recipe; explicit keys override it")
+    seed: int = option(0)
+    deterministic: bool = option(False, "bitwise-repeatable runs (slower)")
+    precision: str = option("auto", "auto: bf16 where the device has fast bf16, else fp32",
+                            ("auto", "fp32", "bf16", "fp16"))
+    channels_last: bool = option(True)
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    threads: Optional[int] = option(None, "torch CPU threads")
+    resume: Optional[str] = option(None, "a run directory to continue")
+    max_steps: Optional[int] = option(None, "stop after this many optimizer steps (tests, smoke runs)")
+
+
+# Section name → class, in the order `ocula train --help` lists them.
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig,
+            "transfer": TransferConfig, "video": VideoConfig, "run": RunConfig}
