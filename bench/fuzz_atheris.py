@@ -4,7 +4,7 @@
     .venv/bin/python bench/fuzz_atheris.py --target image --seconds 60
 
 Targets: `image` (ocula.data.images.open_image: only BadImageError may come out), `manifest`
-(ocula.data.manifest.read_manifest: a FolderScan or OculaError), `weights` (ocula.transfer.weights
+(ocula.data.manifest.read_manifest: a FolderScan or OculaError), `weights` (ocula.engine.weights
 .read_weights on a .safetensors file: tensors or OculaError). Each runs in its own process, seeded
 with real files; crashes are written under the --out folder (default /tmp/ocula-atheris) and the
 script exits 1 when any target found one. Prints a JSON summary (runs, seconds, crashes per target).
@@ -77,7 +77,7 @@ def fuzz_one(target: str) -> None:
         elif target == "manifest":
             from ocula.data.manifest import read_manifest  # noqa: F401
         else:
-            from ocula.transfer.weights import read_weights  # noqa: F401
+            from ocula.engine.weights import read_weights  # noqa: F401
     if target == "image":
         from ocula.data.images import open_image
 
@@ -94,7 +94,7 @@ def fuzz_one(target: str) -> None:
                 f.write(b"x")
         one = _file_target(os.path.join(work, "m.csv"), read_manifest, OculaError)
     else:
-        from ocula.transfer.weights import read_weights
+        from ocula.engine.weights import read_weights
 
         one = _file_target(os.path.join(work, "w.safetensors"), read_weights, OculaError)
 

@@ -95,7 +95,7 @@ def make_faces(root: Path, seed: int = 0) -> Path:
 
 
 def make_motion(root: Path) -> Path:
-    from ocula.video.moving_shapes import write_moving_shapes
+    from ocula.modality.video.moving_shapes import write_moving_shapes
 
     write_moving_shapes(root, per_class=500, test_per_class=100, motion="horizontal", frames=16, size=32)
     return root

@@ -41,7 +41,7 @@ def save_variants(model: torch.nn.Module, folder: Path, name: str) -> list[Path]
 
 def compare(name: str, reference: torch.nn.Module, files: list[Path], x: torch.Tensor, **kw) -> list[dict]:
     from ocula.models.registry import create_model
-    from ocula.transfer.weights import load_weights
+    from ocula.engine.weights import load_weights
 
     with torch.no_grad():
         want = reference.eval()(x)
@@ -59,7 +59,7 @@ def compare(name: str, reference: torch.nn.Module, files: list[Path], x: torch.T
 
 def malicious_pickle(folder: Path) -> dict:
     from ocula.errors import OculaError
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     marker = folder / "MARKER"
 

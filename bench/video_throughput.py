@@ -29,7 +29,7 @@ CONFIG = dict(frames=16, size=112, source_size=128, source_frames=48, clips=32, 
 
 def make_files(root: Path, cfg: dict) -> "FileSamples":  # noqa: F821
     from ocula.data.samples import FileSamples
-    from ocula.video.moving_shapes import write_moving_shapes
+    from ocula.modality.video.moving_shapes import write_moving_shapes
 
     write_moving_shapes(root, per_class=cfg["clips"] // 2, test_per_class=1, frames=cfg["source_frames"],
                         size=cfg["source_size"])
@@ -39,7 +39,7 @@ def make_files(root: Path, cfg: dict) -> "FileSamples":  # noqa: F821
 
 def loader_for(samples, contract, cfg, train_from_files: bool):
     from ocula.data.batch_augment import BatchAugment
-    from ocula.video.loader import ClipLoader
+    from ocula.modality.video.loader import ClipLoader
 
     augment = BatchAugment(contract, "light", hflip=True, num_classes=2)
     return ClipLoader(samples, contract, cfg["batch_size"], train=True, augment=augment, workers=cfg["workers"])
@@ -65,7 +65,7 @@ def main() -> None:
     from ocula.data.loaders import TensorLoader
     from ocula.data.batch_augment import BatchAugment
     from ocula.data.samples import TensorSamples
-    from ocula.video.loader import cache_clips
+    from ocula.modality.video.loader import cache_clips
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")

@@ -231,7 +231,7 @@ def internal_error(result: dict):
 WARM_MODULES = ("torch", "torchvision", "timm", "PIL.Image", "safetensors.torch", "numpy", "matplotlib.pyplot",
                 "ocula.api", "ocula.bundle", "ocula.inference.predictor", "ocula.engine.trainer",
                 "ocula.engine.setup", "ocula.evaluation.report", "ocula.transfer.embed", "ocula.transfer.retrieval",
-                "ocula.transfer.weights", "ocula.explain.api", "ocula.audit.api", "ocula.export.onnx",
+                "ocula.engine.weights", "ocula.explain.api", "ocula.audit.api", "ocula.export.onnx",
                 "ocula.export.gate", "ocula.serve.runner", "ocula.serve.app", "uvicorn", "onnx", "onnxruntime")
 
 

@@ -84,7 +84,7 @@ def test_duplicates_leakage_and_conflicts(dup_folder):
 
 
 def test_write_clean_and_reports_leave_user_files_untouched(dup_folder, tmp_path):
-    from ocula.data.sources import resolve_data
+    from ocula.modality.sources import resolve_data
 
     before = folder_digest(dup_folder)
     out = tmp_path / "report"

@@ -18,7 +18,7 @@ from ocula.data.builtin import (
     FASHION_CLASSES, find_fashion_mnist, list_builtin, load_builtin, read_idx, register_builtin,
 )
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
-from ocula.data.sources import resolve_data
+from ocula.modality.sources import resolve_data
 from ocula.data.split import stratified_split
 from ocula.errors import OculaError
 

@@ -143,7 +143,7 @@ def test_gallery_open_set_identification():
 
 # ------------------------------------------------------------------------------ margin losses
 def test_margin_losses():
-    from ocula.transfer.margin import MarginTask, add_margin
+    from ocula.tasks.margin import MarginTask, add_margin
 
     cos = torch.tensor([[0.6, 0.2, -0.1]])
     y = torch.tensor([0])

@@ -283,16 +283,18 @@ def _video_models_available() -> bool:
 def test_video_models_get_one_map_per_frame(tmp_path):
     from ocula.bundle import make_meta
     from ocula.data.contract import DataContract
-    from ocula.explain.api import explain_to_folder
+    from ocula.explain.api import explain, explain_to_folder
     from ocula.inference.predictor import Classifier
     from ocula.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("frame_avg", 3, 3, 32, backbone="seed_cnn", frames=4).eval()
     contract = DataContract(input_size=32, channels=3, mean=(0.5,), std=(0.5,), frames=4)
+    # a bundle written before modalities were recorded: its task field said "video"
     clf = Classifier(model, make_meta(model.ocula_arch, contract, ["a", "b", "c"], task="video"))
+    assert clf.modality.name == "video" and clf.task.name == "single-label"
     clips = [np.random.default_rng(i).integers(0, 255, (6, 40, 40, 3), dtype=np.uint8) for i in range(2)]
-    maps = clf.explain(clips, method="layercam")
+    maps = explain(clf, clips, method="layercam")
     assert [m.shape for m in maps] == [(4, 32, 32)] * 2 and all(0 <= m.min() and m.max() == 1.0 for m in maps)
     summary = explain_to_folder(clf, clips, tmp_path / "v", method="auto")
     assert summary["method"] == "gradcam" and summary["layer"] == "encoder.net.features"  # per-frame encoder

@@ -191,7 +191,7 @@ def weights_dir():
 @given(data=st.data())
 def test_bundle_readers_only_ocula_error(data, bundle_bytes, weights_dir):
     from ocula import bundle
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     raw, header_end = bundle_bytes
     blob = data.draw(mutated([raw], hot=header_end), label="bundle")

@@ -245,7 +245,7 @@ def test_pickle_payload_never_executed(corpus, model_results, data_results):
 def test_pickle_payload_refused_by_readers(corpus):
     from ocula import bundle
     from ocula.errors import OculaError
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     for path in (corpus["models"]["pickle payload .pt"], corpus["models"]["pickle named .safetensors"]):
         with pytest.raises(OculaError):

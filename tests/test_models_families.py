@@ -76,7 +76,7 @@ SMALL = {"backbone": "seed_cnn"}
 def _build(name: str):
     spec = get_spec(name)
     kwargs = dict(SMALL) if "backbone" in spec.defaults else {}
-    if spec.video:
+    if spec.modality == "video":
         kwargs["frames"] = 4
         return create_model(name, 3, 3, 16, **kwargs), torch.randn(2, 4, 3, 16, 16)
     return create_model(name, 3, 1, 16, **kwargs), torch.randn(2, 1, 16, 16)
@@ -102,6 +102,6 @@ def test_every_model_forward_backward_save_load(name, tmp_path):
 
 
 def test_video_models_are_marked_and_scratch_vits_registered():
-    video = {n for n in OWN if get_spec(n).video}
+    video = {n for n in OWN if get_spec(n).modality == "video"}
     assert {"seed_lstm", "cnn_lstm", "cnn_gru", "cnn_transformer", "frame_avg", "seed_attention_video"} <= video
     assert {"vit_nano_scratch", "vit_micro_scratch", "vit_tiny_scratch"} <= set(OWN) - video

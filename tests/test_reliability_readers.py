@@ -110,7 +110,7 @@ def _one_line(e: Exception, path) -> str:
 def test_every_reader_refuses_a_malformed_safetensors(hostile, case):
     path = hostile[case]
     readers = [bundle.read_meta, bundle.load_model, io.load_tensors, io.load_state]
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     readers.append(read_weights)
     for reader in readers:
@@ -134,7 +134,7 @@ def test_load_model_refuses_a_bundle_that_cannot_build_its_model(hostile, case):
 
 
 def test_pretrained_reads_ocula_bundles_through_the_same_checks(hostile, digits_run):
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     with pytest.raises(BadWeightsError, match="not valid JSON"):
         read_weights(hostile["meta-not-json"])
@@ -170,7 +170,7 @@ class _Evil:
 def test_torch_checkpoints_that_are_empty_corrupt_or_hostile(tmp_path):
     import pickle
 
-    from ocula.transfer.weights import read_weights
+    from ocula.engine.weights import read_weights
 
     marker = tmp_path / "pwned"
     torch.save({"w": torch.zeros(3)}, tmp_path / "good.pt")

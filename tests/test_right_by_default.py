@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from ocula.config import build_config
+from ocula.modality import for_contract
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples, TensorSamples
-from ocula.data.sources import resolve_data
+from ocula.modality.sources import resolve_data
 from ocula.engine import flip_probe
 from ocula.engine.input_choice import choose_contract
 
@@ -101,7 +102,7 @@ def _arrows(n_per_class, size=24, seed=0, symmetric=False):
 
 def test_flip_probe_turns_flips_off_when_mirroring_swaps_labels():
     contract = DataContract(input_size=24, channels=1, mean=(0.5,), std=(0.5,))
-    d = flip_probe.decide_flips("auto", "auto", "light", _arrows(150), contract, 2)["hflip"]
+    d = flip_probe.decide_flips("auto", "auto", "light", _arrows(150), contract, 2, for_contract(contract))["hflip"]
     assert d.decided_by == "probe" and d.use is False
     assert d.evidence["accuracy"] > 0.9 and d.evidence["retention"] < 0.6
     assert d.evidence["swapped_classes"] == [(0, 1)]
@@ -109,18 +110,18 @@ def test_flip_probe_turns_flips_off_when_mirroring_swaps_labels():
 
 def test_flip_probe_keeps_flips_when_labels_survive():
     contract = DataContract(input_size=24, channels=1, mean=(0.5,), std=(0.5,))
-    d = flip_probe.decide_flips("auto", "auto", "light", _arrows(150, symmetric=True), contract, 2)["hflip"]
+    d = flip_probe.decide_flips("auto", "auto", "light", _arrows(150, symmetric=True), contract, 2, for_contract(contract))["hflip"]
     assert d.decided_by == "probe" and d.use is True and d.evidence["retention"] >= 0.6
 
 
 def test_flip_probe_time_reversal_on_clips():
     """Clips whose class is the direction of motion: playing them backwards swaps the labels."""
-    from ocula.video.moving_shapes import generate
+    from ocula.modality.video.moving_shapes import generate
 
     x, y, _ = generate(60, motion="vertical", frames=8, size=24, seed=0)
     clips = TensorSamples(torch.from_numpy(x).permute(0, 1, 4, 2, 3).contiguous(), torch.from_numpy(y))
     contract = DataContract(input_size=24, channels=3, frames=8)
-    found = flip_probe.decide_flips("auto", "auto", "light", clips, contract, 2)
+    found = flip_probe.decide_flips("auto", "auto", "light", clips, contract, 2, for_contract(contract))
     assert found["time_flip"].use is False and found["time_flip"].evidence["swapped_classes"] == [(0, 1)]
     assert found["hflip"].use is True  # up/down survive a horizontal mirror
 
@@ -128,8 +129,8 @@ def test_flip_probe_time_reversal_on_clips():
 def test_user_setting_and_augment_none_skip_the_probe(monkeypatch):
     monkeypatch.setattr(flip_probe, "run_probe", lambda *a, **k: pytest.fail("probe ran"))
     contract = DataContract(input_size=8, channels=1)
-    assert flip_probe.decide_flips(True, "auto", "light", None, contract, 2)["hflip"].decided_by == "user"
-    assert flip_probe.decide_flips("auto", "auto", "none", None, contract, 2)["hflip"].use is False
+    assert flip_probe.decide_flips(True, "auto", "light", None, contract, 2, for_contract(contract))["hflip"].decided_by == "user"
+    assert flip_probe.decide_flips("auto", "auto", "none", None, contract, 2, for_contract(contract))["hflip"].use is False
 
 
 def test_training_records_and_reuses_the_decision(tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from ocula.errors import OculaError
 from ocula.models.registry import create_model
-from ocula.transfer.weights import load_weights, read_weights
+from ocula.engine.weights import load_weights, read_weights
 
 
 class _RunsCode:
@@ -148,7 +148,7 @@ def test_linear_probe_trains_only_the_head_and_keeps_bn_statistics(digits_base, 
 
 
 def test_strategies_groups_and_learning_rates():
-    from ocula.transfer.strategies import layer_groups, param_groups, set_trainable, trainable_stages
+    from ocula.engine.strategies import layer_groups, param_groups, set_trainable, trainable_stages
 
     model = create_model("vgg_bn", 10, 1, 16, width=8)
     groups = layer_groups(model)

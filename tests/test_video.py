@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import ocula
-from ocula.data.batch_augment import BatchAugment, select_frames
+from ocula.modality.video.augment import ClipAugment, select_frames
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples
 from ocula.errors import OculaError
-from ocula.video.decode import BadClipError, clip_indices, read_clip, segment_indices, uniform_indices
-from ocula.video.moving_shapes import generate, write_moving_shapes
+from ocula.modality.video.decode import BadClipError, clip_indices, read_clip, segment_indices, uniform_indices
+from ocula.modality.video.moving_shapes import generate, write_moving_shapes
 
 C32 = DataContract(input_size=32, channels=3, mean=(0.5,), std=(0.5,), frames=8)
 
@@ -72,8 +72,8 @@ def test_generator_classes_are_time_reversals():
 
 
 def test_scan_counts_and_skips_bad_clips(clips, tmp_path):
-    from ocula.data.sources import resolve_data
-    from ocula.video.loader import cache_clips
+    from ocula.modality.sources import resolve_data
+    from ocula.modality.video.loader import cache_clips
 
     root = tmp_path / "data"
     shutil.copytree(clips / "mp4" / "train", root)
@@ -81,7 +81,7 @@ def test_scan_counts_and_skips_bad_clips(clips, tmp_path):
     (root / "up" / "empty.mp4").write_bytes(b"")
     (root / "down" / ".DS_Store").write_bytes(b"junk")
     data = resolve_data(str(root), val_fraction=0.0)
-    assert data.kind == "video" and data.classes == ["down", "up"]
+    assert data.modality == "video" and data.classes == ["down", "up"]
     assert [p for p, _ in data.skipped] == [str(root / "up" / "empty.mp4")]
     cached, skipped = cache_clips(data.train, C32, workers=0)
     assert len(cached) == 12 and cached.images.shape == (12, 8, 3, 32, 32)
@@ -98,7 +98,7 @@ def test_batch_augment_moves_all_frames_of_a_clip_together():
     frame = torch.randint(0, 255, (1, 1, 3, 16, 16), dtype=torch.uint8)
     x = frame.expand(4, 6, 3, 16, 16).contiguous()  # 4 clips of 6 identical frames
     contract = DataContract(input_size=16, channels=3, frames=3)
-    out, _ = BatchAugment(contract, "strong")(x, torch.zeros(4, dtype=torch.long), torch.Generator().manual_seed(0))
+    out, _ = ClipAugment(contract, "strong")(x, torch.zeros(4, dtype=torch.long), torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 3, 16, 16)
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])  # one draw per clip
     assert not torch.equal(out[0, 0], out[1, 0])  # different draws between clips
@@ -119,7 +119,7 @@ def test_image_model_on_clips_is_a_clear_error(clips):
 def test_predict_gives_the_label_evaluation_gives(video_run, clips, tmp_path, fmt):
     """A real .mp4 and a frame folder: `predict` agrees with `evaluate` on that very clip."""
     clf = ocula.load(video_run)
-    assert clf.meta["task"] == "video" and clf.contract.frames == 8 and clf.contract.input_size == 32
+    assert clf.meta["modality"] == "video" and clf.meta["task"] == "single-label" and clf.contract.frames == 8 and clf.contract.input_size == 32
     for cls in ("down", "up"):
         clip = sorted((clips / fmt / "test" / cls).iterdir())[0]
         one = tmp_path / fmt / cls / cls / clip.name  # a dataset of this one clip, in its class folder

@@ -2,7 +2,7 @@
 
 Heavy modules load on first use, so `import ocula` stays fast.
 """
-__version__ = "0.1.0"
+from ocula.version import __version__
 
 __all__ = ["train", "load", "evaluate", "predict", "create_model", "list_models", "Trainer", "TrainConfig",
            "__version__"]

@@ -24,10 +24,10 @@ FORMAT = "ocula-bundle/1"
 
 def make_meta(arch: dict, contract: DataContract, classes: list[str], task: str = "image",
               **extra) -> dict:
-    import ocula
+    from ocula.version import __version__
 
     return {"format": FORMAT, "task": task, "arch": arch, "contract": contract.to_dict(),
-            "classes": list(classes), "versions": {"ocula": ocula.__version__, "torch": torch.__version__},
+            "classes": list(classes), "versions": {"ocula": __version__, "torch": torch.__version__},
             **extra}
 
 

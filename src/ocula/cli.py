@@ -68,7 +68,7 @@ SUBPARSERS: dict = {}
 # Feature packages add commands without touching this file: each module named here defines
 # `register(subparsers) -> {command_name: handler(args) -> int}` and imports heavy things lazily.
 PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocula.explain.cli",
-                  "ocula.video.cli", "ocula.transfer.cli", "ocula.report.cli")
+                  "ocula.modality.video.cli", "ocula.transfer.cli", "ocula.report.cli")
 
 
 def build_parser() -> Parser:
@@ -250,10 +250,10 @@ def cmd_recipes(args) -> int:
 
 def cmd_datasets(args) -> int:
     from ocula.data.builtin import export_builtin, list_builtin
-    from ocula.data.sources import resolve_data  # noqa: F401  (registers every built-in)
+    from ocula.modality.sources import resolve_data  # noqa: F401  (registers every built-in)
 
-    if args.action == "make":  # generated datasets written to disk (ocula.video)
-        from ocula.video.cli import make_dataset
+    if args.action == "make":  # generated datasets written to disk (ocula.modality.video)
+        from ocula.modality.video.cli import make_dataset
 
         return make_dataset(args)
     if args.action == "export":
@@ -317,9 +317,9 @@ def _crash_log(e: BaseException, argv) -> str:
     import time
     import traceback
 
-    import ocula
+    from ocula.version import __version__
 
-    text = (f"ocula {ocula.__version__} crashed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    text = (f"ocula {__version__} crashed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
             f"argv: {sys.argv[:1] + list(argv if argv is not None else sys.argv[1:])!r}\n\n"
             + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -369,9 +369,9 @@ def _main(argv=None) -> int:
             hint = did_you_mean(extra[0].split("=")[0], options)
             parser.exit(2, f"ocula: error: unrecognized arguments: {' '.join(extra)}{hint}\n")
     if args.version:
-        import ocula
+        from ocula.version import __version__
 
-        print(ocula.__version__)
+        print(__version__)
         return 0
     if not args.command:
         parser.print_help()

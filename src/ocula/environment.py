@@ -35,7 +35,7 @@ def _version(module: str) -> Optional[str]:
 
 def describe(device=None, world_size: int = 1) -> dict:
     """Versions and hardware of this process; `device` is the torch device training runs on."""
-    import ocula
+    from ocula.version import __version__
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     gpu = None
@@ -43,7 +43,7 @@ def describe(device=None, world_size: int = 1) -> dict:
         props = torch.cuda.get_device_properties(device)
         gpu = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
                "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
-    return {"python": platform.python_version(), "ocula": ocula.__version__, "torch": torch.__version__,
+    return {"python": platform.python_version(), "ocula": __version__, "torch": torch.__version__,
             "timm": _version("timm"), "torchvision": _version("torchvision"),
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

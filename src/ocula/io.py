@@ -104,6 +104,14 @@ def dumps_json(obj: Any, indent=2, exact_names: bool = False) -> str:
     return json.dumps(obj if exact_names else clean(obj), indent=indent, default=_json_default) + "\n"
 
 
+def write_npz(path, arrays: dict) -> None:
+    """numpy arrays → a compressed .npz, written atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
 def read_json(path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -60,7 +60,7 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
     if isinstance(data, DatasetSplits):
         resolved = data
     else:
-        from ocula.data.sources import resolve_data
+        from ocula.modality.sources import resolve_data
 
         resolved = resolve_data(data, val_fraction=0.0, require_train=False)
     wanted = list(splits or SPLITS)

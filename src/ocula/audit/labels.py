@@ -18,8 +18,10 @@ import torch
 
 from ocula.audit.findings import Finding, SampleRef
 from ocula.audit.inventory import Inventory
-from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
+from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
 from ocula.engine.callbacks import Callback
+from ocula.engine.input_choice import choose_contract
+from ocula.modality import for_contract
 from ocula.errors import OculaError
 from ocula.log import progress
 
@@ -119,7 +121,8 @@ def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: in
     """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
     from ocula.engine.flip_probe import decide_flips
 
-    found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, seed=seed)
+    found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, for_contract(contract),
+                         seed=seed)
     options = {**options, "flips": {k: d.reason for k, d in found.items()}}
     return cfg.replace(hflip=found["hflip"].use, time_flip=found["time_flip"].use), options
 
@@ -132,14 +135,14 @@ def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
     # Files are measured (size, grey or colour) by the rules `ocula train` uses.
     probe = DatasetSplits(classes=inv.classes, source=inv.data.source, channels=inv.data.channels,
                           image_size=inv.data.image_size, mean=inv.data.mean, std=inv.data.std,
-                          train=samples if isinstance(samples, FileSamples) else None, kind=inv.data.kind)
-    contract = setup.resolve_contract(cfg, probe)
+                          train=samples if isinstance(samples, FileSamples) else None, modality=inv.data.modality)
+    contract = choose_contract(cfg, probe).contract
     if isinstance(samples, FileSamples):
         cached, _ = setup.to_memory(samples, contract, cfg, desc="labels: decode")
         if isinstance(cached, TensorSamples) and len(cached) == len(samples):
             samples = cached
     if isinstance(samples, TensorSamples):
-        samples = setup.adapt_channels(samples, contract.channels)
+        samples = adapt_channels(samples, contract.channels)
     return samples, contract
 
 
@@ -162,20 +165,20 @@ def predict_with_embeddings(trainer, samples) -> tuple[np.ndarray, np.ndarray]:
 
     model = trainer.eval_model.eval()
     loader = setup.make_loader(samples, trainer.contract, trainer.cfg, train=False,
-                               num_classes=len(trainer.classes), rank=0, world=1)
+                               num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
     probs, embeds = np.zeros((len(samples), len(trainer.classes)), np.float32), None
     for batch in loader:
         x, y, idx = batch[0], batch[1], batch[2]
         if x is None:
             continue
-        x, _ = trainer.task.prepare(x, y, trainer.device)
+        x = trainer.modality.to_device(x, trainer.device, trainer.cfg.run.channels_last)
         with trainer.autocast():
             features = model.forward_features(x)
             pre = model.forward_head(features, pre_logits=True)
             logits = model.forward_head(features)
         if embeds is None:
             embeds = np.zeros((len(samples), pre.shape[1]), np.float32)
-        probs[idx.numpy()] = logits.float().softmax(1).cpu().numpy()
+        probs[idx.numpy()] = trainer.task.probabilities(logits).cpu().numpy()
         embeds[idx.numpy()] = pre.float().flatten(1).cpu().numpy()
     return probs, embeds
 

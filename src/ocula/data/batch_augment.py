@@ -4,9 +4,8 @@ One affine resampling (`affine_grid` + `grid_sample`) does crop, scale, flip and
 whole batch. The random numbers come from a caller-owned generator, drawn for the *global* batch,
 so every DDP rank and every resumed run sees exactly the same augmentation.
 
-Clips (B, T, C, H, W) take the same path with T folded into channels, so one random draw per clip
-moves all its frames together; `select_frames` picks the T frames a video model sees (uniform for
-evaluation, one random frame per segment for training).
+Clips (B, T, C, H, W) reuse `BatchAugment.geometry` with T folded into channels, so one random draw
+per clip moves all its frames together (`ocula.modality.video.augment`).
 """
 from __future__ import annotations
 
@@ -26,29 +25,8 @@ def to_float(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
     return (x.float().div_(255.0) - mean) / std
 
 
-def select_frames(x: torch.Tensor, frames: Optional[int], gen: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Clips (B, N, ...) → (B, frames, ...): segment centres, or (with gen) a random frame per segment."""
-    b, n = x.shape[:2]
-    if not frames or n == frames:
-        return x
-    offset = torch.rand(b, frames, generator=gen) if gen is not None else torch.full((b, frames), 0.5)
-    idx = ((torch.arange(frames) + offset) * n / frames).long().clamp_(max=n - 1)
-    return x[torch.arange(b).unsqueeze(1), idx]
-
-
-def fold_clips(fn, x: torch.Tensor) -> torch.Tensor:
-    """Apply a (B, C, H, W) batch operation to clips (B, T, C, H, W), one random draw per clip."""
-    if x.ndim != 5:
-        return fn(x)
-    b, t, c = x.shape[:3]
-    y = fn(x.reshape(b, t * c, *x.shape[3:]))
-    return y.reshape(b, t, c, *y.shape[-2:])
-
-
 def eval_resize(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
-    """Float batch → the eval geometry of transforms.eval_geometry (short side, then centre crop)."""
-    if x.ndim == 5:
-        return fold_clips(lambda images: eval_resize(images, contract), select_frames(x, contract.frames))
+    """Float batch (B, C, H, W) → the eval geometry of transforms.eval_geometry (short side, then centre crop)."""
     size = contract.input_size
     if x.shape[-2:] == (size, size):
         return x
@@ -139,63 +117,52 @@ PRESETS = {
 
 
 class BatchAugment:
-    """Preset-driven augmentation of whole uint8 batches (images or clips), then mixup/cutmix.
+    """Preset-driven augmentation of whole uint8 image batches (B, C, H, W), then mixup/cutmix.
 
-    `hflip` mirrors half the images (when the preset flips at all); `time_flip` plays half the clips
-    backwards. Both are decided per run (`ocula.engine.flip_probe`) because either can change a label.
+    `hflip` mirrors half the images (when the preset flips at all); it is decided per run
+    (`ocula.engine.flip_probe`) because mirroring can change a label. Preset "none" is the eval path.
     """
 
     def __init__(self, contract: DataContract, preset: str = "light", hflip: bool = True,
                  mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0,
-                 native_size: Optional[int] = None, time_flip: bool = False):
+                 native_size: Optional[int] = None):
         if preset not in PRESETS:
             raise ValueError(f"unknown augmentation preset {preset!r}")
         self.contract, self.preset = contract, preset
         self.ops = PRESETS[preset]
         self.hflip = bool(hflip) and self.ops.get("flip", False)
-        self.time_flip = bool(time_flip) and preset != "none"
         self.mixup, self.cutmix, self.num_classes = mixup, cutmix, num_classes
         self.native_size = native_size
 
     def describe(self) -> str:
-        ops = {"none": ["resize only"], "light": [f"shift ±1/7 of the side"],
+        return f"augment {self.preset}: " + ", ".join(self.operations())
+
+    def operations(self) -> list[str]:
+        ops = {"none": ["resize only"], "light": ["shift ±1/7 of the side"],
                "strong": ["square crop of 35-100 % area", "random erasing p=0.25"]}[self.preset]
         ops.append("horizontal flip" if self.hflip else "no flip")
-        if self.contract.frames:
-            ops.append("time reversal" if self.time_flip else "no time reversal")
         if self.mixup > 0:
             ops.append(f"mixup α={self.mixup:g}")
         if self.cutmix > 0:
             ops.append(f"cutmix α={self.cutmix:g}")
-        return f"augment {self.preset}: " + ", ".join(ops)
+        return ops
 
-    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        """uint8 (B, C, H, W) or clips (B, T, C, H, W), labels (B,) → float inputs at input_size,
-        targets (labels or soft)."""
-        if x_uint8.ndim == 5:
-            x_uint8 = select_frames(x_uint8, self.contract.frames, gen)
-            if self.time_flip:
-                x_uint8 = reverse_time(x_uint8, gen)
-        x = to_float(x_uint8, self.contract)
+    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: Optional[torch.Generator]):
+        """uint8 (B, C, H, W), labels (B,) → float inputs at input_size, targets (labels or soft)."""
+        return self.mix(self.geometry(to_float(x_uint8, self.contract), gen), y, gen)
+
+    def geometry(self, x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+        """Float (B, C, H, W) → the preset's crop/shift/flip/erasing at input_size (eval geometry for none)."""
         size, ops = self.contract.input_size, self.ops
         if "shift" in ops:
             pad = max(1, round(x.shape[-1] * ops["shift"]))
-            x = fold_clips(lambda b: random_affine(b, size, gen, translate_px=pad, hflip=self.hflip), x)
-        elif "area" in ops:
-            x = fold_clips(lambda b: random_erasing(random_affine(b, size, gen, scale=ops["area"], hflip=self.hflip),
-                                                    gen, p=ops["erasing"]), x)
-        else:
-            x = eval_resize(x, self.contract)
+            return random_affine(x, size, gen, translate_px=pad, hflip=self.hflip)
+        if "area" in ops:
+            return random_erasing(random_affine(x, size, gen, scale=ops["area"], hflip=self.hflip), gen,
+                                  p=ops["erasing"])
+        return eval_resize(x, self.contract)
+
+    def mix(self, x: torch.Tensor, y, gen):
         if self.mixup > 0 or self.cutmix > 0:
             return mix_batch(x, y, self.num_classes, gen, self.mixup, self.cutmix)
         return x, y
-
-
-def reverse_time(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Clips (B, T, ...) with half of them (at random) played backwards."""
-    back = torch.rand(x.shape[0], generator=gen) < 0.5
-    if not back.any():
-        return x
-    x = x.clone()
-    x[back] = x[back].flip(1)
-    return x

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
+from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples, TensorSamples
 from ocula.errors import BadImageError
@@ -36,7 +36,9 @@ class TensorLoader:
                  augment: Optional[BatchAugment] = None, seed: int = 0, rank: int = 0, world: int = 1,
                  sample_weights: Optional[torch.Tensor] = None, drop_last: Optional[bool] = None):
         self.samples, self.contract, self.batch_size = samples, contract, batch_size
-        self.train, self.augment, self.seed = train, augment, seed
+        # Without a preset batches are only normalised and resized: the image eval path (a modality
+        # passes its own for other shapes, e.g. clips)
+        self.train, self.augment, self.seed = train, augment or BatchAugment(contract, "none"), seed
         self.rank, self.world = rank, world
         self.sample_weights = sample_weights
         self.drop_last = train if drop_last is None else drop_last
@@ -63,10 +65,7 @@ class TensorLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x, y = self.samples.images[idx], self.samples.labels[idx]
-            if self.train and self.augment is not None:
-                x, y = self.augment(x, y, gen)  # drawn for the global batch: identical on every rank
-            else:
-                x = eval_resize(to_float(x, self.contract), self.contract)
+            x, y = self.augment(x, y, gen)  # drawn for the global batch: identical on every rank
             yield _rank_slice(x, self.rank, self.world), _rank_slice(y, self.rank, self.world), \
                 _rank_slice(idx, self.rank, self.world)
 
@@ -76,7 +75,7 @@ class StreamLoader:
 
     def __init__(self, loader: DataLoader, contract: DataContract, augment: Optional[BatchAugment] = None, *,
                  seed: int = 0, epoch: int = 0, stream: int = 1):
-        self.loader, self.contract, self.augment = loader, contract, augment
+        self.loader, self.contract, self.augment = loader, contract, augment or BatchAugment(contract, "none")
         self.seed, self.epoch, self.stream = seed, epoch, stream
 
     def __len__(self) -> int:
@@ -86,10 +85,7 @@ class StreamLoader:
         gen = epoch_generator(self.seed, self.epoch, stream=self.stream)
         for x, y, idx, bad in self.loader:
             if x is not None:
-                if self.augment is not None:
-                    x, y = self.augment(x, y, gen)
-                else:
-                    x = eval_resize(to_float(x, self.contract), self.contract)
+                x, y = self.augment(x, y, gen)
             yield x, y, idx, bad
 
 

@@ -41,13 +41,15 @@ def sample_paths(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> l
     return [paths[i] for i in sorted(idx)]
 
 
-def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> ImageStats:
-    """Header statistics of a seeded sample of image files, video files or frame folders."""
+def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0, header=None) -> ImageStats:
+    """Header statistics of a seeded sample of files. `header(path)` reads one sample's header
+    (default `image_header`; a modality passes its own, e.g. for video files and frame folders)."""
     from collections import Counter
 
+    header = header or image_header
     stats, shorts, sizes, rgb_samples, grey_flags = ImageStats(population=len(paths)), [], Counter(), [], []
     for path in sample_paths(paths, limit, seed):
-        found = _header(path)
+        found = header(path)
         stats.sampled += 1
         if found is None:
             stats.unreadable += 1
@@ -71,21 +73,8 @@ def measure_files(paths: list[str], limit: int = MAX_SAMPLED, seed: int = 0) -> 
     return stats
 
 
-def _header(path: str):
-    """→ ((width, height), mode, a still-image path for content checks), or None."""
-    if os.path.isdir(path):  # a frame folder: its first frame speaks for the clip
-        from ocula.video.decode import frame_files
-
-        files = frame_files(path)
-        return _image_header(files[0]) if files else None
-    from ocula.video.decode import is_video_path
-
-    if is_video_path(path):
-        return _video_header(path)
-    return _image_header(path)
-
-
-def _image_header(path: str):
+def image_header(path: str):
+    """→ ((width, height), mode, path) of an image file from its header, or None."""
     from PIL import Image
 
     try:
@@ -93,19 +82,6 @@ def _image_header(path: str):
             grey_palette = img.mode == "P" and _palette_is_grey(img.getpalette())
             return img.size, "L" if grey_palette else img.mode, path
     except Exception:  # noqa: BLE001 - any unreadable header: the decoder will name and skip the file
-        return None
-
-
-def _video_header(path: str):
-    try:
-        import av
-
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            mode = "L" if (ctx.pix_fmt or "").startswith("gray") else "RGB"
-            return (int(ctx.width), int(ctx.height)), mode, None
-    except Exception:  # noqa: BLE001
         return None
 
 

@@ -10,6 +10,8 @@ from typing import Optional, Union
 
 import torch
 
+from ocula.errors import OculaError
+
 
 @dataclass
 class FileSamples:
@@ -25,7 +27,7 @@ class FileSamples:
 
 @dataclass
 class TensorSamples:
-    images: torch.Tensor  # (N, C, H, W) uint8, or clips (N, T, C, H, W) when DatasetSplits.kind == "video"
+    images: torch.Tensor  # uint8 in the modality's shape: images (N, C, H, W), clips (N, T, C, H, W)
     labels: torch.Tensor  # (N,) int64
     names: Optional[list[str]] = None  # a readable id per sample (path or "fashion-mnist/test/17")
 
@@ -41,6 +43,23 @@ class TensorSamples:
 Samples = Union[FileSamples, TensorSamples]
 
 
+def adapt_channels(samples: TensorSamples, channels: int) -> TensorSamples:
+    """Grey samples repeated to RGB, or RGB reduced to grey, for a model of `channels` channels."""
+    c = samples.images.shape[-3]  # images (N, C, H, W) or clips (N, T, C, H, W)
+    if c == channels:
+        return samples
+    if channels == 3 and c == 1:
+        shape = list(samples.images.shape)
+        shape[-3] = 3
+        images = samples.images.expand(*shape).contiguous()
+    elif channels == 1 and c == 3:  # ITU-R 601 luma, as PIL's convert("L")
+        w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        images = (samples.images.float() * w).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    else:
+        raise OculaError(f"cannot convert {c}-channel images to {channels} channels")
+    return TensorSamples(images, samples.labels, samples.names)
+
+
 @dataclass
 class DatasetSplits:
     """What a data source resolves to. `split_info` is recorded in the run directory."""
@@ -50,7 +69,7 @@ class DatasetSplits:
     val: Optional[Samples] = None
     test: Optional[Samples] = None
     source: str = ""
-    kind: str = "image"  # "image" | "video" (samples are clips: video files, frame folders or (T, C, H, W))
+    modality: str = "image"  # a name in ocula.modality.MODALITIES: "image" | "video" (samples are clips)
     channels: Optional[int] = None  # native channels when known (built-ins: 1)
     image_size: Optional[int] = None  # native square size when known (built-ins: 28, 8)
     mean: Optional[tuple] = None  # per-channel mean on [0,1] when known
@@ -62,8 +81,6 @@ class DatasetSplits:
     def split(self, name: str) -> Samples:
         found = getattr(self, name, None)
         if found is None:
-            from ocula.errors import OculaError
-
             have = [s for s in ("train", "val", "test") if getattr(self, s) is not None]
             raise OculaError(f"{self.source}: no '{name}' split (has: {', '.join(have) or 'none'})")
         return found

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples, TensorSamples
+from ocula.modality import Modality
 
 KEEP_RETENTION = 0.6  # keep a flip when the transformed accuracy keeps this share of the gain over chance
 SWAP_RATE = 0.5  # class A transformed is taken for B, and B for A, this often: the transform swaps labels
@@ -57,11 +58,12 @@ class FlipDecision:
         return asdict(self)
 
 
-def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract, num_classes: int, *,
-                 seed: int = 0, device: Optional[torch.device] = None, workers: Optional[int] = None
-                 ) -> dict[str, FlipDecision]:
-    """{"hflip": decision, "time_flip": decision} for a run's settings ('auto' runs the probe once)."""
-    clips = bool(contract.frames)
+def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract, num_classes: int,
+                 modality: Modality, *, seed: int = 0, device: Optional[torch.device] = None,
+                 workers: Optional[int] = None) -> dict[str, FlipDecision]:
+    """{"hflip": decision, "time_flip": decision} for a run's settings ('auto' runs the probe once).
+    A flip the modality does not have (time_flip for images) is "not used"."""
+    clips = "time_flip" in modality.flips
     wanted = {"hflip": hflip, "time_flip": time_flip if clips else False}
     decisions: dict[str, FlipDecision] = {}
     if augment == "none":
@@ -73,7 +75,7 @@ def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract
     todo = [k for k, v in wanted.items() if v == "auto"]
     if not todo:
         return decisions
-    scores = run_probe(samples, contract, num_classes, seed=seed, device=device, workers=workers,
+    scores = run_probe(samples, contract, num_classes, modality, seed=seed, device=device, workers=workers,
                        transforms=todo)
     for key in todo:
         decisions[key] = _decide(key, scores)
@@ -102,14 +104,14 @@ def _decide(key: str, scores: dict) -> FlipDecision:
 
 
 # ------------------------------------------------------------------------------------ the probe
-def run_probe(samples, contract: DataContract, num_classes: int, *, seed: int = 0,
+def run_probe(samples, contract: DataContract, num_classes: int, modality: Modality, *, seed: int = 0,
               device: Optional[torch.device] = None, workers: Optional[int] = None,
               transforms=("hflip",)) -> dict:
     """Train the quick model and score it → accuracy as is, per transform, and chance."""
     t0 = time.perf_counter()
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed + 7919)
-    x, y = _probe_tensors(samples, contract, gen, workers)
+    x, y, small = _probe_tensors(samples, contract, modality, gen, workers)
     n = len(y)
     order = torch.randperm(n, generator=gen)
     held = min(1000, max(1, int(n * HOLDOUT)))
@@ -125,7 +127,7 @@ def run_probe(samples, contract: DataContract, num_classes: int, *, seed: int = 
         y_hold = y[hold_idx]
         scores = {"accuracy": float((_predict(model, x[hold_idx], device) == y_hold).float().mean())}
         for key in transforms:
-            pred = _predict(model, _transform(samples_shape(contract), x[hold_idx], key), device)
+            pred = _predict(model, modality.probe_flip(x[hold_idx], key, small), device)
             scores[key] = float((pred == y_hold).float().mean())
             scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes)
     torch.set_num_threads(threads)
@@ -135,48 +137,21 @@ def run_probe(samples, contract: DataContract, num_classes: int, *, seed: int = 
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}
 
 
-def samples_shape(contract: DataContract) -> tuple:
-    return (contract.frames or 0, contract.channels)
-
-
-def _transform(shape: tuple, x: torch.Tensor, key: str) -> torch.Tensor:
-    """Probe inputs (N, T*C, S, S) mirrored, or with their T frames reversed."""
-    frames, channels = shape
-    if key == "hflip":
-        return x.flip(-1)
-    n, _, h, w = x.shape
-    return x.reshape(n, frames, channels, h, w).flip(1).reshape(n, frames * channels, h, w)
-
-
-def _probe_tensors(samples, contract: DataContract, gen: torch.Generator, workers) -> tuple:
-    """→ (float (N, T*C, s, s) roughly standardised, labels (N,)) from a seeded subset of the split."""
+def _probe_tensors(samples, contract: DataContract, modality: Modality, gen: torch.Generator, workers) -> tuple:
+    """→ (float (N, C', s, s) roughly standardised, labels (N,), the probe's contract) from a seeded subset
+    of the split (clips: T evenly spaced frames folded into channels)."""
     n = len(samples)
     pick = torch.randperm(n, generator=gen)[:POOL].sort().values.tolist()
     subset = samples.subset(pick)
     size = min(contract.input_size, PROBE_SIZE)
-    small = DataContract(input_size=size, channels=contract.channels, mean=contract.mean, std=contract.std,
-                         interpolation=contract.interpolation, crop_pct=contract.crop_pct, frames=contract.frames)
+    small = replace(contract, input_size=size)
     if isinstance(subset, FileSamples):
-        if contract.frames:
-            from ocula.video.loader import cache_clips
-
-            subset, _ = cache_clips(subset, small, frames=contract.frames, workers=workers, desc="flip probe")
-        else:
-            from ocula.data.loaders import cache_in_memory
-
-            subset, _ = cache_in_memory(subset, small, workers=workers, desc="flip probe")
-    images = subset.images
-    if contract.frames:  # clips (N, T', C, H, W): T evenly spaced frames, folded into channels
-        from ocula.data.batch_augment import select_frames
-
-        images = select_frames(images, contract.frames)
-        b, t, c, h, w = images.shape
-        images = images.reshape(b, t * c, h, w)
-    x = images.float().div_(255.0)
+        subset, _ = modality.to_memory(subset, small, workers=workers, desc="flip probe")
+    x = modality.probe_images(subset.images, small).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     x = (x - x.mean()) / x.std().clamp_min(1e-3)
-    return x.contiguous(), subset.labels.long()
+    return x.contiguous(), subset.labels.long(), small
 
 
 def _probe_net(in_chans: int, num_classes: int) -> nn.Module:

@@ -20,12 +20,12 @@ from ocula.config import TrainConfig
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits, FileSamples
 from ocula.errors import OculaError
+from ocula.modality import Modality, for_data, for_model
 
 SMALL_FRAME_BACKBONE = "seed_cnn"  # flattens its last feature map: keeps where things are in a small frame
 SMALL_FRAME = 64  # below this a 32×-stride backbone (resnet18) pools a frame to 1×1 or 2×2
 MAX_SCRATCH_SIZE = 224  # large photographs train from scratch at this short side, not at 4,000 px
 MIN_TIMM_SIZE = 32  # timm's CNNs downsample 32×; below this some collapse to zero pixels
-VIDEO_MODELS = "cnn_lstm, cnn_transformer, frame_avg, seed_lstm, seed_attention_video"
 
 
 @dataclass
@@ -46,7 +46,7 @@ def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
     from ocula.models.registry import default_contract, get_spec
 
     check_model_kind(cfg.model.name, splits)
-    stats = _measure(splits)
+    stats = _measure(splits, for_data(splits))
     native = splits.image_size or (stats.short_side if stats else None)
     data_grey = {1: True, 3: False}.get(splits.channels) if splits.channels else (stats.grey if stats else None)
     data_channels = splits.channels or (None if data_grey is None else 1 if data_grey else 3)
@@ -68,8 +68,8 @@ def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
     contract = default_contract(cfg.model.name, channels, native_size=native, input_size=size,
                                 mean=splits.mean if same and not pretrained else None,
                                 std=splits.std if same and not pretrained else None)
-    if splits.kind == "video":
-        contract.frames = cfg.video.frames or (get_spec(cfg.model.name).defaults.get("frames") if get_spec(cfg.model.name) else None) or 8
+    spec = get_spec(cfg.model.name)
+    contract = for_data(splits).complete_contract(contract, cfg.video.frames, spec.defaults.get("frames") if spec else None)
     evidence = {"native_size": native, "data_channels": data_channels, "sampled": stats.to_dict() if stats else None,
                 "pretrained": pretrained}
     return InputChoice(contract, _reason(contract, splits, stats, why_size, why_channels, data_grey, pretrained),
@@ -130,19 +130,13 @@ def patch_size(model: str) -> Optional[int]:
 
 
 def check_model_kind(model: str, splits: DatasetSplits) -> None:
-    from ocula.models.registry import get_spec
-
-    spec = get_spec(model)
-    clips = bool(spec and spec.video)
-    if splits.kind == "video" and not clips:
-        raise OculaError(f"{splits.source} holds video clips but '{model}' takes single images; "
-                         f"use a video model ({VIDEO_MODELS}) with --backbone {model}")
-    if splits.kind != "video" and clips:
-        raise OculaError(f"'{model}' takes clips but {splits.source} holds images; give a folder of videos "
-                         f"or of frame folders (root/<class>/<clip>/*.jpg)")
+    takes, holds = for_model(model), for_data(splits)
+    if takes is not holds:
+        raise OculaError(f"{splits.source} holds {holds.noun} but '{model}' takes {takes.noun}; "
+                         f"{holds.model_hint(model) or takes.data_hint}")
 
 
-def _measure(splits: DatasetSplits):
+def _measure(splits: DatasetSplits, modality: Modality):
     """Header statistics of the training files, when the source does not state size and channels."""
     if splits.image_size and splits.channels:
         return None
@@ -152,12 +146,12 @@ def _measure(splits: DatasetSplits):
         return None
     from ocula.data.native import measure_files
 
-    return measure_files(samples.paths)
+    return measure_files(samples.paths, header=modality.header)
 
 
 def _reason(contract: DataContract, splits: DatasetSplits, stats, why_size, why_channels, grey, pretrained) -> str:
     c = contract
-    shape = f"{c.input_size}×{c.input_size}×{c.channels}" + (f", {c.frames} frames" if c.frames else "")
+    shape = for_data(splits).describe_shape(c)
     if pretrained and not why_size.startswith("--"):
         why_size = "the pretrained size, mean/std"
     parts = [why_size or "", why_channels or ""]
@@ -168,7 +162,7 @@ def _reason(contract: DataContract, splits: DatasetSplits, stats, why_size, why_
         colour = {True: "all grey", False: "colour", None: "colour unknown"}[stats.grey]
         if stats.grey and stats.grey_by_content:
             colour += " (saved as RGB)"
-        data = f"{seen} {'clips' if splits.kind == 'video' else 'images'} sampled, {colour}"
+        data = f"{seen} {for_data(splits).noun} sampled, {colour}"
     else:
         data = f"{splits.source or 'the data'}: {'grey' if grey else 'colour' if grey is False else 'size'} stated " \
                f"by the dataset"

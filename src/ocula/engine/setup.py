@@ -12,9 +12,9 @@ import torch
 from ocula.config import TrainConfig
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
-from ocula.data.loaders import TensorLoader, cache_in_memory, file_loader, fits_in_memory
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.errors import OculaError
+from ocula.modality import Modality, for_contract
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -39,25 +39,6 @@ def resolve_precision(requested: str, device: torch.device) -> Optional[torch.dt
     return torch.bfloat16
 
 
-def takes_clips(model: str) -> bool:
-    """Whether a model name is a video model (input (B, T, C, H, W))."""
-    from ocula.models.registry import get_spec
-
-    spec = get_spec(model)
-    return bool(spec and spec.video)
-
-
-def resolve_contract(cfg: TrainConfig, splits: DatasetSplits) -> DataContract:
-    """The run's input contract; `choose_input` also says why (see engine/input_choice.py)."""
-    return choose_input(cfg, splits).contract
-
-
-def choose_input(cfg: TrainConfig, splits: DatasetSplits):
-    from ocula.engine.input_choice import choose_contract
-
-    return choose_contract(cfg, splits)
-
-
 def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     """create_model with the config's model options: backbone and frames for video models."""
     from ocula.models.registry import create_model, get_spec
@@ -74,8 +55,8 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
             raise OculaError(f"'{cfg.model.name}' has no --backbone option (video models have: cnn_lstm, "
                              f"cnn_transformer, frame_avg)")
         kwargs["backbone"] = cfg.model.backbone
-    if contract.frames and spec is not None and "frames" in spec.defaults:
-        kwargs["frames"] = contract.frames
+    if spec is not None:
+        kwargs.update(for_contract(contract).model_options(contract, spec.defaults))
     encoder_hub = cfg.model.pretrained is True and spec is not None and "backbone" in spec.defaults
     if encoder_hub:  # hub weights go to the per-frame encoder, not to the video model
         kwargs["backbone_pretrained"] = True
@@ -85,37 +66,15 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     return model
 
 
-def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, train: bool = False):
+def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, train: bool = False,
+              modality: Optional[Modality] = None):
     """File splits that fit (cache=auto) or are forced (cache=ram) are decoded once into RAM.
     Clips of a training split keep extra frames, for temporal jitter in RAM."""
-    if isinstance(samples, FileSamples) and contract.frames:
-        from ocula.video.loader import TRAIN_OVERSAMPLE, cache_clips, clips_fit_in_memory
-
-        frames = contract.frames * (TRAIN_OVERSAMPLE if train else 1)
-        if cfg.data.cache == "ram" or (cfg.data.cache == "auto" and clips_fit_in_memory(samples, contract, frames)):
-            return cache_clips(samples, contract, frames=frames, workers=cfg.data.workers, pad=cfg.video.clip_pad,
-                               desc=desc)
-        return samples, []
-    if isinstance(samples, FileSamples) and (cfg.data.cache == "ram" or (cfg.data.cache == "auto"
-                                                                      and fits_in_memory(samples, contract))):
-        return cache_in_memory(samples, contract, workers=cfg.data.workers, desc=desc)
+    modality = modality or for_contract(contract)
+    if isinstance(samples, FileSamples) and (cfg.data.cache == "ram" or (
+            cfg.data.cache == "auto" and modality.fits_in_memory(samples, contract, train))):
+        return modality.to_memory(samples, contract, workers=cfg.data.workers, pad=cfg.video.clip_pad, desc=desc, train=train)
     return samples, []
-
-
-def adapt_channels(samples: TensorSamples, channels: int) -> TensorSamples:
-    c = samples.images.shape[-3]  # images (N, C, H, W) or clips (N, T, C, H, W)
-    if c == channels:
-        return samples
-    if channels == 3 and c == 1:
-        shape = list(samples.images.shape)
-        shape[-3] = 3
-        images = samples.images.expand(*shape).contiguous()
-    elif channels == 1 and c == 3:  # ITU-R 601 luma, as PIL's convert("L")
-        w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        images = (samples.images.float() * w).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    else:
-        raise OculaError(f"cannot convert {c}-channel images to {channels} channels")
-    return TensorSamples(images, samples.labels, samples.names)
 
 
 def class_counts(samples, num_classes: int) -> torch.Tensor:
@@ -124,39 +83,31 @@ def class_counts(samples, num_classes: int) -> torch.Tensor:
 
 
 def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: bool, num_classes: int,
-                rank: int, world: int, epoch: int = 0):
-    """TensorLoader for in-memory splits; a DataLoader (with DistributedSampler under DDP) for files."""
+                rank: int, world: int, epoch: int = 0, modality: Optional[Modality] = None):
+    """Batches of an in-memory split, or streamed from files (with DistributedSampler under DDP)."""
+    modality = modality or for_contract(contract)
     weights = None
     if train and cfg.data.balance == "sampler":
         counts = class_counts(samples, num_classes)
         labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
         weights = (1.0 / counts.clamp_min(1))[labels]
-    if isinstance(samples, FileSamples) and contract.frames:
-        return _clip_loader(samples, contract, cfg, train=train, num_classes=num_classes, weights=weights,
-                            rank=rank, world=world, epoch=epoch)
-    augment = make_augment(cfg, contract, num_classes) if train else None
+    augment = make_augment(cfg, contract, num_classes, modality) if train else None
     if isinstance(samples, TensorSamples):
-        return TensorLoader(samples, contract, cfg.optim.batch_size, train=train, augment=augment, seed=cfg.run.seed,
-                            rank=rank, world=world, sample_weights=weights)
-    from ocula.data.loaders import StreamLoader
-    from ocula.data.transforms import eval_geometry, eval_transform
-
+        return modality.tensor_loader(samples, contract, cfg.optim.batch_size, train=train, augment=augment,
+                                      seed=cfg.run.seed, rank=rank, world=world, sample_weights=weights)
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
-    per_rank = max(1, cfg.optim.batch_size // world)
-    if not train:
-        return file_loader(samples, eval_transform(contract), contract.channels, per_rank, train=False,
-                           workers=cfg.data.workers, sampler=sampler, draft_size=contract.input_size)
-    # Workers decode to uint8 at the eval geometry, like the RAM cache; the preset runs batch-wise here.
-    decoded = file_loader(samples, eval_geometry(contract), contract.channels, per_rank, train=True,
-                          workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler,
-                          draft_size=contract.input_size)
-    return StreamLoader(decoded, contract, augment, seed=cfg.run.seed, epoch=epoch, stream=1 + rank)
+    return modality.file_loader(samples, contract, max(1, cfg.optim.batch_size // world), train=train, augment=augment,
+                                workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler, pad=cfg.video.clip_pad,
+                                stream=1 + rank)
 
 
-def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int) -> BatchAugment:
+def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int,
+                 modality: Optional[Modality] = None) -> BatchAugment:
     """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
-    return BatchAugment(contract, cfg.augment.preset, _resolved(cfg.augment.hflip, "hflip"), cfg.augment.mixup, cfg.augment.cutmix, num_classes,
-                        time_flip=_resolved(cfg.augment.time_flip, "time_flip") if contract.frames else False)
+    modality = modality or for_contract(contract)
+    time_flip = _resolved(cfg.augment.time_flip, "time_flip") if "time_flip" in modality.flips else False
+    return modality.augment(contract, cfg.augment.preset, hflip=_resolved(cfg.augment.hflip, "hflip"), time_flip=time_flip,
+                            mixup=cfg.augment.mixup, cutmix=cfg.augment.cutmix, num_classes=num_classes)
 
 
 def _resolved(value, name: str) -> bool:
@@ -182,17 +133,6 @@ def _file_sampler(n: int, weights, cfg: TrainConfig, *, train: bool, rank: int, 
     return None
 
 
-def _clip_loader(samples, contract, cfg, *, train, num_classes, weights, rank, world, epoch):
-    """Clips streamed from files (too many for RAM): decoded in workers, augmented batch-wise."""
-    from ocula.video.loader import ClipLoader
-
-    sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
-    augment = make_augment(cfg, contract, num_classes) if train else None
-    return ClipLoader(samples, contract, max(1, cfg.optim.batch_size // world), train=train, augment=augment,
-                      workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler, pad=cfg.video.clip_pad,
-                      stream=1 + rank)
-
-
 def fingerprint(splits: DatasetSplits) -> str:
     """A short hash of what was trained on: file names and sizes, or the tensors' bytes."""
     h = hashlib.sha1()
@@ -216,5 +156,5 @@ def unique_run_dir(base: str) -> str:
 
 
 def default_run_dir(cfg: TrainConfig) -> str:
-    data = Path(cfg.data.rstrip("/")).stem or "data"
+    data = Path(cfg.data.source.rstrip("/")).stem or "data"
     return unique_run_dir(str(Path("runs") / f"{data}-{cfg.model.name}"))

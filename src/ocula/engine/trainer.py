@@ -3,7 +3,8 @@
     trainer = Trainer(build_config("digits", model="seed_cnn", epochs=5))
     summary = trainer.fit()
 
-Per-task code (images, clips) is a small `task` object; side effects are callbacks.
+The kind of data is a `Modality` (ocula.modality), the kind of head a `Task` (ocula.tasks), fine-tuning a
+`TransferPlan` (engine.plan); side effects are callbacks.
 """
 from __future__ import annotations
 
@@ -19,15 +20,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula import bundle, environment
+from ocula import bundle, environment, tasks
 from ocula.config import TrainConfig
-from ocula.data.samples import TensorSamples
+from ocula.data.samples import TensorSamples, adapt_channels
 from ocula.engine import distributed as dist
 from ocula.engine import setup
 from ocula.engine.callbacks import Callback, default_callbacks
+from ocula.engine.flip_probe import decide_flips
+from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler, param_groups
-from ocula.engine.tasks import ClassificationTask
+from ocula.engine.plan import TransferPlan
+from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, read_json, save_state, write_json
+from ocula.modality import for_model
+from ocula.modality.sources import resolve_data
+from ocula.models.registry import check_model_name
+from ocula.weights_file import load_into
 from ocula.log import logger
 
 
@@ -46,9 +54,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: Optional[list[Callback]] = None, task=None,
                  splits=None):
-        from ocula.data.sources import resolve_data
-        from ocula.models.registry import check_model_name
-
         self.cfg = cfg
         self.device = dist.local_device(cfg.run.device)
         dist.init(self.device)
@@ -59,10 +64,10 @@ class Trainer:
         check_model_name(cfg.model.name)  # fail before reading any data
 
         self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
-                                             video=setup.takes_clips(cfg.model.name) or None)
+                                             modality=for_model(cfg.model.name))
         self.classes = self.splits.classes
-        self.input_choice = setup.choose_input(cfg, self.splits)  # size and channels from the data
-        from ocula.transfer.plan import TransferPlan  # --from/--pretrained FILE, strategy, margin
+        self.modality = for_model(cfg.model.name)
+        self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
         self.contract = self.transfer.contract  # the source's preprocessing, unless overridden
         if self.contract is not self.input_choice.contract:
@@ -78,12 +83,13 @@ class Trainer:
 
         self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
         self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
-        task = task or self.transfer.task(self._class_weights())  # margin loss, if asked for
         self.model.to(self.device)
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device)
-        self.task = task or ClassificationTask(cfg.optim.label_smoothing, self._class_weights(), cfg.run.channels_last)
+        self.task = task or tasks.for_config(cfg, self._class_weights())  # margin loss, if asked for
+        if self.world > 1 and not self.task.supports_ddp:
+            raise OculaError(f"the {self.task.name} task trains in a single process for now (drop torchrun)")
 
         self.steps_per_epoch = len(self._train_loader(0)) // cfg.optim.accumulate
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
@@ -115,10 +121,10 @@ class Trainer:
     # ---------------------------------------------------------------- data
     def _prepare_split(self, name: str):
         samples, skipped = setup.to_memory(self.splits.split(name), self.contract, self.cfg, desc=f"decode {name}",
-                                           train=name == "train")
+                                           train=name == "train", modality=self.modality)
         self.splits.skipped += skipped
         if isinstance(samples, TensorSamples):
-            samples = setup.adapt_channels(samples, self.contract.channels)
+            samples = adapt_channels(samples, self.contract.channels)
         return samples
 
     def _report_skipped(self) -> None:
@@ -134,30 +140,26 @@ class Trainer:
             flips = read_json(saved).get("flips") if saved.is_file() else None
             if flips:
                 return flips
-        from ocula.engine.flip_probe import decide_flips
-
         decisions = None
         if dist.is_main():
             decisions = {k: d.to_dict() for k, d in decide_flips(
                 self.cfg.augment.hflip, self.cfg.augment.time_flip, self.cfg.augment.preset, self.train_samples, self.contract,
-                len(self.classes), seed=self.cfg.run.seed, device=self.device, workers=self.cfg.data.workers).items()}
+                len(self.classes), self.modality, seed=self.cfg.run.seed, device=self.device, workers=self.cfg.data.workers).items()}
         return dist.broadcast_object(decisions)  # every rank augments the same way
 
     def _report_inputs(self) -> None:
         if not dist.is_main():
             return
         logger.info(self.input_choice.reason)
-        from ocula.engine.input_choice import default_backbone
-
         backbone, why = default_backbone(self.cfg, self.contract)
         if backbone and "backbone" not in self.cfg.model.kwargs:
             logger.info(why)
         if self.cfg.augment.preset != "none":
             shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
-                     (k == "hflip" or self.contract.frames)]
+                     k in self.modality.flips]
             for line in shown:
                 logger.info(line)
-            logger.info(setup.make_augment(self.loader_cfg, self.contract, len(self.classes)).describe())
+            logger.info(setup.make_augment(self.loader_cfg, self.contract, len(self.classes), self.modality).describe())
 
     def _note_skipped(self, bad) -> None:
         """Each unreadable file is named once, counted, and listed in data.json."""
@@ -177,14 +179,15 @@ class Trainer:
 
     def _train_loader(self, epoch: int):
         loader = setup.make_loader(self.train_samples, self.contract, self.loader_cfg, train=True,
-                                   num_classes=len(self.classes), rank=self.rank, world=self.world, epoch=epoch)
+                                   num_classes=len(self.classes), rank=self.rank, world=self.world, epoch=epoch,
+                                   modality=self.modality)
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         return loader
 
     def _eval_loader(self, samples):
         return setup.make_loader(samples, self.contract, self.loader_cfg, train=False, num_classes=len(self.classes),
-                                 rank=self.rank, world=self.world)
+                                 rank=self.rank, world=self.world, modality=self.modality)
 
     def _wrap_ddp(self) -> nn.Module:
         if self.world == 1:
@@ -213,7 +216,7 @@ class Trainer:
             logs = self.train_one_epoch(epoch)
             if self.val_samples is not None:
                 report, val_loss = self.evaluate(self.val_samples)
-                logs.update(val_loss=val_loss, val_acc=report["accuracy"], val_top5=report.get("top5"))
+                logs.update(val_loss=val_loss, val_acc=report[self.task.monitor], val_top5=report.get("top5"))
             self._track_best(epoch, logs)
             self.history.append(logs)
             for cb in self.callbacks:
@@ -245,12 +248,12 @@ class Trainer:
                 self._note_skipped(batch[3])
             if x is None:
                 continue
-            x, y = self.task.prepare(x, y, self.device)
+            x, y = self.modality.to_device(x, self.device, self.cfg.run.channels_last), y.to(self.device)
             loss, logits = self.train_step(x, y, micro_step=i)
             n = x.shape[0]
             seen += n
             loss_sum += loss.detach().double().cpu() * n
-            correct += int((logits.argmax(1) == self.task.hard_labels(y)).sum())
+            correct += self.task.correct(logits, y)
             if (i + 1) % self.cfg.optim.accumulate == 0:
                 elapsed = time.perf_counter() - t0
                 for cb in self.callbacks:
@@ -306,9 +309,9 @@ class Trainer:
                 self._note_skipped(batch[3])
             if x is None:
                 continue
-            x, y = self.task.prepare(x, y, self.device)
+            x, y = self.modality.to_device(x, self.device, self.cfg.run.channels_last), y.to(self.device)
             with self.autocast():
-                probs = self.task.forward(model, x).float().softmax(1)
+                probs = self.task.probabilities(self.task.forward(model, x))
             parts.append((probs.cpu(), y.cpu(), idx.cpu()))
         gathered = [p for rank_parts in dist.all_gather_objects(parts) for p in rank_parts]
         probs = torch.cat([p[0] for p in gathered]).numpy()
@@ -318,10 +321,8 @@ class Trainer:
         return probs[order], labels[order], idx[order]
 
     def evaluate(self, samples) -> tuple[dict, float]:
-        from ocula.evaluation import classification_report
-
         probs, labels, _ = self.predict_samples(samples)
-        report = classification_report(labels, probs, self.classes)
+        report = self.task.score(labels, probs, self.classes)
         return report, report["nll"]
 
     def _track_best(self, epoch: int, logs: dict) -> None:
@@ -339,9 +340,8 @@ class Trainer:
     # ---------------------------------------------------------------- files
     def meta(self) -> dict:
         arch = dict(bundle_arch(self.model))
-        clips = {"clip_pad": self.cfg.video.clip_pad} if self.contract.frames else {}
-        return bundle.make_meta(arch, self.contract, self.classes, task="video" if self.contract.frames else "image",
-                                **clips,
+        return bundle.make_meta(arch, self.contract, self.classes, **self.task.bundle_fields(),
+                                **self.modality.bundle_fields(self.cfg.video.clip_pad),
                                 data={"source": self.splits.source, "fingerprint": self._fingerprint,
                                       "input": self.input_choice.reason,
                                       "flips": {k: d["use"] for k, d in self.flips.items()}},
@@ -371,21 +371,15 @@ class Trainer:
     def _load_training_state(self) -> None:
         path = Path(self.run_dir) / "state" / "last.safetensors"
         if not path.is_file():
-            from ocula.errors import OculaError
-
             raise OculaError(f"{self.run_dir}: nothing to resume (no state/last.safetensors)")
         state = load_state(path)
         try:
             self._restore(path, state)
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
-            from ocula.errors import BadWeightsError, one_line
-
             raise BadWeightsError(path, f"training state does not match this run ({type(e).__name__}: "
                                         f"{one_line(e)})") from None
 
     def _restore(self, path: Path, state: dict) -> None:
-        from ocula.weights_file import load_into
-
         load_into(path, self.model, state["model"], "this run's model")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

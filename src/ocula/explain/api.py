@@ -132,7 +132,7 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
         chunk = ready[start:start + batch_size]
         x = torch.stack([tensors[i] for i in chunk])
         maps, logits = explain_tensor(clf.model, x, method, index, layer, **options)
-        probs = logits.softmax(1)
+        probs = clf.task.probabilities(logits)
         for i, m, p in zip(chunk, maps, probs):
             _fill(results[i], m, p, index, clf.classes)
         del maps, logits, x
@@ -196,45 +196,34 @@ def _fill(result: Explanation, heat: np.ndarray, probs: torch.Tensor, index: Opt
 
 
 def _load_inputs(clf, images) -> tuple[list[Explanation], list[Optional[torch.Tensor]]]:
-    """→ (an Explanation per input, with .view or .error set; the normalised tensor per input)."""
+    """→ (an Explanation per input, with .view or .error set; the normalised tensor per input).
+    What one input is (an image, or a clip for a video model) is the model's modality's business."""
     if isinstance(images, torch.Tensor):
-        x = images if images.dim() == 4 + bool(_is_video(clf)) else images[None]
+        x = clf.modality.batch(images)
         return [Explanation(f"<tensor {i}>", view=_unnormalise(t, clf.contract)) for i, t in enumerate(x)], list(x)
-    if _is_video(clf):
-        return _load_clips(clf, images)
-    from ocula.data.images import open_image, to_pil
-    from ocula.data.transforms import eval_geometry, normalize
-
-    geometry, norm = eval_geometry(clf.contract), normalize(clf.contract)
     results, tensors = [], []
-    for item in _expand(images):
+    for item in _expand(clf, images):
         name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} {len(results)}>"
         try:
-            if isinstance(item, (str, Path)):
-                img = open_image(item, channels=clf.contract.channels, draft_size=clf.contract.input_size)
-            else:
-                img = to_pil(item, channels=clf.contract.channels)
-            pixels = geometry(img)  # uint8 (C, H, W): exactly what the model sees, before normalising
+            sample = clf.preprocess(item)  # exactly what evaluation feeds the model
         except BadImageError as e:
             results.append(Explanation(name, error=e.reason))
             tensors.append(None)
             continue
-        results.append(Explanation(name, view=pixels.permute(1, 2, 0).numpy()))
-        tensors.append(norm(pixels))
+        results.append(Explanation(name, view=_unnormalise(sample, clf.contract)))
+        tensors.append(sample)
     if not results:
-        raise OculaError("no images to explain")
+        raise OculaError(f"no {clf.modality.noun} to explain")
     return results, tensors
 
 
-def _expand(images) -> list:
+def _expand(clf, images) -> list:
     """Single items become a list; path strings may be folders, globs or CSV manifests."""
-    from ocula.inference.inputs import expand_inputs
-
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     out = []
     for item in items:
         if isinstance(item, (str, Path)):
-            paths, missing = expand_inputs([item])
+            paths, missing = clf.modality.expand_inputs([item])
             if missing:
                 raise OculaError(f"{item}: {missing[0][1]}")
             out += paths
@@ -251,36 +240,12 @@ def _unnormalise(t: torch.Tensor, contract) -> np.ndarray:
     return pixels.movedim(-3, -1).numpy()
 
 
-def _is_video(clf) -> bool:
-    return bool(clf.contract.frames) or clf.meta.get("task") == "video"
-
-
-def _load_clips(clf, clips):
-    """Video files, frame folders or uint8 arrays (T, H, W, C) → the model's sampled frames."""
-    items = list(clips) if isinstance(clips, (list, tuple)) else [clips]
-    results, tensors = [], []
-    for i, item in enumerate(items):
-        name = str(item) if isinstance(item, (str, Path)) else f"<clip {i}>"
-        try:
-            clip = clf.preprocess(item)  # (T, C, H, W), normalised, frames sampled as in evaluation
-        except BadImageError as e:
-            results.append(Explanation(name, error=e.reason))
-            tensors.append(None)
-            continue
-        results.append(Explanation(name, view=_unnormalise(clip, clf.contract)))
-        tensors.append(clip)
-    if not results:
-        raise OculaError("no clips to explain")
-    return results, tensors
-
-
-# ---------------------------------------------------------------------------- level 3: files
 def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", method: str = "auto", target=None,
                       layer: Optional[str] = None, batch_size: int = 16, cols: int = 4, **options) -> dict:
     """Explain inputs and write, under `out`: one overlay PNG per input, grid.png (several inputs),
     maps.npz (map_0000, … in input order) and summary.json. → the summary."""
     from ocula.explain import overlay
-    from ocula.io import write_json
+    from ocula.io import write_json, write_npz
 
     clf = as_classifier(model_or_run)
     chosen = resolve_method(clf.model, method)
@@ -299,7 +264,7 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
     if len(panels) > 1:
         overlay.save_png(overlay.grid(panels, cols), out / "grid.png")
     if arrays:
-        _write_npz(out / "maps.npz", arrays)
+        write_npz(out / "maps.npz", arrays)
     summary = {"model": str(getattr(model_or_run, "name", model_or_run)), "method": chosen,
                "layer": _layer_name(clf.model, chosen, layer), "target": target, "out": str(out),
                "explained": len(arrays), "errors": sum(1 for r in results if r.error), "items": rows}
@@ -327,10 +292,3 @@ def _layer_name(model: nn.Module, method: str, layer: Optional[str]) -> Optional
 def _stem(source: str) -> str:
     stem = Path(source).stem if not source.startswith("<") else source.strip("<>").replace(" ", "_")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "input"
-
-
-def _write_npz(path: Path, arrays: dict) -> None:
-    from ocula.io import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from ocula.errors import OculaError
-from ocula.explain.maps import per_clip, to_input_size
+from ocula.explain.maps import fit_maps, sample_dims
 from ocula.explain.targets import TargetLayer
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")
@@ -37,8 +37,8 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],
     or (B, T, H, W), logits (B, K)). `classes` None explains each input's predicted class."""
     if method not in CAM_METHODS:
         raise OculaError(f"unknown CAM method '{method}' (choose from {', '.join(CAM_METHODS)})")
-    video = x.dim() == 5
-    if video and method == "scorecam":
+    lead = sample_dims(x)
+    if len(lead) > 1 and method == "scorecam":
         raise OculaError("scorecam is not supported for video models (it masks single images); "
                          "use gradcam, gradcam++, layercam or eigencam")
     acts, grads, logits = _activations_and_gradients(model, x, classes, layer, _USES_GRADIENTS[method])
@@ -48,7 +48,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],
     classes = logits.argmax(1) if classes is None else classes
     raw = _method_image(method, model, x, layer, acts, grads, classes, batch_size)
     size = tuple(x.shape[-2:])
-    return (per_clip(raw, tuple(x.shape[:2]), size) if video else to_input_size(raw, size)), logits
+    return fit_maps(raw, lead, size), logits
 
 
 def _activations_and_gradients(model, x, classes, layer: TargetLayer, need_grads: bool):
@@ -74,18 +74,18 @@ def _activations_and_gradients(model, x, classes, layer: TargetLayer, need_grads
                 grads = torch.autograd.grad(score, captured)
     finally:
         handle.remove()
-    clips = x.shape[:2] if x.dim() == 5 else None
-    acts = _to_grid_numpy(_merge(captured, clips), layer)
-    grads = _to_grid_numpy(_merge(list(grads), clips), layer) if grads is not None else None
+    lead = sample_dims(x)
+    acts = _to_grid_numpy(_merge(captured, lead), layer)
+    grads = _to_grid_numpy(_merge(list(grads), lead), layer) if grads is not None else None
     return acts, grads, logits.detach().float().cpu()
 
 
-def _merge(outputs: list[torch.Tensor], clips) -> torch.Tensor:
-    """Hook outputs → one (N, ...) tensor. A video encoder either sees all frames at once as
+def _merge(outputs: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
+    """Hook outputs → one (N, ...) tensor. A per-frame encoder either sees all frames at once as
     (B*T, ...) or is called once per frame with (B, ...); both become (B*T, ...) in clip order."""
     if len(outputs) == 1:
         return outputs[0].detach()
-    if clips is not None and len(outputs) == clips[1]:
+    if len(lead) == 2 and len(outputs) == lead[1]:
         return torch.stack([o.detach() for o in outputs], 1).flatten(0, 1)
     raise OculaError(f"the CAM layer ran {len(outputs)} times in one forward; pass a layer that runs once")
 
@@ -101,8 +101,8 @@ def _method_image(method, model, x, layer, acts, grads, classes, batch_size) -> 
     if method == "eigencam":
         return _eigen_projection(acts)
     engine = _library_method(method, model)
-    if x.dim() == 5:
-        classes = classes.repeat_interleave(x.shape[1])  # one target per frame (only for arity)
+    per_sample = int(np.prod(sample_dims(x)[1:]))  # frames per clip; 1 for images
+    classes = classes.repeat_interleave(per_sample)  # one target per frame (only for arity)
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     if method == "scorecam":
         engine.batch_size = batch_size

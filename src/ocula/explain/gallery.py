@@ -22,17 +22,17 @@ from ocula.errors import OculaError
 def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "auto", split: Optional[str] = None,
                    batch_size: int = 64, cols: int = 4) -> dict:
     """→ summary dict (also written as errors.json); files under `out`."""
-    from ocula import api as core
     from ocula.explain import overlay
-    from ocula.explain.api import _write_npz, as_classifier, explain_images, resolve_method
-    from ocula.io import write_json, write_text
+    from ocula.explain.api import as_classifier, explain_images, resolve_method
+    from ocula.inference.scoring import labelled_split
+    from ocula.io import write_json, write_npz, write_text
 
     if n < 1:
         raise OculaError(f"--explain-errors needs a positive count, got {n}")
     clf = as_classifier(run)
-    samples, classes, used, _ = core._evaluation_samples(clf, data, split)
-    mapping = core._map_classes(classes, clf.classes)
-    items, labels, names = _items(samples, data)
+    chosen = labelled_split(clf, data, split)
+    used, mapping = chosen.name, chosen.mapping
+    items, labels, names = _items(chosen.samples, data)
     probs = clf.predict_proba(items, batch_size=batch_size)  # NaN rows: unreadable files
     readable = ~np.isnan(probs).any(1)
     predicted = np.where(readable, np.nan_to_num(probs).argmax(1), -1)
@@ -56,7 +56,7 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
                 arrays[f"map_{rank:04d}"] = e.map.astype(np.float16)
     if panels:
         overlay.save_png(overlay.grid(panels, cols), out / "errors.png")
-        _write_npz(out / "maps.npz", arrays)
+        write_npz(out / "maps.npz", arrays)
     write_text(out / "errors.csv", _csv(rows))
     summary = {"data": str(data), "split": used, "method": method, "evaluated": int(readable.sum()),
                "errors": int(len(wrong)), "shown": len(rows), "out": str(out),

@@ -6,11 +6,6 @@ import torch
 import torch.nn.functional as F
 
 
-def to_input_size(raw, size: tuple[int, int]) -> np.ndarray:
-    """(N, h, w) scores, any sign and scale → (N, H, W) float32 in [0, 1], bilinearly upsampled."""
-    return scale_01(upsample(raw, size)).numpy()
-
-
 def upsample(raw, size: tuple[int, int]) -> torch.Tensor:
     """(N, h, w) → (N, H, W). Negative evidence is clipped first: maps show what speaks *for* the class."""
     t = torch.nan_to_num(torch.as_tensor(np.asarray(raw), dtype=torch.float32)).clamp(min=0)
@@ -32,8 +27,16 @@ def scale_01(t: torch.Tensor) -> torch.Tensor:
     return out.reshape(t.shape)
 
 
-def per_clip(raw, clips: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """(B*T, h, w) frame scores → (B, T, H, W), one scale per clip so a frame the model ignores looks
-    cold instead of being stretched to full range."""
-    b, t = clips
-    return scale_01(upsample(raw, size).reshape(b, t, *size)).numpy()
+def sample_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """The leading dims of a model input batch (…, C, H, W) that index one map: (B,) for images,
+    (B, T) when every sample is several frames (each frame gets its own map)."""
+    return tuple(x.shape[:-3])
+
+
+def fit_maps(raw, lead: tuple[int, ...], size: tuple[int, int]) -> np.ndarray:
+    """(prod(lead), h, w) scores → (*lead, H, W) in [0, 1], one scale per sample: a frame the model
+    ignores looks cold instead of being stretched to full range."""
+    return scale_01(upsample(np.asarray(raw).reshape(-1, *np.asarray(raw).shape[-2:]), size)
+                    .reshape(*lead, *size)).numpy()
+
+

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula.explain.maps import per_clip, to_input_size
+from ocula.explain.maps import fit_maps, sample_dims
 
 REFERENCE_METHODS = ("occlusion", "ig")
 
@@ -37,10 +37,7 @@ def reference_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Te
     else:
         attr = (_captum_ig if captum else integrated_gradients)(model, x, classes, steps)
         raw = attr.abs().sum(-3)
-    size = tuple(x.shape[-2:])
-    if x.dim() == 5:
-        return per_clip(raw.flatten(0, 1).detach().cpu().numpy(), tuple(x.shape[:2]), size), logits.cpu()
-    return to_input_size(raw.detach().cpu().numpy(), size), logits.cpu()
+    return fit_maps(raw.detach().cpu().numpy(), sample_dims(x), tuple(x.shape[-2:])), logits.cpu()
 
 
 def _captum_available() -> bool:

@@ -45,7 +45,7 @@ def default_method(model: nn.Module) -> str:
     (video models: on their per-frame encoder); the rest integrated gradients, which needs no layer."""
     if hasattr(model, "attention_weights"):  # ocula's seed_attention family
         return "rollout"
-    if is_video_model(model):
+    if runs_per_frame(model):
         return "gradcam" if frame_encoder(model)[1] is not model else "ig"
     if is_vit(model) and attention_modules(model):
         return "rollout"
@@ -99,7 +99,7 @@ def default_layer_name(model: nn.Module) -> str:
 def frame_encoder(model: nn.Module) -> tuple[str, nn.Module]:
     """Video models apply an image model to every frame; CAMs look inside it. → (dotted name, module),
     or ("", model) when there is none (e.g. an LSTM over flattened frames)."""
-    if not is_video_model(model):
+    if not runs_per_frame(model):
         return "", model
     for name in ("encoder", "frame_encoder"):
         inner = getattr(model, name, None)
@@ -109,14 +109,11 @@ def frame_encoder(model: nn.Module) -> tuple[str, nn.Module]:
     return "", model
 
 
-def is_video_model(model: nn.Module) -> bool:
-    arch = getattr(model, "ocula_arch", None) or {}
-    if arch.get("name"):
-        from ocula.models.registry import get_spec
+def runs_per_frame(model: nn.Module) -> bool:
+    """Whether the model takes sequences of frames (then CAMs look inside its per-frame encoder)."""
+    from ocula.modality import for_module
 
-        spec = get_spec(arch["name"])
-        return bool(spec and spec.video)
-    return bool(getattr(model, "is_video", False))
+    return for_module(model).per_frame
 
 
 def _grid_fn(model: nn.Module, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

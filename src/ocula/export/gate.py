@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ocula.errors import OculaError
+from ocula.inference.scoring import LabelledSplit, labelled_split, skipped_list, split_batches
 from ocula.log import progress
 
 DEFAULT_MAX_DROP = {"fp32": 0.5, "int8": 1.0}  # accuracy points
@@ -29,28 +30,18 @@ def gate_data(reference, data: Optional[str]) -> str:
     return source
 
 
-def gate_samples(reference, data: str, limit: Optional[int] = None):
-    """→ (samples, label mapping data→model, split name, files the data scan skipped); the same
-    choice as `ocula evaluate`."""
-    from ocula.api import _evaluation_samples, _map_classes
-
-    samples, classes, split, skipped = _evaluation_samples(reference, data, None)
-    if limit and len(samples) > limit:
-        # Evenly spaced, not the first N: built-in splits are often ordered by class.
-        samples = samples.subset(np.linspace(0, len(samples) - 1, limit).round().astype(int).tolist())
-        split = f"{split}, {limit} evenly spaced"
-    return samples, _map_classes(classes, reference.classes), split, skipped
+def gate_samples(reference, data: str, limit: Optional[int] = None) -> LabelledSplit:
+    """The images `ocula evaluate` would score, at most `limit` of them, evenly spaced."""
+    return labelled_split(reference, data).evenly_spaced(limit)
 
 
 def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
                   workers: Optional[int] = None):
     """Run the reference and every candidate on the same batches →
     (ref logits (N, K), [candidate logits (N, K)], labels (N,), skipped files)."""
-    from ocula.api import _split_loader
-
     ref, cands, labels, skipped = [], [[] for _ in candidates], [], []
     with progress(total=len(samples), desc="accuracy gate", unit="img", leave=False) as bar:
-        for batch in _split_loader(reference, samples, batch_size, workers):
+        for batch in split_batches(reference, samples, batch_size, workers):
             if len(batch) == 4:
                 skipped += batch[3]
                 bar.update(len(batch[3]))
@@ -97,18 +88,16 @@ def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop
     for cand in candidates:
         if list(cand.classes) != list(reference.classes):
             raise OculaError("the exported model's classes differ from the PyTorch model's")
-    from ocula.api import skipped_list
-
     spec = gate_data(reference, data)
-    samples, mapping, split, scan_skipped = gate_samples(reference, spec, limit)
-    ref, outs, labels, skipped = paired_logits(reference, candidates, samples, batch_size=batch_size,
+    split = gate_samples(reference, spec, limit)
+    ref, outs, labels, skipped = paired_logits(reference, candidates, split.samples, batch_size=batch_size,
                                                workers=workers)
     reports = []
     for cand, out in zip(candidates, outs):
         precision = getattr(cand, "precision", "fp32")
         drop = DEFAULT_MAX_DROP.get(precision, 0.5) if max_drop is None else float(max_drop)
-        report = compare(ref, out, mapping[labels], drop)
-        report.update(precision=precision, data=spec, split=split, skipped=skipped_list(scan_skipped + skipped))
+        report = compare(ref, out, split.mapping[labels], drop)
+        report.update(precision=precision, data=spec, split=split.name, skipped=skipped_list(split.skipped + skipped))
         reports.append(report)
     return reports[0] if single else reports
 

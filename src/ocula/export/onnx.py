@@ -72,11 +72,11 @@ def _opset_of(proto) -> int:
 
 
 def _export_meta(meta: dict, *, precision: str, opset: int, **extra) -> dict:
-    import ocula
+    from ocula.version import __version__
 
     out = dict(meta)
     out["export"] = {"format": "onnx", "precision": precision, "opset": opset, "input": INPUT_NAME,
-                     "output": OUTPUT_NAME, "ocula": ocula.__version__, "torch": torch.__version__, **extra}
+                     "output": OUTPUT_NAME, "ocula": __version__, "torch": torch.__version__, **extra}
     return out
 
 

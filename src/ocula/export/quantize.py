@@ -41,7 +41,7 @@ def choose_scheme(proto) -> str:
 
 def calibration_samples(data: str, size: int):
     """Images to calibrate on: the data's val split, else train, else test; `size` evenly spaced."""
-    from ocula.data.sources import resolve_data
+    from ocula.modality.sources import resolve_data
 
     splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False)
     name = next(s for s in ("val", "train", "test") if getattr(splits, s) is not None)
@@ -57,10 +57,10 @@ class _Batches:
     so memory holds one batch of activations rather than all of them."""
 
     def __init__(self, clf, samples, input_name: str, batch_size: int, workers: Optional[int]):
-        from ocula.api import _split_loader
+        from ocula.inference.scoring import split_batches
 
         self.batches = [np.ascontiguousarray(b[0].numpy(), dtype=np.float32)
-                        for b in _split_loader(clf, samples, batch_size, workers) if b[0] is not None]
+                        for b in split_batches(clf, samples, batch_size, workers) if b[0] is not None]
         self.input_name = input_name
         self.seen = sum(len(b) for b in self.batches)
         self.set_range(0, len(self.batches))

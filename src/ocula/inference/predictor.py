@@ -11,11 +11,9 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from ocula import bundle
+from ocula import bundle, modality, tasks
 from ocula.data.contract import DataContract
-from ocula.data.loaders import file_loader
 from ocula.data.samples import FileSamples
-from ocula.data.transforms import eval_transform
 from ocula.errors import BadImageError
 
 
@@ -35,7 +33,8 @@ class Prediction:
 
 class Predictor:
     """What every backend shares (PyTorch here, ONNX Runtime in ocula.export.runtime): preprocessing
-    from the data contract, batching, top-k. A subclass sets `meta` and implements `logits`."""
+    from the data contract and the modality, batching, and the task's probabilities and top-k. A
+    subclass sets `meta` and implements `logits`."""
 
     meta: dict
 
@@ -43,40 +42,34 @@ class Predictor:
         self.meta = meta
         self.classes: list[str] = meta["classes"]
         self.contract = DataContract.from_dict(meta["contract"])
-        self.transform = eval_transform(self.contract)
+        self.modality = modality.for_meta(meta)
+        self.task = tasks.for_meta(meta)
 
     @property
     def name(self) -> str:
         return self.meta.get("name") or self.meta["arch"]["name"]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch (B, C, H, W) → logits (B, K), float32 on the CPU."""
+        """Preprocessed batch (the modality's shape) → logits (B, K), float32 on the CPU."""
         raise NotImplementedError
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch → the task's probabilities (B, K)."""
+        return self.task.probabilities(self.logits(x))
 
     @property
     def clip_pad(self) -> str:
-        """Video models: how a clip shorter than contract.frames is read (as in training)."""
+        """Video models: how a clip shorter than its frame count is read (as in training)."""
         return self.meta.get("clip_pad", "repeat")
 
     def preprocess(self, obj) -> torch.Tensor:
-        """One image (path, bytes, PIL, numpy array) → normalised tensor (C, H, W); for a video model,
-        one clip (video file, frame folder, or uint8 array (T, H, W, C)) → (T, C, H, W)."""
-        from ocula.data.images import open_image, to_pil
-
-        if self.contract.frames:
-            from ocula.video.loader import preprocess_clip
-
-            return preprocess_clip(obj, self.contract, self.clip_pad)
-        if isinstance(obj, (str, Path, bytes, bytearray)):
-            img = open_image(obj, channels=self.contract.channels, draft_size=self.contract.input_size)
-        else:
-            img = to_pil(obj, channels=self.contract.channels)
-        return self.transform(img)
+        """One input → the normalised sample the model takes: an image (path, bytes, PIL, numpy array) →
+        (C, H, W); for a video model a clip (video file, frame folder, uint8 array (T, H, W, C)) →
+        (T, C, H, W)."""
+        return self.modality.preprocess(obj, self.contract, self.clip_pad)
 
     def _result(self, source: str, probs: torch.Tensor, topk: int) -> Prediction:
-        k = min(topk, len(self.classes))
-        p, i = probs.topk(k)
-        top = [(self.classes[j], float(q)) for j, q in zip(i.tolist(), p.tolist())]
+        top = self.task.top(probs, self.classes, topk)
         return Prediction(source, top[0][0], top[0][1], top)
 
     # ------------------------------------------------------------------ public
@@ -98,7 +91,7 @@ class Predictor:
                     continue
                 results.append(Prediction(name))
             if tensors:
-                probs = self.logits(torch.stack(tensors)).softmax(1)
+                probs = self.probabilities(torch.stack(tensors))
                 for pos, pr in zip(where, probs):
                     results[pos] = self._result(results[pos].source, pr, topk)
         return results[0] if single else results
@@ -114,12 +107,8 @@ class Predictor:
     def file_batches(self, samples: FileSamples, batch_size: int, workers: Optional[int] = None):
         """Eval batches (x, y, idx, bad) of files in this model's contract, decoded in DataLoader
         workers: images, or for a video model video files and frame folders."""
-        if self.contract.frames:
-            from ocula.video.loader import ClipLoader
-
-            return ClipLoader(samples, self.contract, batch_size, train=False, workers=workers, pad=self.clip_pad)
-        return file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
-                           workers=workers, draft_size=self.contract.input_size)
+        return self.modality.file_loader(samples, self.contract, batch_size, train=False, workers=workers,
+                                         pad=self.clip_pad)
 
     def predict_files(self, paths: list[str], topk: int = 1, batch_size: int = 32,
                       workers: Optional[int] = None) -> Iterator[Prediction]:
@@ -129,7 +118,7 @@ class Predictor:
             for path, reason in bad:
                 yield Prediction(path, error=reason)
             if x is not None:
-                probs = self.logits(x).softmax(1)
+                probs = self.probabilities(x)
                 for i, pr in zip(idx.tolist(), probs):
                     yield self._result(paths[i], pr, topk)
 
@@ -151,11 +140,5 @@ class Classifier(Predictor):
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch (B, C, H, W) → logits (B, K) on the CPU."""
+        """Preprocessed batch → logits (B, K) on the CPU."""
         return self.model(x.to(self.device)).float().cpu()
-
-    def explain(self, images, method: str = "auto", target=None) -> list:
-        """Saliency maps (H, W) in [0, 1], one per image; see `ocula.explain.explain`."""
-        from ocula.explain import explain
-
-        return explain(self, images, method=method, target=target)

@@ -86,12 +86,12 @@ class SeedAttention(ClassifierModel):
 register_model("seed_attention", family="attention", input_size=32, tokens="patches", patch_size=4,
                description="The design's Dense→Q/K/V→attention→classifier over 4x4 patch tokens, "
                            "mean-pooled")(SeedAttention)
-register_model("seed_attention_video", family="attention", video=True, input_size=32, tokens="frames", frames=8,
+register_model("seed_attention_video", family="attention", modality="video", input_size=32, tokens="frames", frames=8,
                description="The design's Dense→Q/K/V→attention→classifier over flattened frames, "
                            "mean-pooled")(SeedAttention)
 
 
-@register_model("cnn_transformer", family="attention", video=True, input_size=112, backbone=DEFAULT_BACKBONE,
+@register_model("cnn_transformer", family="attention", modality="video", input_size=112, backbone=DEFAULT_BACKBONE,
                 frames=8, description="Per-frame encoder (any image model, --backbone) → temporal transformer "
                 "(class token, positions) → classifier")
 class CNNTransformer(ClassifierModel):

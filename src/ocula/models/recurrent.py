@@ -39,7 +39,7 @@ class FrameEncoder(nn.Module):
         return z.reshape(b, t, -1)
 
 
-@register_model("seed_lstm", family="recurrent", video=True, input_size=64, frames=8,
+@register_model("seed_lstm", family="recurrent", modality="video", input_size=64, frames=8,
                 description="The design's Keras RNN: 3 stacked LSTM(128) over flattened frames, classifier")
 class SeedLSTM(ClassifierModel):
     """Faithful to the survey's sketch: LSTM(128, return_sequences) ×2, LSTM(128), Dense(classes).
@@ -98,15 +98,15 @@ def _cnn_rnn(cell: str):
     return CNNRNN
 
 
-CNNLSTM = register_model("cnn_lstm", family="recurrent", video=True, input_size=112, backbone=DEFAULT_BACKBONE,
+CNNLSTM = register_model("cnn_lstm", family="recurrent", modality="video", input_size=112, backbone=DEFAULT_BACKBONE,
                          frames=8, description="Per-frame encoder (any image model, --backbone) → LSTM → "
                          "classifier")(_cnn_rnn("lstm"))
-CNNGRU = register_model("cnn_gru", family="recurrent", video=True, input_size=112, backbone=DEFAULT_BACKBONE,
+CNNGRU = register_model("cnn_gru", family="recurrent", modality="video", input_size=112, backbone=DEFAULT_BACKBONE,
                         frames=8, description="Per-frame encoder (any image model, --backbone) → GRU → "
                         "classifier")(_cnn_rnn("gru"))
 
 
-@register_model("frame_avg", family="video", video=True, input_size=112, backbone=DEFAULT_BACKBONE, frames=8,
+@register_model("frame_avg", family="video", modality="video", input_size=112, backbone=DEFAULT_BACKBONE, frames=8,
                 description="Baseline: per-frame encoder, mean over frames, classifier (blind to order)")
 class FrameAverage(_EncodedClipModel):
     def __init__(self, num_classes: int = 10, in_chans: int = 3, input_size: int = 112,

@@ -1,5 +1,8 @@
 """One registry and one `create_model` for every family: ocula's own models and any timm name.
 
+Ocula's own families register themselves when `ocula.models` is imported (models/__init__.py imports
+them after this module), so the registry never imports its families.
+
 A model is rebuilt from a small dict (`arch`): {"name", "num_classes", "in_chans", "input_size",
 "kwargs"}. That dict is what a saved bundle stores, so loading never needs pickled code.
 """
@@ -25,7 +28,7 @@ class ModelSpec:
     family: str  # cnn | recurrent | attention | vit | video
     description: str = ""
     input_size: Optional[int] = None  # None: adapts to the data's native size
-    video: bool = False  # takes (B, T, C, H, W) clips
+    modality: str = "image"  # what it takes: "image" (B, C, H, W) or "video" clips (B, T, C, H, W)
     defaults: dict = field(default_factory=dict)  # builder kwargs a user may override
 
 
@@ -33,24 +36,18 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, family: str, description: str = "", input_size: Optional[int] = None,
-                   video: bool = False, **defaults):
+                   modality: str = "image", **defaults):
     """Decorator: `@register_model("seed_cnn", family="cnn")` over a builder function or class."""
 
     def wrap(builder):
         _REGISTRY[name] = ModelSpec(name, builder, family, description or (builder.__doc__ or "").strip()
-                                    .split("\n")[0], input_size, video, defaults)
+                                    .split("\n")[0], input_size, modality, defaults)
         return builder
 
     return wrap
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from ocula.models import families  # noqa: F401
-
-
 def get_spec(name: str) -> Optional[ModelSpec]:
-    _ensure_builtin_models()
     return _REGISTRY.get(name)
 
 
@@ -62,7 +59,6 @@ def is_timm_model(name: str) -> bool:
 
 def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     """ocula's own models first, then timm's (a cheap query, like `timm.list_models`)."""
-    _ensure_builtin_models()
     pat = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
     own = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pat))
     if not include_timm:
@@ -75,10 +71,10 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
 def describe(name: str) -> dict:
     spec = get_spec(name)
     if spec is not None:
-        return {"name": name, "family": spec.family, "source": "ocula", "video": spec.video,
+        return {"name": name, "family": spec.family, "source": "ocula", "modality": spec.modality,
                 "description": spec.description}
     return {"name": name, "family": "vit" if _looks_like_vit(name) else "cnn", "source": "timm",
-            "video": False, "description": "timm model"}
+            "modality": "image", "description": "timm model"}
 
 
 def _looks_like_vit(name: str) -> bool:

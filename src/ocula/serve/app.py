@@ -145,9 +145,9 @@ def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wa
         finally:
             await service.stop()
 
-    import ocula
+    from ocula.version import __version__
 
-    app = FastAPI(title=f"ocula: {service.name}", version=ocula.__version__, lifespan=lifespan)
+    app = FastAPI(title=f"ocula: {service.name}", version=__version__, lifespan=lifespan)
     app.state.service = service
     _add_routes(app, service, key_required=bool(api_key))
     app.include_router(make_router(service))
@@ -176,7 +176,7 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
     async def predict(request: Request, topk: int = Query(5, ge=1, le=1000)):
         """Classify one or several images: multipart 'file'/'files', or a raw image body."""
         bodies = await service.read(read_image_bodies(request, service.max_images))
-        probs = (await service.classify_bodies(bodies)).softmax(1)
+        probs = service.model.task.probabilities(await service.classify_bodies(bodies))
         k = min(topk, len(service.model.classes))
         values, indices = probs.topk(k)
         preds = []

@@ -34,7 +34,7 @@ VERSION = "1"
 
 
 def make_router(service):
-    import ocula
+    from ocula.version import __version__
     from ocula.serve.schemas import ModelMetadata, ServerMetadata
 
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
@@ -47,7 +47,7 @@ def make_router(service):
 
     @router.get("", response_model=ServerMetadata)
     async def server_metadata():
-        return {"name": "ocula", "version": ocula.__version__,
+        return {"name": "ocula", "version": __version__,
                 "extensions": ["binary_tensor_data", "classification"]}
 
     @router.get("/health/live")
@@ -243,7 +243,7 @@ def _flatten(data):
 
 # ---------------------------------------------------------------------------- response
 def encode_response(service, req, wanted: list, logits: torch.Tensor):
-    values = {"logits": logits, "probabilities": logits.softmax(1)}
+    values = {"logits": logits, "probabilities": service.model.task.probabilities(logits)}
     entries, blobs = [], []
     for name, binary, class_count in wanted:
         if class_count:

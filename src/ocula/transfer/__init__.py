@@ -1,5 +1,9 @@
 """Pretrained models and transfer learning: load any weights, fine-tune, embed, retrieve, verify.
 
+Loading weights and the fine-tuning strategies are part of training (ocula.engine.weights,
+ocula.engine.strategies, ocula.engine.plan); margin losses are a task (ocula.tasks.margin). This
+package adds what is built on a trained model: embeddings, retrieval and verification.
+
     from ocula.transfer import read_weights, load_weights, embed_dataset, build_index, calibrate, verify_pair
 
 Heavy pieces load on first use, so `import ocula.transfer` stays cheap.
@@ -7,13 +11,15 @@ Heavy pieces load on first use, so `import ocula.transfer` stays cheap.
 from __future__ import annotations
 
 _EXPORTS = {
-    "read_weights": "weights", "load_weights": "weights", "LoadReport": "weights",
-    "layer_groups": "strategies", "param_groups": "strategies", "GradualUnfreezing": "strategies",
-    "MarginTask": "margin",
-    "Embedder": "embed", "Embeddings": "embed", "embed_dataset": "embed",
-    "EmbeddingIndex": "retrieval", "build_index": "retrieval", "similar": "retrieval",
-    "precision_at_k": "retrieval",
-    "verification_metrics": "verify", "calibrate": "verify", "verify_pair": "verify", "Gallery": "verify",
+    "read_weights": "ocula.engine.weights", "load_weights": "ocula.engine.weights",
+    "LoadReport": "ocula.engine.weights", "layer_groups": "ocula.engine.strategies",
+    "param_groups": "ocula.engine.strategies", "GradualUnfreezing": "ocula.engine.strategies",
+    "MarginTask": "ocula.tasks.margin",
+    "Embedder": "ocula.transfer.embed", "Embeddings": "ocula.transfer.embed", "embed_dataset": "ocula.transfer.embed",
+    "EmbeddingIndex": "ocula.transfer.retrieval", "build_index": "ocula.transfer.retrieval",
+    "similar": "ocula.transfer.retrieval", "precision_at_k": "ocula.transfer.retrieval",
+    "verification_metrics": "ocula.transfer.verify", "calibrate": "ocula.transfer.verify",
+    "verify_pair": "ocula.transfer.verify", "Gallery": "ocula.transfer.verify",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -23,5 +29,5 @@ def __getattr__(name):
     if name in _EXPORTS:
         import importlib
 
-        return getattr(importlib.import_module(f"ocula.transfer.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'ocula.transfer' has no attribute {name!r}")

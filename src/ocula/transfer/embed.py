@@ -152,21 +152,15 @@ class Embedder(Classifier):
         return torch.cat(vectors).numpy(), torch.cat(kept).numpy(), skipped
 
     def _loader(self, samples, batch_size: int, workers: Optional[int]):
-        from ocula.data.loaders import TensorLoader, file_loader
-        from ocula.data.samples import TensorSamples
-        from ocula.engine.setup import adapt_channels
+        from ocula.inference.scoring import split_batches
 
-        if isinstance(samples, TensorSamples):
-            return TensorLoader(adapt_channels(samples, self.contract.channels), self.contract, batch_size,
-                                train=False)
-        return file_loader(samples, self.transform, self.contract.channels, batch_size, train=False,
-                           workers=workers, draft_size=self.contract.input_size)
+        return split_batches(self, samples, batch_size, workers)
 
 
 def embed_dataset(run, data: str, out: Optional[str] = None, split: Optional[str] = None,
                   batch_size: int = 64, workers: Optional[int] = None, device: str = "auto") -> Embeddings:
     """Embed every image of a folder, CSV manifest or built-in dataset (all splits, or `split`)."""
-    from ocula.data.sources import resolve_data
+    from ocula.modality.sources import resolve_data
 
     embedder = run if isinstance(run, Embedder) else Embedder.load(run, device)
     data_splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False)

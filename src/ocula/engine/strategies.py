@@ -23,6 +23,7 @@ import torch.nn as nn
 from ocula.config import TransferConfig, choices_of
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError
+from ocula.log import logger
 
 STRATEGIES = choices_of(TransferConfig, "strategy")  # declared once, with the config field
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -30,7 +31,7 @@ POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2
 
 def layer_groups(model: nn.Module, coarse: bool = True) -> list[list[str]]:
     """Parameter names grouped bottom → top; the classifier is always the last group on its own."""
-    from ocula.transfer.weights import classifier_keys
+    from ocula.engine.weights import classifier_keys
 
     head = {k for k in classifier_keys(model) if k in dict(model.named_parameters())}
     if hasattr(model, "group_matcher"):
@@ -165,5 +166,5 @@ class GradualUnfreezing(Callback):
         top = trainable_stages("gradual", stages, self.per_step, epoch, self.every)
         set_trainable(trainer.model, top, self.fixed)
         if top != self.shown and trainer.rank == 0:
-            print(f"gradual unfreezing: head + top {top}/{stages} stages train from epoch {epoch + 1}")
+            logger.info(f"gradual unfreezing: head + top {top}/{stages} stages train from epoch {epoch + 1}")
         self.shown = top

@@ -11,31 +11,33 @@ import os
 from typing import Optional
 
 from ocula.data.builtin import builtin_names_and_aliases, canonical_builtin, load_builtin
-from ocula.data.folders import FolderScan, scan_image_folder
+from ocula.data.folders import FolderScan
 from ocula.data.manifest import read_manifest
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.data.split import stratified_split
 from ocula.errors import OculaError, did_you_mean
-from ocula.video import moving_shapes  # noqa: F401  (registers the built-in clip dataset 'moving-shapes')
+from ocula.modality import Modality, for_folder, for_manifest
+from ocula.modality.video import moving_shapes  # noqa: F401  (registers the built-in clip dataset 'moving-shapes')
 
 SPLITS = ("train", "val", "test")
 
 
 def resolve_data(
     spec, *, val_fraction: float = 0.1, seed: int = 0, require_train: bool = True,
-    video: Optional[bool] = None,
+    modality: Optional[Modality] = None,
 ) -> DatasetSplits:
     """Resolve `spec` to splits with labels indexing the sorted class list.
 
     An existing path wins over a built-in name of the same spelling (with a warning).
     `require_train=False` (evaluation) accepts sources with only a test or val split and a
-    single class. `video`: a folder holding video files is always read as clips; True also reads
-    class folders of frame folders (root/<class>/<clip>/*.jpg) as clips rather than as images.
+    single class. Each modality says whether a folder holds its samples: a folder of video files is
+    read as clips whatever the model; `modality` (the model's) may claim more, e.g. the video modality
+    reads class folders of frame folders (root/<class>/<clip>/*.jpg) as clips rather than as images.
     """
     spec_str = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     path = os.path.abspath(os.path.expanduser(spec_str))
     if os.path.exists(path):
-        data = _from_path(path, video)
+        data = _from_path(path, modality)
         if canonical_builtin(spec_str):
             data.warnings.append(
                 f"'{spec_str}' is a path here; using it rather than the built-in dataset"
@@ -52,22 +54,17 @@ def resolve_data(
     return data
 
 
-def _from_path(path: str, video: Optional[bool] = None) -> DatasetSplits:
-    from ocula.video import dataset as clips  # light: no decoder imported
-
-    kind = "image"
+def _from_path(path: str, preferred: Optional[Modality] = None) -> DatasetSplits:
     if os.path.isdir(path):
-        if video or (video is None and clips.holds_videos(path)):
-            scan, kind = clips.scan_video_folder(path), "video"
-        else:
-            scan = scan_image_folder(path)
+        found = for_folder(path, preferred)
+        scan = found.scan_folder(path)
     elif path.lower().endswith(".csv"):
         scan = read_manifest(path)
-        kind = "video" if clips.is_clip_manifest(scan) else "image"
+        found = for_manifest(scan)
     else:
         raise OculaError(f"{path} is a file: give a folder of class folders or a .csv manifest")
     data = _splits_from_scan(scan, path)
-    data.kind = kind
+    data.modality = found.name
     return data
 
 

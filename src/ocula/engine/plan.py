@@ -1,8 +1,8 @@
-"""What the Trainer asks of transfer learning, in the order it asks:
+"""What the Trainer asks of transfer learning (the margin task itself is `ocula.tasks.margin`), in the
+order it asks:
 
     plan = TransferPlan(cfg, contract)       # --from / --pretrained FILE: the source's arch and preprocessing
     plan.attach(model)                        # weights in, head replaced, input conv adapted
-    task = plan.task(class_weights)           # margin="arcface" | "cosface": the margin task, else None
     groups = plan.param_groups(model)         # strategy: learning rate per group
     plan.freeze(model)                        # strategy: frozen stages, BatchNorm statistics
     callbacks += plan.callbacks()             # gradual unfreezing, transfer.json in the run dir
@@ -23,8 +23,9 @@ from ocula.config import ModelConfig, TrainConfig
 from ocula.data.contract import DataContract
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError
-from ocula.transfer import strategies
-from ocula.transfer.weights import LoadReport, WeightsSource, load_weights, read_weights
+from ocula.log import logger
+from ocula.engine import strategies
+from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_weights
 
 DEFAULT_MODEL = ModelConfig().name
 PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe, times lr
@@ -69,25 +70,14 @@ class TransferPlan:
     def attach(self, model: nn.Module) -> None:
         if self.source is not None and self.source.state_dict:
             self.report = load_weights(model, self.source)
-            print(f"weights: {self.report.summary()}")
+            logger.info(f"weights: {self.report.summary()}")
         if self.cfg.transfer.margin != "none":
-            from ocula.transfer.margin import prepare_margin_head
+            from ocula.tasks.margin import prepare_margin_head
 
             self.fixed = prepare_margin_head(model)
         if self.cfg.transfer.strategy != "full" and self.source is None and self.cfg.model.pretrained is not True:
             warnings.warn(f"strategy={self.cfg.transfer.strategy} without pretrained weights (--from RUN or "
                           f"--pretrained): the frozen layers stay random", stacklevel=2)
-
-    def task(self, class_weights=None):
-        if self.cfg.transfer.margin == "none":
-            return None
-        from ocula.engine import distributed as dist
-        from ocula.transfer.margin import MarginTask
-
-        if dist.world_size() > 1:
-            raise OculaError("margin losses train in a single process for now (drop torchrun)")
-        return MarginTask(self.cfg.transfer.margin, self.cfg.transfer.margin_m, self.cfg.transfer.margin_s, self.cfg.optim.label_smoothing,
-                          class_weights, self.cfg.run.channels_last)
 
     # ------------------------------------------------------------------ strategy
     @property

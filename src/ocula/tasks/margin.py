@@ -6,7 +6,8 @@ s · cos(feature, W_k) with the bias fixed at zero, and the true class gets a ma
 ordinary classifier with the usual state-dict keys, so saving, loading, embedding and verification
 work unchanged; the penultimate features (`forward_head(pre_logits=True)`) are the embedding.
 
-It plugs into the one Trainer as its `task` (`margin="arcface"` in the config does this).
+It plugs into the one Trainer as its `task` (`margin="arcface"` in the config does this). A saved
+model predicts through its plain linear head, like any single-label model.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ocula.config import TransferConfig, choices_of
-from ocula.engine.tasks import ClassificationTask
+from ocula.tasks.single_label import SingleLabelTask
 from ocula.errors import OculaError
 
 MARGINS = choices_of(TransferConfig, "margin")  # declared once, with the config field
@@ -41,15 +42,17 @@ def add_margin(cos: torch.Tensor, target: torch.Tensor, kind: str, m: float) -> 
     return cos.scatter(1, target[:, None], moved)
 
 
-class MarginTask(ClassificationTask):
-    """ClassificationTask whose logits are scaled cosines and whose loss adds a class margin."""
+class MarginTask(SingleLabelTask):
+    """A single-label task whose training logits are scaled cosines and whose loss adds a class margin."""
+
+    name = "margin"
+    supports_ddp = False  # forward reads the inner model's head; DDP would not see those parameters
 
     def __init__(self, kind: str = "arcface", margin: Optional[float] = None, scale: float = 30.0,
-                 label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None,
-                 channels_last: bool = False):
+                 label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None):
         if kind not in DEFAULT_M:
             raise OculaError(f"margin={kind!r}: choose arcface or cosface")
-        super().__init__(label_smoothing, class_weights, channels_last)
+        super().__init__(label_smoothing, class_weights)
         self.kind, self.scale = kind, scale
         self.m = DEFAULT_M[kind] if margin is None else margin
 
@@ -57,6 +60,9 @@ class MarginTask(ClassificationTask):
         inner = getattr(model, "module", model)  # DDP is refused upstream; keep the names readable
         features = inner.forward_head(inner.forward_features(x), pre_logits=True)
         return cosine_logits(features, inner.get_classifier().weight, self.scale)
+
+    def bundle_fields(self) -> dict:
+        return {"task": self.name, "margin": {"kind": self.kind, "m": self.m, "scale": self.scale}}
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 1:

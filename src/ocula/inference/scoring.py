@@ -1,0 +1,110 @@
+"""Predict a labelled split and score it: the one way `ocula evaluate`, the export gate, int8
+calibration and the error gallery choose, batch and score labelled images.
+
+    split = labelled_split(clf, "data/")          # test split, else the held-out val, else all of it
+    report = score_split(clf, split)              # the task's report + data, split and skipped files
+    for x, y, idx, *bad in split_batches(clf, split.samples, 64): ...
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ocula.data.samples import TensorSamples, adapt_channels
+from ocula.errors import OculaError
+from ocula.modality.sources import resolve_data
+
+
+@dataclass
+class LabelledSplit:
+    samples: object  # FileSamples or TensorSamples, labels index `classes`
+    classes: list[str]  # the data's class names
+    name: str  # which split: "test", "val", "val (held out during training)", "all", or as asked
+    mapping: np.ndarray  # data class index → model class index
+    skipped: list = field(default_factory=list)  # (path, reason) the data scan skipped
+
+    def evenly_spaced(self, limit: Optional[int]) -> "LabelledSplit":
+        """At most `limit` samples, evenly spaced (not the first N: built-in splits are often ordered by class)."""
+        if not limit or len(self.samples) <= limit:
+            return self
+        picked = self.samples.subset(np.linspace(0, len(self.samples) - 1, limit).round().astype(int).tolist())
+        return LabelledSplit(picked, self.classes, f"{self.name}, {limit} evenly spaced", self.mapping, self.skipped)
+
+
+def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit:
+    """Which labelled images to score: `split` if given; else the data's test split; else its val split;
+    else, when the data is the one the model was trained on, its recorded validation split (never
+    training images); else all of it."""
+    trained_on = clf.meta.get("data", {})
+    splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, modality=clf.modality)
+    if split:
+        samples, name = splits.split(split), split
+    elif splits.test is not None:
+        samples, name = splits.test, "test"
+    elif splits.val is not None:
+        samples, name = splits.val, "val"
+    elif trained_on.get("source") and trained_on["source"] == splits.source:
+        info = clf.meta.get("split", {})
+        splits = resolve_data(data, val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
+                              require_train=False, modality=clf.modality)
+        if splits.val is None:
+            raise OculaError(f"{data}: the model was trained on all of it; pass a separate test set")
+        samples, name = splits.val, "val (held out during training)"
+    else:
+        samples, name = splits.train, "all"
+    return LabelledSplit(samples, splits.classes, name, map_classes(splits.classes, clf.classes),
+                         list(splits.skipped))
+
+
+def map_classes(data_classes: list[str], model_classes: list[str]) -> np.ndarray:
+    """Index in the data's class list → index in the model's, by name."""
+    unknown = [c for c in data_classes if c not in model_classes]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise OculaError(f"the data has classes the model does not know: {shown} "
+                         f"(model classes: {', '.join(model_classes[:10])})")
+    return np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
+
+
+def split_batches(clf, samples, batch_size: int, workers: Optional[int] = None):
+    """Eval batches in the model's contract: (x, y, idx) from RAM, (x, y, idx, bad) from files."""
+    if isinstance(samples, TensorSamples):
+        return clf.modality.tensor_loader(adapt_channels(samples, clf.contract.channels), clf.contract, batch_size,
+                                          train=False)
+    return clf.file_batches(samples, batch_size, workers)
+
+
+def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = None):
+    """→ (probabilities (N, K), labels as the data numbers them (N,), skipped (path, reason))."""
+    probs, labels, skipped = [], [], []
+    for batch in split_batches(clf, samples, batch_size, workers):
+        if len(batch) == 4:
+            skipped += batch[3]
+        if batch[0] is None:
+            continue
+        probs.append(clf.probabilities(batch[0]))
+        labels.append(batch[1])
+    if not probs:
+        raise OculaError("no readable images to evaluate")
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), skipped
+
+
+def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Optional[int] = None) -> dict:
+    """The task's report on a labelled split, with which split and every file skipped on the way."""
+    probs, labels, skipped = predict_split(clf, split.samples, batch_size, workers)
+    report = clf.task.score(split.mapping[labels], probs, clf.classes)
+    report.update(split=split.name, skipped=skipped_list(split.skipped + skipped))
+    return report
+
+
+def skipped_list(pairs) -> list[dict]:
+    """(path, reason) pairs → [{"path", "reason"}], each file once, in order."""
+    seen, out = set(), []
+    for path, reason in pairs:
+        if path not in seen:
+            seen.add(path)
+            out.append({"path": path, "reason": reason})
+    return out

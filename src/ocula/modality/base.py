@@ -1,0 +1,129 @@
+"""What a kind of data (a modality) owns, so that nothing outside `ocula.modality` asks "is this video?".
+
+A modality turns files into uint8 tensors of its shape, batches them (in RAM or streamed), augments
+them with the one set of presets, and preprocesses a single input for predict, serve, explain and
+export. The engine, inference and the feature packages hold a `Modality` and call it.
+
+    images  uint8 (N, C, S, S)       one file → one sample
+    clips   uint8 (N, T, C, S, S)    one video file or frame folder → one sample of T frames
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ocula.data.batch_augment import BatchAugment
+from ocula.data.contract import DataContract
+from ocula.data.folders import FolderScan
+from ocula.data.loaders import TensorLoader
+from ocula.data.samples import FileSamples, TensorSamples
+
+
+class Modality:
+    name: str = ""
+    noun: str = "samples"  # in messages: "1,000 images sampled"
+    flips: tuple[str, ...] = ("hflip",)  # the label-changing flips training decides on (engine.flip_probe)
+    sample_dims: int = 3  # dims of one preprocessed sample: (C, H, W)
+    per_frame: bool = False  # samples are sequences of frames (a model may run an image encoder per frame)
+    data_hint: str = ""  # what data a model of this modality needs, for the mismatch error
+
+    def model_hint(self, model: str) -> str:
+        """What to train on this modality's data instead of `model`, which takes another."""
+        return ""
+
+    # ------------------------------------------------------------------ finding data
+    def claims_folder(self, path: str, preferred: bool) -> bool:
+        """Whether a class-folder tree holds this modality's samples (`preferred`: the model takes it)."""
+        return False
+
+    def claims_manifest(self, scan: FolderScan) -> bool:
+        return False
+
+    def scan_folder(self, path: str) -> FolderScan:
+        raise NotImplementedError
+
+    def expand_inputs(self, items) -> tuple[list[str], list[tuple[str, str]]]:
+        """What a user passes to predict → (sample paths, [(item, why nothing matched)])."""
+        raise NotImplementedError
+
+    def header(self, path: str):
+        """→ ((width, height), mode, a still-image path for content checks) from headers, or None."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ contract
+    def complete_contract(self, contract: DataContract, frames: Optional[int], model_default: Optional[int]
+                          ) -> DataContract:
+        """Fill in what this modality adds to an image contract (clips: the frame count)."""
+        return contract
+
+    def describe_shape(self, contract: DataContract) -> str:
+        c = contract
+        return f"{c.input_size}×{c.input_size}×{c.channels}"
+
+    def model_options(self, contract: DataContract, defaults: dict) -> dict:
+        """Builder keywords this modality sets from the contract (clips: the frame count)."""
+        return {}
+
+    def bundle_fields(self, clip_pad: str) -> dict:
+        """What a saved model records beside its contract for this modality."""
+        return {"modality": self.name}
+
+    # ------------------------------------------------------------------ batches
+    def fits_in_memory(self, samples: FileSamples, contract: DataContract, train: bool = False) -> bool:
+        raise NotImplementedError
+
+    def to_memory(self, samples: FileSamples, contract: DataContract, *, workers: Optional[int] = None,
+                  pad: str = "repeat", desc: str = "decode", train: bool = False
+                  ) -> tuple[TensorSamples, list[tuple[str, str]]]:
+        """Decode every file once → (uint8 TensorSamples, skipped (path, reason))."""
+        raise NotImplementedError
+
+    def augment(self, contract: DataContract, preset: str, *, hflip: bool, time_flip: bool = False,
+                mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0) -> BatchAugment:
+        return BatchAugment(contract, preset, hflip, mixup, cutmix, num_classes)
+
+    def eval_batch(self, contract: DataContract) -> Callable:
+        """uint8 batch, labels, generator → (normalised float batch at the eval geometry, labels)."""
+        return BatchAugment(contract, "none")
+
+    def tensor_loader(self, samples: TensorSamples, contract: DataContract, batch_size: int, *, train: bool,
+                      augment: Optional[BatchAugment] = None, seed: int = 0, rank: int = 0, world: int = 1,
+                      sample_weights: Optional[torch.Tensor] = None) -> TensorLoader:
+        return TensorLoader(samples, contract, batch_size, train=train,
+                            augment=augment if train and augment is not None else self.eval_batch(contract),
+                            seed=seed, rank=rank, world=world, sample_weights=sample_weights)
+
+    def file_loader(self, samples: FileSamples, contract: DataContract, batch_size: int, *, train: bool,
+                    augment: Optional[BatchAugment] = None, workers: Optional[int] = None, seed: int = 0,
+                    epoch: int = 0, sampler=None, pad: str = "repeat", stream: int = 1):
+        """Batches (x, y, idx, bad) streamed from files, decoded in DataLoader workers."""
+        raise NotImplementedError
+
+    def preprocess(self, obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
+        """One input (path, bytes, PIL, array; a clip for video) → the normalised sample tensor."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the flip probe's view
+    def probe_images(self, images: torch.Tensor, contract: DataContract) -> torch.Tensor:
+        """uint8 samples → (N, C', H, W) for the quick probe of engine.flip_probe (clips: frames in channels)."""
+        return images
+
+    def probe_flip(self, x: torch.Tensor, key: str, contract: DataContract) -> torch.Tensor:
+        """A probe batch with one of `flips` applied."""
+        if key == "hflip":
+            return x.flip(-1)
+        raise ValueError(f"{self.name} has no {key}")
+
+    # ------------------------------------------------------------------ models and explanations
+    def to_device(self, x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def batch(self, sample: torch.Tensor) -> torch.Tensor:
+        """One preprocessed sample, or a batch of them → a batch."""
+        return sample if sample.dim() > self.sample_dims else sample[None]
+
+    def frames_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """A model input batch → its still images (N', C, H, W), for drawing explanations."""
+        return batch

@@ -1,0 +1,118 @@
+"""Video and frame sequences: one video file or frame folder → uint8 clip (T, C, S, S).
+
+    ocula train clips/ --model cnn_lstm --backbone resnet18 --frames 16 --out runs/actions
+    ocula predict runs/actions match.mp4 more_clips/ --topk 3
+    ocula datasets make moving-shapes out/
+
+Decoding (PyAV) is imported by the functions that decode, so importing this package stays cheap.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ocula.data.contract import DataContract
+from ocula.data.native import image_header
+from ocula.modality.base import Modality
+from ocula.modality.video.augment import ClipAugment, select_frames
+from ocula.modality.video.decode import VIDEO_EXTENSIONS, frame_files, is_video_path, video_header
+from ocula.modality.video.loader import (TRAIN_OVERSAMPLE, ClipLoader, cache_clips, clips_fit_in_memory,
+                                         preprocess_clip)
+from ocula.modality.video.scan import expand_clip_inputs, holds_videos, is_clip_manifest, scan_video_folder
+
+DEFAULT_FRAMES = 8
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoModality"]
+
+
+class VideoModality(Modality):
+    name = "video"
+    noun = "clips"
+    flips = ("hflip", "time_flip")
+    sample_dims = 4  # (T, C, H, W)
+    per_frame = True
+    data_hint = "give a folder of videos or of frame folders (root/<class>/<clip>/*.jpg)"
+
+    def model_hint(self, model: str) -> str:
+        from ocula.models.registry import get_spec, list_models
+
+        video_models = ", ".join(n for n in list_models("*", include_timm=False)
+                                 if get_spec(n).modality == self.name)
+        return f"use a video model ({video_models}) with --backbone {model}"
+
+    def claims_folder(self, path: str, preferred: bool) -> bool:
+        return preferred or holds_videos(path)
+
+    def claims_manifest(self, scan) -> bool:
+        return is_clip_manifest(scan)
+
+    def scan_folder(self, path: str):
+        return scan_video_folder(path)
+
+    def expand_inputs(self, items):
+        return expand_clip_inputs(items)
+
+    def header(self, path: str):
+        if os.path.isdir(path):  # a frame folder: its first frame speaks for the clip
+            files = frame_files(path)
+            return image_header(files[0]) if files else None
+        return video_header(path) if is_video_path(path) else image_header(path)
+
+    def complete_contract(self, contract: DataContract, frames: Optional[int], model_default: Optional[int]
+                          ) -> DataContract:
+        contract.frames = frames or model_default or DEFAULT_FRAMES
+        return contract
+
+    def describe_shape(self, contract: DataContract) -> str:
+        return f"{super().describe_shape(contract)}, {contract.frames} frames"
+
+    def model_options(self, contract: DataContract, defaults: dict) -> dict:
+        return {"frames": contract.frames} if "frames" in defaults else {}
+
+    def bundle_fields(self, clip_pad: str) -> dict:
+        return {"modality": self.name, "clip_pad": clip_pad}
+
+    def _frames(self, contract: DataContract, train: bool) -> int:
+        # A training split keeps 2T frames per clip in RAM: room for temporal jitter.
+        return contract.frames * (TRAIN_OVERSAMPLE if train else 1)
+
+    def fits_in_memory(self, samples, contract, train: bool = False) -> bool:
+        return clips_fit_in_memory(samples, contract, self._frames(contract, train))
+
+    def to_memory(self, samples, contract, *, workers=None, pad="repeat", desc="decode clips", train=False):
+        return cache_clips(samples, contract, frames=self._frames(contract, train), workers=workers, pad=pad,
+                           desc=desc)
+
+    def augment(self, contract, preset, *, hflip, time_flip=False, mixup=0.0, cutmix=0.0, num_classes=0):
+        return ClipAugment(contract, preset, hflip, mixup, cutmix, num_classes, time_flip=time_flip)
+
+    def eval_batch(self, contract):
+        return ClipAugment(contract, "none", train=False)
+
+    def file_loader(self, samples, contract, batch_size, *, train, augment=None, workers=None, seed=0, epoch=0,
+                    sampler=None, pad="repeat", stream=1):
+        return ClipLoader(samples, contract, batch_size, train=train, augment=augment, workers=workers, seed=seed,
+                          epoch=epoch, sampler=sampler, pad=pad, stream=stream)
+
+    def preprocess(self, obj, contract, pad="repeat") -> torch.Tensor:
+        return preprocess_clip(obj, contract, pad)
+
+    def probe_images(self, images: torch.Tensor, contract: DataContract) -> torch.Tensor:
+        images = select_frames(images, contract.frames)  # (N, T, C, H, W): T evenly spaced frames
+        b, t, c, h, w = images.shape
+        return images.reshape(b, t * c, h, w)
+
+    def probe_flip(self, x: torch.Tensor, key: str, contract: DataContract) -> torch.Tensor:
+        if key != "time_flip":
+            return super().probe_flip(x, key, contract)
+        n, _, h, w = x.shape
+        t = contract.frames
+        return x.reshape(n, t, -1, h, w).flip(1).reshape(n, -1, h, w)
+
+    def to_device(self, x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+        return x.to(device, non_blocking=True)  # channels_last is a 4-D layout; clips are 5-D
+
+    def frames_of(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.flatten(0, 1)

@@ -1,0 +1,44 @@
+"""What a kind of head (a task) owns: the loss, the activation that turns logits into probabilities,
+the metrics, the prediction format and what a saved model records. The engine only calls these.
+
+    single-label   one class per sample: softmax, cross-entropy, accuracy   (tasks.single_label)
+    margin         single-label trained with an additive margin on cosine logits (tasks.margin)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class Task:
+    name: str = ""
+    monitor: str = "accuracy"  # the score() key that picks the best checkpoint (higher is better)
+    supports_ddp: bool = True
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Model input batch → the logits the loss sees."""
+        return model(x)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Inference logits (B, K) → probabilities (B, K)."""
+        raise NotImplementedError
+
+    def correct(self, logits: torch.Tensor, target: torch.Tensor) -> int:
+        """How many samples of a training batch the logits get right (for the running accuracy)."""
+        raise NotImplementedError
+
+    def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+        """Labels and probabilities of a whole split → the evaluation report."""
+        raise NotImplementedError
+
+    def top(self, probs: torch.Tensor, classes: list[str], k: int) -> list[tuple[str, float]]:
+        """One sample's probabilities → [(label, prob), ...] best first: what predict returns."""
+        raise NotImplementedError
+
+    def bundle_fields(self) -> dict:
+        """What a saved model records about its head."""
+        return {"task": self.name}
