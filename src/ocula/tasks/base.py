@@ -39,6 +39,13 @@ class Task:
         """One sample's probabilities → [(label, prob), ...] best first: what predict returns."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ calibration (issue 12)
+    def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Fit the post-hoc calibration on held-out logits (N, K) and labels; → a report dict with
+        "fitted" (bool) and "reason". Sets the state that `probabilities` applies and
+        `bundle_fields` records. The default: no calibration."""
+        return {"fitted": False, "reason": f"the {self.name} task has no calibration"}
+
     def bundle_fields(self) -> dict:
-        """What a saved model records about its head."""
+        """What a saved model records about its head (calibration state included)."""
         return {"task": self.name}
