@@ -60,12 +60,15 @@ def load(path, device: str = "auto") -> Model:
     return Model.load(path, device)
 
 
-def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optional[int] = None):
+def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optional[int] = None, *,
+            tta: bool = False, min_confidence: Optional[float] = None):
     """Predict files, folders, globs or CSV manifests; yields Predictions (bad inputs carry .error).
-    What counts as one input is the model's modality's business (a video model: files and frame folders)."""
+    What counts as one input is the model's modality's business (a video model: files and frame folders).
+    `tta`: average over test-time views; `min_confidence`: mark less confident predictions abstained."""
     from ocula.inference.predictor import Prediction
 
     clf = model if isinstance(model, Classifier) else load(model)
+    clf.tta, clf.min_confidence = tta or clf.tta, _check_confidence(min_confidence) or clf.min_confidence
     paths, missing = clf.modality.expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     for item, reason in missing:
         yield Prediction(item, error=reason)
@@ -75,7 +78,7 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
 
 # ---------------------------------------------------------------------- evaluate
 def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int = 64,
-             out_dir: Optional[str] = None, workers: Optional[int] = None) -> dict:
+             out_dir: Optional[str] = None, workers: Optional[int] = None, tta: bool = False) -> dict:
     """Accuracy, top-k, per-class metrics, confusion matrix and calibration on a labelled dataset.
 
     Which images: `split` if given; else the data's test split; else, when the data is the one the
@@ -83,6 +86,7 @@ def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int =
     (`ocula.inference.scoring.labelled_split`).
     """
     clf = model if isinstance(model, Classifier) else load(model)
+    clf.tta = tta or clf.tta
     report = score_split(clf, labelled_split(clf, data, split), batch_size, workers)
     report["data"] = str(data)
     if out_dir:
@@ -100,3 +104,40 @@ def write_evaluation(report: dict, out_dir) -> None:
     write_confusion_csv(report, out / "confusion_matrix.csv")
     write_per_class_csv(report, out / "per_class.csv")
     plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")
+    if report.get("calibration"):
+        write_json(out / "calibration.json", report["calibration"])
+        plots.plot_reliability(report["calibration"], out / "reliability.png")
+    if report.get("risk_coverage"):
+        plots.write_risk_coverage_csv(report["risk_coverage"], out / "risk_coverage.csv")
+        plots.plot_risk_coverage({"model": report["risk_coverage"]}, out / "risk_coverage.png")
+
+
+def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 64,
+              workers: Optional[int] = None) -> dict:
+    """Refit the calibration of a run (or bundle) on other labelled data and store it in the bundle
+    (`weights/best.safetensors` or the given file, and model.json)."""
+    from ocula import bundle
+    from ocula.inference.scoring import predict_split
+    from ocula.io import write_json
+
+    clf = load(run)
+    chosen = labelled_split(clf, data, split)
+    found = predict_split(clf, chosen.samples, batch_size, workers)
+    labels = chosen.mapping[found.labels]
+    fit = clf.task.fit_calibration(found.logits, labels)
+    path = bundle.resolve_weights(run)
+    meta = bundle.update_meta(path, clf.task.bundle_fields())
+    if Path(run).is_dir():
+        write_json(Path(run) / "model.json", meta)
+    section = clf.task.selective_report(labels, clf.task.probabilities(torch.from_numpy(found.logits)).numpy(),
+                                        found.logits).get("calibration", {})
+    result = {**fit, **section, "data": str(data), "split": chosen.name, "bundle": str(path)}
+    if Path(run).is_dir():
+        write_json(Path(run) / "calibration.json", result)
+    return result
+
+
+def _check_confidence(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 <= float(value) <= 1:
+        raise OculaError(f"min_confidence must be a probability in [0, 1], not {value}")
+    return None if value is None else float(value)

@@ -37,6 +37,17 @@ def save_weights(path, model: nn.Module, meta: dict) -> None:
     save_tensors(path, model.state_dict(), metadata={"ocula": json.dumps(meta)})
 
 
+def update_meta(path, changes: dict) -> dict:
+    """Rewrite a bundle's metadata with `changes` (same tensors), atomically; → the new metadata."""
+    from ocula.io import save_tensors
+    from ocula.weights_file import read_safetensors
+
+    metadata, tensors = read_safetensors(path)
+    meta = {**parse_meta(metadata, path), **changes}
+    save_tensors(path, tensors, metadata={"ocula": json.dumps(meta)})
+    return meta
+
+
 def resolve_weights(path) -> Path:
     """A run directory, its weights/ folder, or a .safetensors file → the weights file to load."""
     p = Path(path)

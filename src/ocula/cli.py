@@ -92,6 +92,14 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int)
     p.add_argument("--explain-errors", type=int, metavar="N", help="gallery of the N most confident errors "
                    "with their saliency maps (OUT/errors/)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over the flips training "
+                   "allowed and four zoomed crops (6x the compute)")
+    p = sub.add_parser("calibrate", help="refit a run's temperature on other labelled data (stored in the bundle)")
+    p.add_argument("run", help="run directory or .safetensors bundle")
+    p.add_argument("data", help="built-in name, folder or CSV with labels (not the test set you report on)")
+    p.add_argument("--split", choices=["train", "val", "test"], help="which split (default: test, else val, else all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int)
     p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("inputs", nargs="+", help="image files, folders, globs ('*.png') or CSV manifests")
@@ -100,6 +108,9 @@ def build_parser() -> Parser:
     p.add_argument("--csv", metavar="PATH", help="write predictions as CSV ('-' for stdout)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int)
+    p.add_argument("--min-confidence", type=float, metavar="P", help="mark predictions whose top probability "
+                   "is below P as abstained (choose P from evaluate's risk-coverage figures)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (see evaluate --tta)")
     p = sub.add_parser("models", help="list model names (ocula's own and timm's)")
     p.add_argument("--filter", default="*", help="substring or glob, e.g. vit or 'resnet*'")
     p.add_argument("--own", action="store_true", help="only ocula's own families")
@@ -163,17 +174,19 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ocula import api
-    from ocula.evaluation.report import format_report
+    from ocula.evaluation.report import format_report, format_selective
     from ocula.io import write_json
 
     out = args.out or str(Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem}")
     report = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, out_dir=out,
-                          workers=args.workers)
+                          workers=args.workers, tta=args.tta)
     if args.json:
         write_json(args.json, report)
     if args.json != "-":
         print(f"{args.data} [{report['split']}]")
         print(format_report(report))
+        for line in format_selective(report):
+            print(line)
         if report["skipped"]:
             print(f"skipped {len(report['skipped'])} unreadable files (listed in {out}/report.json)")
         print(f"report, CSVs and confusion matrix in {out}/")
@@ -190,8 +203,9 @@ def cmd_predict(args) -> int:
 
     from ocula.io import write_json, write_output
 
-    preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk,
-                                              batch_size=args.batch_size, workers=args.workers)]
+    preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                                              workers=args.workers, tta=args.tta,
+                                              min_confidence=args.min_confidence)]
     if args.json:
         write_json(args.json, preds)
     if args.csv:
@@ -204,7 +218,7 @@ def cmd_predict(args) -> int:
         for name, p in zip(names, preds):
             shown = p["error"] and f"ERROR: {display_name(p['error'], line=True)}" or "  ".join(
                 f"{t['label']} {t['prob']:.3f}" for t in p["topk"])
-            print(f"{name[-width:]:<{width}}  {shown}")
+            print(f"{name[-width:]:<{width}}  {shown}" + ("  (abstain)" if p.get("abstained") else ""))
         errors = sum(1 for p in preds if p["error"])
         if errors:
             print(f"{errors} of {len(preds)} inputs could not be read")
@@ -267,7 +281,21 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+def cmd_calibrate(args) -> int:
+    from ocula import api
+
+    result = api.calibrate(args.run, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers)
+    print(f"{args.data} [{result['split']}]: {result['reason']}")
+    if result.get("before"):
+        b, a = result["before"], result["after"]
+        print(f"  ECE {b['ece']:.4f} → {a['ece']:.4f}   NLL {b['nll']:.4f} → {a['nll']:.4f}   "
+              f"Brier {b['brier']:.4f} → {a['brier']:.4f}")
+    print(f"stored in {result['bundle']}")
+    return 0 if result.get("fitted") else 2
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
+            "models": cmd_models,
             "recipes": cmd_recipes, "datasets": cmd_datasets}
 
 

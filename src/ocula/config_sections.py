@@ -55,8 +55,10 @@ class DataConfig(Section):
     img_size: Optional[int] = option(None, "default: pretrained weights' size, else the data's native size (<= 224)")
     channels: Optional[int] = option(None, "default: pretrained weights' (3), else the data's (grey: 1)")
     val_fraction: float = option(0.1, "stratified split when the data has no validation split")
-    balance: str = option("none", "class imbalance: a weighted loss or a balanced sampler",
-                          ("none", "weighted-loss", "sampler"))
+    balance: str = option("none", "class imbalance: a weighted loss (multilabel: pos_weight), a balanced sampler, "
+                          "or (single-label) the logit-adjusted loss (Menon et al. 2021, --logit-tau) or balanced "
+                          "softmax (Ren et al. 2020; the same loss at tau 1)",
+                          ("none", "weighted-loss", "sampler", "logit-adjust", "balanced-softmax"))
     cache: str = option("auto", "auto: decode a file dataset into RAM once when it fits", ("auto", "ram", "none"))
     workers: Optional[int] = option(None, "DataLoader workers for file datasets")
 
@@ -143,8 +145,34 @@ class RunConfig(Section):
     threads: Optional[int] = option(None, "torch CPU threads")
     resume: Optional[str] = option(None, "a run directory to continue")
     max_steps: Optional[int] = option(None, "stop after this many optimizer steps (tests, smoke runs)")
+    calibrate: str = option("temperature", "after training, fit a temperature on the validation split so "
+                            "probabilities match accuracy (skipped, with the reason, when the split is too "
+                            "small); none: keep the raw softmax", ("temperature", "none"))
+
+
+@dataclass
+class TaskConfig(Section):
+    name: str = option("auto", "the head: auto = multilabel when a row of the data has several labels (or none)",
+                       ("auto", "single-label", "multilabel"), flat="task")
+    loss: str = option("bce", "multilabel loss: binary cross-entropy or asymmetric loss (ASL, Ridnik et al. 2021)",
+                       ("bce", "asl"))
+    threshold_policy: str = option("f1", "multilabel: per-class thresholds on the validation split that maximise "
+                                   "F1, or precision=P (the most recall at precision P)")
+    monitor: str = option("auto", "the validation metric that picks the best checkpoint; auto: accuracy "
+                          "(single-label), mAP (multilabel)", ("auto", "accuracy", "balanced_accuracy", "mAP"))
+    logit_tau: float = option(1.0, "balance=logit-adjust: the prior's weight tau")
+
+    def check(self) -> None:
+        text = self.threshold_policy.strip().lower()
+        name, _, value = text.partition("=")
+        try:
+            ok = text == "f1" or (name == "precision" and 0 < float(value) <= 1)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise OculaError(f"threshold_policy={self.threshold_policy!r}: use f1 or precision=P with 0 < P <= 1")
 
 
 # Section name → class, in the order `ocula train --help` lists them.
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig,
-            "transfer": TransferConfig, "video": VideoConfig, "run": RunConfig}
+            "task": TaskConfig, "transfer": TransferConfig, "video": VideoConfig, "run": RunConfig}

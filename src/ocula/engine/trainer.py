@@ -64,7 +64,7 @@ class Trainer:
         check_model_name(cfg.model.name)  # fail before reading any data
 
         self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
-                                             modality=for_model(cfg.model.name))
+                                             modality=for_model(cfg.model.name), task=cfg.task.name)
         self.classes = self.splits.classes
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
@@ -87,7 +87,10 @@ class Trainer:
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device)
-        self.task = task or tasks.for_config(cfg, self._class_weights())  # margin loss, if asked for
+        counts = setup.class_counts(self.train_samples, len(self.classes))  # multi-label: positives per class
+        self.task = task or tasks.for_config(cfg, self._class_weights(), class_counts=counts,  # margin, multilabel…
+                                             multilabel=self.splits.multilabel, num_samples=len(self.train_samples))
+        self._report_task(counts)
         if self.world > 1 and not self.task.supports_ddp:
             raise OculaError(f"the {self.task.name} task trains in a single process for now (drop torchrun)")
 
@@ -161,6 +164,22 @@ class Trainer:
                 logger.info(line)
             logger.info(setup.make_augment(self.loader_cfg, self.contract, len(self.classes), self.modality).describe())
 
+    def _report_task(self, counts: torch.Tensor) -> None:
+        """Say when the task was inferred from the labels, and warn of heavy class imbalance."""
+        if not dist.is_main():
+            return
+        if self.task.name == "multilabel" and self.cfg.task.name == "auto":
+            logger.info("task multilabel: inferred from the labels (rows with several labels, or none); "
+                        "sigmoid per class, mAP picks the best checkpoint")
+        present = counts[counts > 0]
+        if len(present) > 1 and float(present.max()) > 10 * float(present.min()):
+            big, small = int(counts.argmax()), int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
+            hint = ("weighted-loss or sampler" if self.task.name == "multilabel"
+                    else "weighted-loss, sampler, logit-adjust or balanced-softmax")
+            logger.warning(f"class imbalance: '{self.classes[big]}' has {int(counts[big])} training samples, "
+                           f"'{self.classes[small]}' {int(counts[small])} ({float(present.max() / present.min()):.0f}×)"
+                           + (f"; consider --balance {hint}" if self.cfg.data.balance == "none" else ""))
+
     def _note_skipped(self, bad) -> None:
         """Each unreadable file is named once, counted, and listed in data.json."""
         known = {p for p, _ in self.splits.skipped}
@@ -223,6 +242,8 @@ class Trainer:
                 cb.on_epoch_end(self, epoch, logs)
             if self.should_stop or self._hit_max_steps():
                 break
+        if dist.is_main():
+            self.calibration = self.calibrate_bundles()  # before on_fit_end: trackers log the final bundle
         summary = self.summary()
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
@@ -230,6 +251,61 @@ class Trainer:
             self._write_data_file()  # again: streaming may have found more unreadable files
             write_json(Path(self.run_dir) / "summary.json", summary)
         return summary
+
+    # ---------------------------------------------------------------- calibration
+    def calibrate_bundles(self) -> dict:
+        """Fit the task's calibration (a temperature) on the validation split for each saved bundle
+        (best, last), record it in the bundle, and write RUN/calibration.json."""
+        from ocula.evaluation.calibration import measures, softmax
+
+        if self.cfg.run.calibrate == "none" or self.val_samples is None:
+            why = "--calibrate none" if self.cfg.run.calibrate == "none" else "no validation split to fit on"
+            result = {"method": "none", "fitted": False, "reason": why}
+            write_json(Path(self.run_dir) / "calibration.json", result)
+            return result
+        fits = {}
+        for tag in ("last", "best"):  # best last: the task keeps the best bundle's state afterwards
+            path = Path(self.run_dir) / "weights" / f"{tag}.safetensors"
+            if not path.is_file():
+                continue
+            logits, labels = self._held_out_logits(path)
+            fit = self.task.fit_calibration(logits, labels)
+            meta = bundle.update_meta(path, self.task.bundle_fields())
+            if tag == "best":
+                write_json(Path(self.run_dir) / "model.json", meta)
+            fits[tag] = {**fit, "before": measures(labels, softmax(logits)),
+                         "after": measures(labels, self.task.probabilities(torch.from_numpy(logits)).numpy())}
+        best = fits.get("best") or fits.get("last") or {"fitted": False, "reason": "no saved bundle"}
+        result = {"method": "temperature" if best.get("fitted") else "none", "split": "val",
+                  **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
+                  "bundles": {tag: {k: v for k, v in fit.items() if k not in ("before", "after")}
+                              for tag, fit in fits.items()}}
+        write_json(Path(self.run_dir) / "calibration.json", result)
+        logger.info(f"calibration: {best.get('reason')}" + (
+            f"; validation ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
+        return result
+
+    @torch.inference_mode()
+    def _held_out_logits(self, weights: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Validation logits of a saved bundle, through the path a saved model predicts with (model(x))."""
+        import copy
+
+        from ocula.weights_file import read_safetensors
+
+        model = copy.deepcopy(dist.unwrap(self.eval_model))
+        load_into(weights, model, read_safetensors(weights)[1], "this run's model")
+        model.eval()
+        parts, labels = [], []
+        loader = setup.make_loader(self.val_samples, self.contract, self.loader_cfg, train=False,
+                                   num_classes=len(self.classes), rank=0, world=1, modality=self.modality)
+        for batch in loader:  # the whole split on this one rank
+            if batch[0] is None:
+                continue
+            x = self.modality.to_device(batch[0], self.device, self.cfg.run.channels_last)
+            with self.autocast():
+                parts.append(model(x).float().cpu())
+            labels.append(batch[1])
+        return torch.cat(parts).numpy(), torch.cat(labels).numpy()
 
     def _hit_max_steps(self) -> bool:
         return self.cfg.run.max_steps is not None and self.global_step >= self.cfg.run.max_steps
@@ -417,7 +493,8 @@ class Trainer:
                 "best_val_acc": self.best_metric if last.get("val_acc") is not None else None,
                 "final": last, "train_time_s": self.elapsed_train_s,
                 "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
-                "world_size": self.world, "skipped_files": len(self.splits.skipped)}
+                "world_size": self.world, "skipped_files": len(self.splits.skipped),
+                "calibration": {k: getattr(self, "calibration", {}).get(k) for k in ("method", "temperature", "reason")}}
 
 
 def bundle_arch(model: nn.Module) -> dict:

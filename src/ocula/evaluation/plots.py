@@ -155,3 +155,60 @@ def plot_training_curves(metrics_csv_path: PathLike, out_png: PathLike) -> Optio
     axes[-1].xaxis.get_major_locator().set_params(integer=True)  # no "epoch 2.5" ticks
     axes[0].set_title(f"Training curves: {Path(metrics_csv_path).name}")
     return _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- calibration
+def plot_reliability(calibration: dict, path: PathLike) -> Optional[str]:
+    """Reliability diagram before and after calibration: accuracy per confidence bin against the
+    diagonal, with each bin's share of samples below."""
+    fig = _figure((8.5, 4.6))
+    if fig is None:
+        return None
+    axes = fig.subplots(2, 2, sharex=True, height_ratios=(3, 1))
+    for col, key in enumerate(("before", "after")):
+        part = calibration[key]
+        table = part["reliability"]
+        edges = np.asarray(table["edges"])
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        acc = np.array([a if a is not None else np.nan for a in table["accuracy"]])
+        conf = np.array([c if c is not None else np.nan for c in table["confidence"]])
+        top, bottom = axes[0, col], axes[1, col]
+        top.bar(centres, acc, width=width * 0.92, color="#4c72b0", label="accuracy")
+        top.scatter(centres, conf, marker="_", s=120, color="#c44e52", linewidths=2, label="mean confidence")
+        top.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1)
+        t = f", T={calibration['temperature']:.3g}" if key == "after" and calibration.get("method") != "none" else ""
+        top.set_title(f"{key} calibration{t}: ECE {part['ece']:.3f}, NLL {part['nll']:.3f}", fontsize=10)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        counts = np.asarray(table["count"], dtype=float)
+        bottom.bar(centres, counts / max(counts.sum(), 1), width=width * 0.92, color="#777")
+        bottom.set_xlabel("confidence (top-1 probability)")
+        bottom.set_ylabel("share")
+        top.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_risk_coverage(curves: dict, path: PathLike) -> Optional[str]:
+    """Accuracy against coverage (answering only the most confident share), one line per curve."""
+    fig = _figure((5.5, 4.0))
+    if fig is None:
+        return None
+    ax = fig.subplots()
+    for name, rc in curves.items():
+        cov = [r["coverage"] for r in rc["curve"]]
+        ax.plot(cov, [r["accuracy"] for r in rc["curve"]], label=f"{name} (AURC {rc['aurc']:.4f})")
+    for c in (0.8, 0.9):
+        ax.axvline(c, color="#bbb", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("coverage (share of samples answered)")
+    ax.set_ylabel("accuracy of the answered")
+    ax.set_xlim(0, 1.01)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_risk_coverage_csv(rc: dict, path: PathLike) -> None:
+    from ocula.io import write_text
+
+    lines = ["coverage,accuracy,risk,min_confidence"]
+    lines += [f"{r['coverage']:.6f},{r['accuracy']:.6f},{r['risk']:.6f},{r['min_confidence']:.6f}" for r in rc["curve"]]
+    write_text(path, "\n".join(lines) + "\n")

@@ -55,6 +55,24 @@ def format_report(report: dict, max_classes: int = 50) -> str:
     return "\n".join(out)
 
 
+def format_selective(report: dict) -> list[str]:
+    """Calibration before/after and the accuracy at 90 % and 80 % coverage, a line each."""
+    lines = []
+    cal = report.get("calibration")
+    if cal:
+        b, a = cal["before"], cal["after"]
+        how = f"temperature {cal['temperature']:.3f}" if cal["method"] == "temperature" else "not calibrated"
+        lines.append(f"calibration ({how}): ECE {b['ece']:.4f} → {a['ece']:.4f}, adaptive ECE "
+                     f"{b['adaptive_ece']:.4f} → {a['adaptive_ece']:.4f}, NLL {b['nll']:.4f} → {a['nll']:.4f}, "
+                     f"Brier {b['brier']:.4f} → {a['brier']:.4f}")
+    rc = report.get("risk_coverage")
+    if rc:
+        lines.append(f"selective: accuracy {rc['accuracy_at_90'] * 100:.2f}% at 90% coverage (min confidence "
+                     f"{rc['min_confidence_at_90']:.3f}), {rc['accuracy_at_80'] * 100:.2f}% at 80% "
+                     f"({rc['min_confidence_at_80']:.3f})")
+    return lines
+
+
 # ----------------------------------------------------------------------------- files
 
 

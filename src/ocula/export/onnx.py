@@ -88,7 +88,10 @@ def write_onnx(proto, meta: dict, out) -> Path:
 
     props = {META_KEY: json.dumps(meta), "ocula.classes": json.dumps(meta["classes"]),
              "ocula.contract": json.dumps(meta["contract"]),
-             "ocula.version": meta["export"]["ocula"], "ocula.arch": meta["arch"]["name"]}
+             "ocula.version": meta["export"]["ocula"], "ocula.arch": meta["arch"]["name"],
+             # The graph outputs logits; probabilities are softmax(logits / temperature).
+             "ocula.task": str(meta.get("task", "single-label")),
+             "ocula.temperature": str((meta.get("calibration") or {}).get("temperature", 1.0))}
     keep = [p for p in proto.metadata_props if p.key not in props]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)

@@ -73,9 +73,10 @@ class OnnxClassifier(Predictor):
         return cls(session, meta, onnx_path)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch (B, C, H, W) → logits (B, K), float32 on the CPU."""
-        if x.dim() != 4:
-            raise OculaError(f"expected a batch (B, C, H, W), got shape {tuple(x.shape)}")
+        """Preprocessed batch → logits (B, K), float32 on the CPU (the task's calibration is applied by
+        `probabilities`, as for PyTorch: the exported graph outputs raw logits)."""
+        if x.dim() != self.modality.sample_dims + 1:
+            raise OculaError(f"expected a batch of {self.modality.noun}, got shape {tuple(x.shape)}")
         feed = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         (out,) = self.session.run(None, {self.input_name: feed})
         return torch.from_numpy(out).float()

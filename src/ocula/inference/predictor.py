@@ -24,10 +24,16 @@ class Prediction:
     prob: Optional[float] = None
     topk: list = field(default_factory=list)  # [(label, prob), ...] best first
     error: Optional[str] = None
+    abstained: bool = False  # the top probability is below the predictor's min_confidence
+    labels: Optional[list] = None  # multi-label: the set above the thresholds, [(label, prob), ...]; else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["topk"] = [{"label": lab, "prob": p} for lab, p in self.topk]
+        if self.labels is None:
+            d.pop("labels")
+        else:
+            d["labels"] = [{"label": lab, "prob": p} for lab, p in self.labels]
         return d
 
 
@@ -37,6 +43,8 @@ class Predictor:
     subclass sets `meta` and implements `logits`."""
 
     meta: dict
+    tta: bool = False  # average the probabilities over flips (those training allowed) and crops
+    min_confidence: Optional[float] = None  # predictions below this top probability are marked abstained
 
     def _init_contract(self, meta: dict) -> None:
         self.meta = meta
@@ -54,8 +62,17 @@ class Predictor:
         raise NotImplementedError
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch → the task's probabilities (B, K)."""
-        return self.task.probabilities(self.logits(x))
+        """Preprocessed batch → the task's probabilities (B, K); with `tta`, their mean over the
+        modality's test-time views."""
+        if not self.tta:
+            return self.task.probabilities(self.logits(x))
+        views = self.modality.tta_views(x, hflip=self.allowed_flips.get("hflip", False))
+        return torch.stack([self.task.probabilities(self.logits(v)) for v in views]).mean(0)
+
+    @property
+    def allowed_flips(self) -> dict:
+        """The flips training's augmentation used (decided per run); none for older bundles."""
+        return {k: bool(v) for k, v in (self.meta.get("data") or {}).get("flips", {}).items()}
 
     @property
     def clip_pad(self) -> str:
@@ -70,7 +87,9 @@ class Predictor:
 
     def _result(self, source: str, probs: torch.Tensor, topk: int) -> Prediction:
         top = self.task.top(probs, self.classes, topk)
-        return Prediction(source, top[0][0], top[0][1], top)
+        abstained = self.min_confidence is not None and top[0][1] < self.min_confidence
+        return Prediction(source, top[0][0], top[0][1], top, abstained=abstained,
+                          labels=self.task.label_set(probs, self.classes))
 
     # ------------------------------------------------------------------ public
     def predict(self, inputs, topk: int = 1, batch_size: int = 32):

@@ -77,26 +77,38 @@ def split_batches(clf, samples, batch_size: int, workers: Optional[int] = None):
     return clf.file_batches(samples, batch_size, workers)
 
 
-def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = None):
-    """→ (probabilities (N, K), labels as the data numbers them (N,), skipped (path, reason))."""
-    probs, labels, skipped = [], [], []
+@dataclass
+class SplitPredictions:
+    probs: np.ndarray  # (N, K) what the predictor answers: the task's calibrated probabilities (mean over TTA views)
+    logits: np.ndarray  # (N, K) the raw logits of the plain view, for calibration measures
+    labels: np.ndarray  # (N,) as the data numbers its classes
+    skipped: list  # (path, reason)
+
+
+def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = None) -> SplitPredictions:
+    probs, logits, labels, skipped = [], [], [], []
     for batch in split_batches(clf, samples, batch_size, workers):
         if len(batch) == 4:
             skipped += batch[3]
         if batch[0] is None:
             continue
-        probs.append(clf.probabilities(batch[0]))
+        raw = clf.logits(batch[0])
+        logits.append(raw)
+        probs.append(clf.probabilities(batch[0]) if clf.tta else clf.task.probabilities(raw))
         labels.append(batch[1])
     if not probs:
         raise OculaError("no readable images to evaluate")
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), skipped
+    return SplitPredictions(torch.cat(probs).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy(), skipped)
 
 
 def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Optional[int] = None) -> dict:
-    """The task's report on a labelled split, with which split and every file skipped on the way."""
-    probs, labels, skipped = predict_split(clf, split.samples, batch_size, workers)
-    report = clf.task.score(split.mapping[labels], probs, clf.classes)
-    report.update(split=split.name, skipped=skipped_list(split.skipped + skipped))
+    """The task's report on a labelled split (with its calibration before and after, and the
+    risk–coverage curve where the task has them), which split, and every file skipped on the way."""
+    found = predict_split(clf, split.samples, batch_size, workers)
+    labels = split.mapping[found.labels]
+    report = clf.task.score(labels, found.probs, clf.classes)
+    report.update(clf.task.selective_report(labels, found.probs, found.logits))
+    report.update(split=split.name, tta=bool(clf.tta), skipped=skipped_list(split.skipped + found.skipped))
     return report
 
 

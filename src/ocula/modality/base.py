@@ -115,6 +115,20 @@ class Modality:
             return x.flip(-1)
         raise ValueError(f"{self.name} has no {key}")
 
+    def tta_views(self, x: torch.Tensor, hflip: bool) -> list[torch.Tensor]:
+        """Test-time views of a preprocessed batch (…, C, S, S): as is, mirrored when training allowed it,
+        and the four corner crops of a 1/0.875 zoom (the object a little larger and off-centre)."""
+        import torch.nn.functional as F
+
+        views = [x, x.flip(-1)] if hflip else [x]
+        s = x.shape[-1]
+        big = int(round(s / 0.875))
+        zoomed = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(big, big), mode="bilinear",
+                               align_corners=False).reshape(*x.shape[:-2], big, big)
+        d = big - s
+        views += [zoomed[..., t:t + s, l:l + s].contiguous() for t, l in ((0, 0), (0, d), (d, 0), (d, d))]
+        return views
+
     # ------------------------------------------------------------------ models and explanations
     def to_device(self, x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
         x = x.to(device, non_blocking=True)

@@ -1,7 +1,7 @@
 """Tasks: the kind of head a model has and everything that depends on it (loss, activation, metrics,
 prediction format, bundle record). The engine and inference hold a `Task` and call it.
 
-    task = tasks.for_config(cfg, class_weights)   # training
+    task = tasks.for_config(cfg, class_weights, class_counts=counts, multilabel=splits.multilabel)  # training
     task = tasks.for_meta(bundle_meta)            # a saved model
 """
 from __future__ import annotations
@@ -12,17 +12,49 @@ import torch
 
 from ocula.errors import OculaError, did_you_mean
 from ocula.tasks.base import Task
+from ocula.tasks.imbalance import PriorAdjustedTask
 from ocula.tasks.margin import MarginTask
+from ocula.tasks.multilabel import MultiLabelTask
 from ocula.tasks.single_label import SingleLabelTask
 
 # name recorded in a bundle → the task a saved model predicts with
-INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": SingleLabelTask}
+INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": SingleLabelTask,
+                              "multilabel": MultiLabelTask}
 LEGACY = ("image", "video")  # ocula-bundle/1 before tasks recorded the modality in "task"
 
 
-def for_config(cfg, class_weights: Optional[torch.Tensor] = None) -> Task:
+def for_config(cfg, class_weights: Optional[torch.Tensor] = None, *, class_counts: Optional[torch.Tensor] = None,
+               multilabel: bool = False, num_samples: int = 0) -> Task:
+    """The training task. `class_counts` (K,): samples per class (multi-label: positives per class) of the
+    training split, of `num_samples`; `multilabel`: the data's labels are sets (resolve_data found it)."""
+    if cfg.task.name == "multilabel" or (cfg.task.name == "auto" and multilabel):
+        return _multilabel(cfg, class_counts, num_samples)
+    if cfg.task.monitor == "mAP":
+        raise OculaError("monitor=mAP is the multilabel task's metric; single-label: accuracy or balanced_accuracy")
+    task = _single_label(cfg, class_weights, class_counts)
+    if cfg.task.monitor != "auto":
+        task.monitor = cfg.task.monitor  # a key of the single-label report
+    return task
+
+
+def _multilabel(cfg, counts: Optional[torch.Tensor], n: int) -> MultiLabelTask:
+    if cfg.data.balance not in ("none", "weighted-loss", "sampler"):
+        raise OculaError(f"balance={cfg.data.balance} is a single-label loss; multilabel data takes weighted-loss "
+                         f"(pos_weight) or sampler")
+    if cfg.task.monitor not in ("auto", "mAP") or cfg.transfer.margin != "none":
+        raise OculaError("the multilabel task monitors mAP and has no margin loss")
+    pos_weight = None
+    if cfg.data.balance == "weighted-loss" and counts is not None:  # negatives / positives, per class
+        pos_weight = (n - counts).clamp_min(1) / counts.clamp_min(1)
+    return MultiLabelTask(cfg.task.loss, pos_weight, cfg.task.threshold_policy)
+
+
+def _single_label(cfg, class_weights, counts) -> Task:
     if cfg.transfer.margin != "none":
         return MarginTask(cfg.transfer.margin, cfg.transfer.margin_m, cfg.transfer.margin_s, cfg.optim.label_smoothing, class_weights)
+    if cfg.data.balance in ("logit-adjust", "balanced-softmax"):
+        tau = cfg.task.logit_tau if cfg.data.balance == "logit-adjust" else 1.0
+        return PriorAdjustedTask(counts, tau, cfg.optim.label_smoothing)
     return SingleLabelTask(cfg.optim.label_smoothing, class_weights)
 
 
@@ -32,7 +64,9 @@ def for_meta(meta: dict) -> Task:
         name = "single-label"
     if name not in INFERENCE:
         raise OculaError(f"unknown task {name!r}{did_you_mean(str(name), INFERENCE)}")
-    return INFERENCE[name]()
+    task = INFERENCE[name]()
+    task.restore(meta)
+    return task
 
 
-__all__ = ["INFERENCE", "MarginTask", "SingleLabelTask", "Task", "for_config", "for_meta"]
+__all__ = ["INFERENCE", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config", "for_meta"]

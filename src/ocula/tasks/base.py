@@ -3,6 +3,7 @@ the metrics, the prediction format and what a saved model records. The engine on
 
     single-label   one class per sample: softmax, cross-entropy, accuracy   (tasks.single_label)
     margin         single-label trained with an additive margin on cosine logits (tasks.margin)
+    multilabel     a set of labels per sample: sigmoid, BCE or ASL, mAP, per-class thresholds (tasks.multilabel)
 """
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ class Task:
         """One sample's probabilities → [(label, prob), ...] best first: what predict returns."""
         raise NotImplementedError
 
+    def label_set(self, probs: torch.Tensor, classes: list[str]):
+        """One sample's probabilities → the predicted set [(label, prob), ...] (tasks that predict a set of
+        labels, at their thresholds); None for one label per sample."""
+        return None
+
     # ------------------------------------------------------------------ calibration (issue 12)
     def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
         """Fit the post-hoc calibration on held-out logits (N, K) and labels; → a report dict with
@@ -46,6 +52,14 @@ class Task:
         `bundle_fields` records. The default: no calibration."""
         return {"fitted": False, "reason": f"the {self.name} task has no calibration"}
 
+    def selective_report(self, labels, probs, logits) -> dict:
+        """Extra evaluation sections from probabilities and raw logits: calibration before and after,
+        the risk–coverage curve. The default: none."""
+        return {}
+
     def bundle_fields(self) -> dict:
         """What a saved model records about its head (calibration state included)."""
         return {"task": self.name}
+
+    def restore(self, meta: dict) -> None:
+        """Take back what `bundle_fields` recorded (calibration, thresholds) from a saved model's meta."""

@@ -62,7 +62,7 @@ class MarginTask(SingleLabelTask):
         return cosine_logits(features, inner.get_classifier().weight, self.scale)
 
     def bundle_fields(self) -> dict:
-        return {"task": self.name, "margin": {"kind": self.kind, "m": self.m, "scale": self.scale}}
+        return {**super().bundle_fields(), "margin": {"kind": self.kind, "m": self.m, "scale": self.scale}}
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 1:

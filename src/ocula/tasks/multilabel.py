@@ -1,0 +1,135 @@
+"""Several labels per sample: a sigmoid per class, binary cross-entropy (or ASL) on multi-hot targets,
+mAP as the validation metric, per-class thresholds and temperatures fitted on held-out data.
+
+    task = MultiLabelTask(loss="bce", pos_weight=None, threshold_policy="f1")
+    task.fit_calibration(val_logits, val_labels)   # temperatures (BCE NLL), then thresholds on them
+    task.label_set(probs, classes)                 # [(label, prob), ...] above each class's threshold
+
+Targets are multi-hot (B, K); mixup and cutmix blend them into soft ones, which both losses take.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ocula.evaluation.multilabel import fit_thresholds, multilabel_report
+from ocula.tasks.base import Task
+
+ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}  # the paper's defaults (Ridnik et al. 2021)
+
+
+def asymmetric_loss(logits: torch.Tensor, target: torch.Tensor, gamma_neg: float = 4.0, gamma_pos: float = 0.0,
+                    clip: float = 0.05) -> torch.Tensor:
+    """ASL: focusing that down-weights easy negatives (γ−) and shifts their probability by `clip`; (B, K) → mean
+    over labels. With γ− = γ+ = 0 and clip 0 it is BCE."""
+    p = torch.sigmoid(logits)
+    p_neg = (p - clip).clamp_min(0) if clip > 0 else p
+    pos = target * torch.log(p.clamp_min(1e-8)) * (1 - p).pow(gamma_pos)
+    neg = (1 - target) * torch.log((1 - p_neg).clamp_min(1e-8)) * p_neg.pow(gamma_neg)
+    return -(pos + neg).mean()
+
+
+def fit_temperatures(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> tuple[torch.Tensor, dict]:
+    """Per-class temperatures T (K,) minimising the BCE of sigmoid(logits / T) → (T, report). The classes are
+    independent, so one L-BFGS run over log T fits them all. Not converged (gradient not small, loss not
+    below T = 1, or not finite) → T = 1 with the reason."""
+    z, y = logits.detach().double(), labels.detach().double()
+    log_t = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def nll():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y, reduction="sum") / z.shape[0]
+        loss.backward()
+        return loss
+
+    before = float(nll())
+    opt.step(nll)
+    after = float(nll())
+    grad = float(log_t.grad.abs().max())
+    temps = log_t.detach().exp()
+    report = {"nll_before": before / z.shape[1], "nll_after": after / z.shape[1], "grad": grad}
+    if not (np.isfinite(after) and torch.isfinite(temps).all()):
+        return torch.ones_like(temps), {**report, "fitted": False, "reason": "the fit diverged"}
+    if grad > 1e-3 or after > before + 1e-9:
+        return torch.ones_like(temps), {**report, "fitted": False,
+                                        "reason": f"did not converge (gradient {grad:.2g}, NLL {before:.4g} → {after:.4g})"}
+    return temps, {**report, "fitted": True, "reason": "per-class temperatures fitted on the validation split"}
+
+
+class MultiLabelTask(Task):
+    name = "multilabel"
+    monitor = "mAP"
+
+    def __init__(self, loss: str = "bce", pos_weight: Optional[torch.Tensor] = None, threshold_policy: str = "f1",
+                 thresholds: Optional[list] = None, temperature: Optional[list] = None):
+        self.loss_name, self.pos_weight, self.threshold_policy = loss, pos_weight, threshold_policy
+        self.thresholds = None if thresholds is None else torch.tensor(thresholds, dtype=torch.float32)
+        self.temperature = None if temperature is None else torch.tensor(temperature, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = logits.float(), target.float()
+        if self.loss_name == "asl":
+            return asymmetric_loss(logits, target, **ASL)
+        weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.temperature is not None:
+            logits = logits / self.temperature.to(logits.device)
+        return torch.sigmoid(logits)
+
+    def correct(self, logits: torch.Tensor, target: torch.Tensor) -> int:
+        """Samples whose whole label set is right at 0.5 (subset accuracy), soft targets read at 0.5."""
+        return int(((logits > 0) == (target > 0.5)).all(1).sum())
+
+    def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+        t = None if self.thresholds is None else self.thresholds.tolist()
+        return multilabel_report(labels, probs, classes, t)
+
+    # ------------------------------------------------------------------ prediction
+    def threshold_vector(self, k: int) -> torch.Tensor:
+        return self.thresholds if self.thresholds is not None else torch.full((k,), 0.5)
+
+    def top(self, probs: torch.Tensor, classes: list[str], k: int) -> list[tuple[str, float]]:
+        p, i = probs.topk(min(k, len(classes)))
+        return [(classes[j], float(q)) for j, q in zip(i.tolist(), p.tolist())]
+
+    def label_set(self, probs: torch.Tensor, classes: list[str]) -> list[tuple[str, float]]:
+        """The labels at or above their thresholds, most probable first."""
+        above = probs >= self.threshold_vector(len(classes)).to(probs.device)
+        chosen = [(classes[j], float(probs[j])) for j in torch.flatnonzero(above).tolist()]
+        return sorted(chosen, key=lambda t: -t[1])
+
+    # ------------------------------------------------------------------ calibration and the bundle
+    def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Per-class temperatures (BCE NLL), then per-class thresholds on the calibrated probabilities."""
+        logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)  # numpy or tensors
+        labels = torch.as_tensor(np.asarray(labels)).float()
+        temps, report = fit_temperatures(logits, labels)
+        self.temperature = temps.float() if report["fitted"] else None
+        probs = self.probabilities(logits)
+        self.thresholds = torch.tensor(fit_thresholds(labels.numpy(), probs.numpy(), self.threshold_policy),
+                                       dtype=torch.float32)
+        return {**report, "thresholds": self.thresholds.tolist(), "threshold_policy": self.threshold_policy,
+                "temperature": None if self.temperature is None else self.temperature.tolist()}
+
+    def bundle_fields(self) -> dict:
+        return {"task": self.name, "loss": self.loss_name, "threshold_policy": self.threshold_policy,
+                "thresholds": None if self.thresholds is None else self.thresholds.tolist(),
+                "calibration": None if self.temperature is None else {"kind": "temperature-per-class",
+                                                                      "temperature": self.temperature.tolist()}}
+
+    def restore(self, meta: dict) -> None:
+        if meta.get("thresholds") is not None:
+            self.thresholds = torch.tensor(meta["thresholds"], dtype=torch.float32)
+        calibration = meta.get("calibration") or {}
+        if calibration.get("temperature") is not None:
+            self.temperature = torch.tensor(calibration["temperature"], dtype=torch.float32)
+        self.loss_name = meta.get("loss", self.loss_name)
+        self.threshold_policy = meta.get("threshold_policy", self.threshold_policy)
