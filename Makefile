@@ -32,9 +32,11 @@ browsers:
 
 demo: install datasets
 	$(OCULA) train fashion-mnist --recipe fmnist-fast --epochs 3 --out runs/demo-fmnist
-	$(OCULA) evaluate runs/demo-fmnist fashion-mnist
+	$(OCULA) evaluate runs/demo-fmnist fashion-mnist --explain-errors 16
 	$(OCULA) datasets export fashion-mnist runs/demo-samples --split test --limit 12
 	$(OCULA) predict runs/demo-fmnist runs/demo-samples --topk 3
+	-$(OCULA) export runs/demo-fmnist --int8  # a failed gate still shows, in the report
+	$(OCULA) report runs/demo-fmnist
 
 test: install datasets browsers
 	$(PY) -m pytest -q -p no:cacheprovider tests

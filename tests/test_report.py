@@ -69,24 +69,45 @@ def test_report_holds_every_section_with_inlined_images(reported_run, capsys):
     assert html.count("<tr><td>") > len(model["classes"])  # per-class rows are there
 
 
+def _strip_calibration(run: Path) -> dict:
+    """The run as if nothing had calibrated it: no calibration in report.json, summary or model.json."""
+    for path in [run / "eval-digits" / "report.json", run / "summary.json", run / "model.json"]:
+        data = json.loads(path.read_text())
+        data.pop("calibration", None)
+        path.write_text(json.dumps(data))
+    for path in run.rglob("calibration.json"):
+        path.unlink()
+    return json.loads((run / "eval-digits" / "report.json").read_text())
+
+
+def _after_row(run: Path) -> str:
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    return html[html.index('id="after-calibration"'):][:600]
+
+
 def test_after_calibration_is_not_run_until_a_calibration_file_exists(reported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reported_run, run)
-    page = (Path(run) / "report.html")
-    assert main(["report", str(run)]) == 0
-    html = page.read_text()
-    after = html[html.index('id="after-calibration"'):][:400]
-    assert "not run" in after
-    report = json.loads((run / "eval-digits" / "report.json").read_text())
+    report = _strip_calibration(run)
+    assert "not run" in _after_row(run)
+
     bins = report["reliability"]
     (run / "eval-digits" / "calibration.json").write_text(json.dumps({
         "method": "temperature", "temperature": 1.5, "before": {"ece": report["ece"], "nll": report["nll"]},
         "after": {"ece": 0.0123, "nll": 0.4567, "reliability": bins}}))
-    assert main(["report", str(run)]) == 0
-    html = page.read_text()
-    after = html[html.index('id="after-calibration"'):][:400]
+    after = _after_row(run)
     assert "0.0123" in after and "0.4567" in after and "not run" not in after
-    assert "temperature 1.5000" in html
+    assert "temperature 1.5000" in (run / "report.html").read_text()
+
+    # a calibration that was tried and not fitted says why, and shows no "after" numbers
+    (run / "eval-digits" / "calibration.json").write_text(json.dumps({
+        "method": "none", "temperature": 1.0, "before": {"ece": report["ece"]}, "after": {"ece": report["ece"]}}))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["calibration"] = {"method": "none", "reason": "12 held-out samples are too few"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    after = _after_row(run)
+    assert "not run" in after and "not fitted: 12 held-out samples are too few" in after
 
 
 def test_missing_inputs_are_listed_as_not_run(digits_run, tmp_path):

@@ -152,12 +152,19 @@ def test_missing_tracker_package_is_one_line(monkeypatch, tmp_path):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    cb = TrackerCallback("mlflow")
 
     class FakeTrainer:
         run_dir, cfg = tmp_path, None
 
     with pytest.raises(OculaError, match=r"pip install 'ocula\[track\]'"):
-        TrackerCallback("mlflow").on_fit_start(FakeTrainer())
+        cb.on_fit_start(FakeTrainer())
+
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(OculaError, match=r"--track mlflow needs the mlflow package"):  # before any data loads
+        TrackerCallback("mlflow")
 
 
 def test_other_ranks_log_nothing(monkeypatch, tmp_path):
@@ -199,3 +206,19 @@ def test_under_ddp_only_rank_0_logs(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_cli_train_with_report_and_track(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard")
+    from ocula.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "digits", "--epochs", "1", "--hflip", "false", "--report", "--track", "tensorboard",
+                 "--out", str(out)]) == 0
+    assert (out / "report.html").is_file() and list((out / "tensorboard").glob("events.out.tfevents.*"))
+    html = (out / "report.html").read_text()
+    assert 'id="summary" data-status="ran"' in html and "training has not finished" not in html
+    assert main(["train", "digits", "--track", "tensorbord", "--out", str(tmp_path / "bad")]) == 2
+    assert "did you mean: tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -17,6 +17,7 @@ import torch
 from ocula.errors import OculaError
 from ocula.inference.predictor import Classifier
 from ocula.inference.scoring import labelled_split, score_split, skipped_list  # noqa: F401  (skipped_list: public here)
+from ocula.track import training_callbacks
 
 
 class Model(Classifier):
@@ -48,7 +49,8 @@ def train(data: str = "", *, callbacks=None, **overrides) -> Run:
     from ocula.engine import distributed
 
     try:
-        trainer = Trainer(cfg, callbacks=callbacks)
+        trainer = Trainer(cfg, callbacks=training_callbacks(cfg, callbacks, track=cfg.get("track"),
+                                                            report=cfg.get("report")))
         summary = trainer.fit()
     finally:
         distributed.cleanup()

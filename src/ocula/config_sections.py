@@ -145,6 +145,9 @@ class RunConfig(Section):
     threads: Optional[int] = option(None, "torch CPU threads")
     resume: Optional[str] = option(None, "a run directory to continue")
     max_steps: Optional[int] = option(None, "stop after this many optimizer steps (tests, smoke runs)")
+    report: bool = option(False, "write RUN/report.html when training ends (the page of `ocula report`)")
+    track: Optional[str] = option(None, "experiment trackers, comma-separated: tensorboard, mlflow "
+                                  "(MLflow logs to $MLFLOW_TRACKING_URI)")
     calibrate: str = option("temperature", "after training, fit a temperature on the validation split so "
                             "probabilities match accuracy (skipped, with the reason, when the split is too "
                             "small); none: keep the raw softmax", ("temperature", "none"))

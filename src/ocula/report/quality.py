@@ -18,30 +18,45 @@ EVALUATE = "`ocula evaluate {run} DATA`"
 
 
 # ---------------------------------------------------------------------- calibration
+MEASURES = (("ece", "ECE (15 bins)"), ("adaptive_ece", "adaptive ECE"), ("classwise_ece", "classwise ECE"),
+            ("nll", "NLL"), ("brier", "Brier"))
+
+
 def calibration_section(reader: Reader, eval_dir: Optional[Path], report: Optional[dict]) -> Section:
     title = "Calibration: before and after"
     run = display_name(reader.run)
     if report is None:
         return Section("calibration", title, ran=False, reason=f"no evaluation: {EVALUATE.format(run=run)}")
-    calibration, where = None, None
+    calibration, where = report.get("calibration"), "report.json" if report.get("calibration") else None
     for d in (eval_dir, reader.run):
-        calibration = reader.json(d / "calibration.json")
-        if calibration is not None:
-            where = reader.rel(d / "calibration.json")
+        if calibration:
             break
-    before = {"ece": report.get("ece"), "nll": report.get("nll"), "reliability": report.get("reliability")}
-    after = (calibration or {}).get("after") or None
-    data = {"before": before, "after": after, "file": where,
-            "method": (calibration or {}).get("method"), "temperature": (calibration or {}).get("temperature"),
-            "after_reason": "" if after else "not run: no calibration.json in the evaluation folder or the run",
-            "bins": bin_rows(before["reliability"], (after or {}).get("reliability"))}
+        calibration = reader.json(d / "calibration.json")
+        where = reader.rel(d / "calibration.json") if calibration else None
+    calibration = calibration or {}
+    before = {k: report.get(k) for k in ("ece", "nll", "reliability")} | (calibration.get("before") or {})
+    fitted = calibration.get("after") and calibration.get("method") not in (None, "none")
+    after = calibration["after"] if fitted else None
+    data = {"before": before, "after": after, "file": where, "method": calibration.get("method"),
+            "temperature": calibration.get("temperature"), "after_reason": "" if after else not_fitted(reader),
+            "measures": [(k, label) for k, label in MEASURES if before.get(k) is not None],
+            "bins": bin_rows(before.get("reliability"), (after or {}).get("reliability"))}
     images = {}
-    if before["reliability"]:
+    if before.get("reliability"):
         images["reliability"] = ("reliability", before["reliability"], (after or {}).get("reliability"))
     else:
         data["diagram_reason"] = ("this evaluation predates reliability bins: re-run "
                                   + EVALUATE.format(run=run) + " to draw the diagram")
     return Section("calibration", title, data=data, images=images)
+
+
+def not_fitted(reader: Reader) -> str:
+    """Why there is no "after": the run's own reason when training tried, else that nothing was tried."""
+    for name in ("summary.json", "model.json"):
+        reason = ((reader.json(reader.run / name) or {}).get("calibration") or {}).get("reason")
+        if reason:
+            return f"after calibration: not fitted: {reason}"
+    return "after calibration: no calibration.json in the evaluation folder or the run (temperature scaling writes it)"
 
 
 def bin_rows(before: Optional[dict], after: Optional[dict]) -> list[dict]:

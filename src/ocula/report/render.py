@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -25,8 +26,15 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.PackageLoader("ocula.report", "templates"),
                              autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
                              undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, num=_num, mb=_mb, duration=_duration, count=_count)
+    env.filters.update(pct=_pct, num=_num, mb=_mb, duration=_duration, count=_count, code=_code)
     return env
+
+
+def _code(text) -> str:
+    """Escape `text`, then show its `backquoted` parts (commands to run) as <code>."""
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
 def _missing(v) -> bool:

@@ -32,6 +32,16 @@ def parse_trackers(spec: Union[None, str, Iterable[str]]) -> list[str]:
     return names
 
 
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def require(name: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(PACKAGES[name]) is None:
+        raise OculaError(f"--track {name} needs the {PACKAGES[name]} package: pip install 'ocula[track]'")
+
+
 def _backend(name: str):
     if name == "tensorboard":
         from ocula.track.tensorboard_backend import TensorBoardBackend
@@ -63,6 +73,8 @@ class TrackerCallback(Callback):
     def __init__(self, trackers: Union[str, Iterable[str]]):
         self.names = parse_trackers(trackers)
         self.backends: list = []
+        for name in self.names:  # before the data is loaded: a missing package is one line, at once
+            require(name)
 
     def on_fit_start(self, trainer):
         if not dist.is_main():
