@@ -173,16 +173,18 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
         return HTMLResponse(page)
 
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=PREDICT_BODY)
-    async def predict(request: Request, topk: int = Query(5, ge=1, le=1000)):
-        """Classify one or several images: multipart 'file'/'files', or a raw image body."""
+    async def predict(request: Request, topk: int = Query(5, ge=1, le=1000),
+                      min_confidence: Optional[float] = Query(None, ge=0, le=1)):
+        """Classify one or several images: multipart 'file'/'files', or a raw image body. A prediction whose
+        top probability is below min_confidence (default: the server's --min-confidence) is abstained."""
         bodies = await service.read(read_image_bodies(request, service.max_images))
         probs = service.model.task.probabilities(await service.classify_bodies(bodies))
-        k = min(topk, len(service.model.classes))
-        values, indices = probs.topk(k)
+        floor = getattr(service.model, "min_confidence", None) if min_confidence is None else min_confidence
         preds = []
-        for (label, _), p, i in zip(bodies, values.tolist(), indices.tolist()):
-            top = [{"label": service.model.classes[j], "prob": q} for j, q in zip(i, p)]
-            preds.append({"source": label, "label": top[0]["label"], "prob": top[0]["prob"], "topk": top})
+        for (label, _), p in zip(bodies, probs):
+            top = [{"label": name, "prob": q} for name, q in service.model.task.top(p, service.model.classes, topk)]
+            preds.append({"source": label, "label": top[0]["label"], "prob": top[0]["prob"], "topk": top,
+                          "abstained": floor is not None and top[0]["prob"] < floor})
         return {"model": service.name, "predictions": preds}
 
     @app.get("/metrics", include_in_schema=False)

@@ -31,6 +31,8 @@ def register(subparsers) -> dict:
     p.add_argument("--max-connections", type=int, default=1024,
                    help="open connections and tasks; more get 503 (default: 1024)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--min-confidence", type=float, metavar="P", help="mark predictions whose top probability is "
+                   "below P as abstained (/predict and the OIP 'abstained' output; a request may pass its own)")
     return {"serve": cmd_serve}
 
 
@@ -42,5 +44,6 @@ def cmd_serve(args) -> int:
           timeout_s=args.timeout_s, max_body_mb=args.max_body_mb, threads=args.threads,
           access_log=args.access_log, max_header_kb=args.max_header_kb, max_headers=args.max_headers,
           keep_alive_s=args.keep_alive_s, header_timeout_s=args.header_timeout_s,
-          max_in_flight=args.max_in_flight, max_connections=args.max_connections)
+          max_in_flight=args.max_in_flight, max_connections=args.max_connections,
+          min_confidence=args.min_confidence)
     return 0

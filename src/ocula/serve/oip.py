@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse, Response
 
 from ocula.serve.limits import Rejected, is_count
 
-OUTPUTS = ("logits", "probabilities")
+OUTPUTS = ("logits", "probabilities")  # returned when a request names none
+ON_REQUEST = ("abstained",)  # BOOL [B]: top probability below the server's --min-confidence
 VERSION = "1"
 
 
@@ -63,8 +64,11 @@ def make_router(service):
         k = len(service.model.classes)
         return {"name": service.name, "versions": [VERSION], "platform": service.platform,
                 "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *service.input_shape]}],
-                "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, k]} for out in OUTPUTS],
+                "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, k]} for out in OUTPUTS]
+                + [{"name": "abstained", "datatype": "BOOL", "shape": [-1]}],
                 "parameters": {"classes": list(service.model.classes),
+                               "min_confidence": getattr(service.model, "min_confidence", None),
+                               "calibration": service.model.meta.get("calibration"),
                                "contract": service.model.contract.to_dict(),
                                "bytes_input": "a BYTES input [B] of encoded images is accepted too"}}
 
@@ -148,8 +152,8 @@ def requested_outputs(req, num_classes: int) -> list:
         return [(name, default_binary, 0) for name in OUTPUTS]
     wanted = []
     for out in req.outputs:
-        if out.name not in OUTPUTS:
-            raise Rejected(400, f"unknown output '{out.name}'; this model has {', '.join(OUTPUTS)}")
+        if out.name not in OUTPUTS + ON_REQUEST:
+            raise Rejected(400, f"unknown output '{out.name}'; this model has {', '.join(OUTPUTS + ON_REQUEST)}")
         count = out.parameters.get("classification", 0)
         if not isinstance(count, int) or count < 0:
             raise Rejected(400, f"output '{out.name}': classification must be a count of classes")
@@ -243,10 +247,15 @@ def _flatten(data):
 
 # ---------------------------------------------------------------------------- response
 def encode_response(service, req, wanted: list, logits: torch.Tensor):
-    values = {"logits": logits, "probabilities": service.model.task.probabilities(logits)}
+    probs = service.model.task.probabilities(logits)
+    values = {"logits": logits, "probabilities": probs}
     entries, blobs = [], []
     for name, binary, class_count in wanted:
-        if class_count:
+        if name == "abstained":
+            floor = getattr(service.model, "min_confidence", None)
+            datatype = "BOOL"
+            arr = (probs.max(1).values < floor).numpy() if floor is not None else np.zeros(len(probs), bool)
+        elif class_count:
             datatype, arr = "BYTES", _classification(values[name], class_count, service.model.classes)
         else:
             datatype, arr = "FP32", values[name].numpy().astype("<f4")

@@ -115,7 +115,7 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
           api_key_env: Optional[str] = None, timeout_s: float = 30.0, max_body_mb: float = 20.0,
           threads: Optional[int] = None, access_log: bool = False, max_header_kb: float = 8.0,
           max_headers: int = 100, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0,
-          max_in_flight: int = 256, max_connections: int = 1024,
+          max_in_flight: int = 256, max_connections: int = 1024, min_confidence: Optional[float] = None,
           announce: Callable[[str], None] = print) -> None:
     """Serve `run` over HTTP until interrupted (see docs/serve.md)."""
     import uvicorn
@@ -132,6 +132,10 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
                          "--max-in-flight and --max-connections >= 1")
     key = api_key_from_env(api_key_env)
     model, platform = load_for_serving(run, onnx=onnx, int8=int8, threads=threads)
+    if min_confidence is not None:
+        if not 0 <= min_confidence <= 1:
+            raise OculaError(f"--min-confidence must be a probability in [0, 1], not {min_confidence}")
+        model.min_confidence = min_confidence
     name = name or model_name(run)
     max_header_bytes = int(max_header_kb * 1024)
     app = create_app(model, name, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=key,

@@ -25,6 +25,7 @@ class ImagePrediction(BaseModel):
     label: str
     prob: float
     topk: list[Label]  # best first
+    abstained: bool = False  # the top probability is below the server's (or the request's) min_confidence
 
 
 class PredictResponse(BaseModel):
