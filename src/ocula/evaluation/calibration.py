@@ -8,7 +8,8 @@ Temperature scaling (Guo et al., 2017) divides the logits by one number T fitted
 by minimising the negative log-likelihood; it changes confidence, never the predicted class. The
 fit runs over log T (bounded to [1/20, 20]) and is only used when it is trustworthy: enough samples,
 an interior optimum (the NLL does not keep falling towards a bound, as it does when the held-out
-split has no errors), and a small standard error of log T from the NLL's curvature.
+split has no errors), and a small standard error of log T from the NLL's curvature (or, when the
+error is larger, a T at least two standard errors away from 1).
 
 ECE here uses 15 equal-width confidence bins (as `ocula evaluate` always has); adaptive ECE uses 15
 equal-mass bins; classwise ECE (Kull et al., 2019) averages the equal-width ECE of every class's
@@ -58,9 +59,11 @@ def fit_temperature(logits, labels) -> dict:
                 "reason": f"the held-out NLL keeps falling towards T={math.exp(log_t):.3g} (no interior optimum: "
                           f"too few held-out errors to fit a temperature); probabilities are left as trained"}
     converged = abs(grad) / n < 1e-4
-    if not converged or se > MAX_LOG_T_SE:
+    # An uncertain T is still used when it is clearly not 1 (two standard errors away): then even a
+    # rough correction beats none; an uncertain T near 1 would only add noise.
+    if not converged or (se > MAX_LOG_T_SE and abs(log_t) < 2 * se):
         why = "did not converge" if not converged else \
-            f"is uncertain (log T ± {se:.2f} on {n} samples, more than ± {MAX_LOG_T_SE})"
+            f"is uncertain (log T = {log_t:+.2f} ± {se:.2f} on {n} samples: not distinguishable from T = 1)"
         return {**base, **evidence, "fitted": False, "converged": converged,
                 "reason": f"the temperature fit {why}; probabilities are left as trained"}
     t = math.exp(log_t)
