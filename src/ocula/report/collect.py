@@ -28,12 +28,12 @@ def collect_run(run, *, eval_dir=None, audit_dir=None, summary=None) -> dict:
     evaluation_dir = find_eval_dir(run, eval_dir)
     evaluation = reader.json(evaluation_dir / "report.json") if evaluation_dir else None
     card = training.summary_section(reader, evaluation, summary)
+    audit = quality.audit_section(reader, audit_dir, card.data.get("data", {}).get("source"))
+    training.add_class_counts(card, audit.data.get("class_counts") or {})
     sections = [card, training.curves_section(reader),
                 training.evaluation_section(reader, evaluation_dir, evaluation),
                 quality.calibration_section(reader, evaluation_dir, evaluation),
-                quality.errors_section(reader, evaluation_dir),
-                quality.audit_section(reader, audit_dir, card.data.get("data", {}).get("source")),
-                quality.export_section(reader)]
+                quality.errors_section(reader, evaluation_dir), audit, quality.export_section(reader)]
     return {"name": display_name(run.resolve().name), "path": display_name(run.resolve()),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sections": sections, "notes": reader.notes,
             "eval_dir": reader.rel(evaluation_dir) if evaluation_dir else None}

@@ -120,7 +120,8 @@ def audit_section(reader: Reader, audit_dir, source: Optional[str]) -> Section:
     data = {"dir": reader.rel(where), "source": issues.get("source"), "samples": stats.get("samples"),
             "classes": len(issues.get("classes") or []), "findings": len(findings),
             "rows": sorted(rows.values(), key=lambda r: -r["count"]), "notes": issues.get("notes") or [],
-            "report_html": reader.rel(where / "report.html") if (where / "report.html").is_file() else None}
+            "report_html": reader.rel(where / "report.html") if (where / "report.html").is_file() else None,
+            "class_counts": stats.get("class_counts") or {}}
     return Section("audit", title, data=data)
 
 

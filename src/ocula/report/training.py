@@ -75,6 +75,14 @@ def class_counts(classes: list, evaluation: Optional[dict]) -> list[dict]:
     return [{"name": c, "evaluated": support.get(c)} for c in classes]
 
 
+def add_class_counts(card: Section, counts: dict) -> None:
+    """Images per class and split, as the audit counted them ({split: {class: n}}), into the model card."""
+    splits = [s for s in counts if s != "all" and isinstance(counts[s], dict)]
+    card.data["data"]["count_splits"] = splits
+    for row in card.data["data"]["classes"]:
+        row["splits"] = {s: counts[s].get(row["name"]) for s in splits}
+
+
 def weights_info(run: Path) -> dict:
     """Size and parameter count of weights/best.safetensors, read from its header only."""
     path = run / "weights" / "best.safetensors"
