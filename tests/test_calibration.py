@@ -196,3 +196,21 @@ def test_calibrate_none_keeps_the_raw_softmax(tmp_path):
     meta = json.loads((tmp_path / "r" / "model.json").read_text())
     assert meta["calibration"]["method"] == "none"
     assert json.loads((tmp_path / "r" / "calibration.json").read_text())["reason"] == "--calibrate none"
+
+
+def test_margin_heads_predict_and_calibrate_on_cosine_logits(tmp_path):
+    import torch.nn.functional as F
+
+    import ocula
+    from ocula.tasks import MarginTask
+
+    ocula.train("digits", model="seed_cnn", epochs=1, max_steps=4, margin="cosface", hflip=False,
+                out=str(tmp_path / "m"))
+    clf = ocula.load(str(tmp_path / "m"), device="cpu")
+    assert isinstance(clf.task, MarginTask) and clf.task.scale == 30.0
+    x = torch.stack([clf.preprocess(img) for img in _digit_images(4)])
+    m = clf.model
+    cos = F.linear(F.normalize(m.forward_head(m.forward_features(x), pre_logits=True).flatten(1), dim=1),
+                   F.normalize(m.get_classifier().weight, dim=1))
+    assert torch.allclose(clf.logits(x), 30.0 * cos, atol=1e-4)
+    assert torch.allclose(clf.probabilities(x), (30.0 * cos / clf.task.temperature).softmax(1), atol=1e-5)

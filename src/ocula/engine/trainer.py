@@ -256,8 +256,6 @@ class Trainer:
     def calibrate_bundles(self) -> dict:
         """Fit the task's calibration (a temperature) on the validation split for each saved bundle
         (best, last), record it in the bundle, and write RUN/calibration.json."""
-        from ocula.evaluation.calibration import measures, softmax
-
         if self.cfg.run.calibrate == "none" or self.val_samples is None:
             why = "--calibrate none" if self.cfg.run.calibrate == "none" else "no validation split to fit on"
             result = {"method": "none", "fitted": False, "reason": why}
@@ -273,8 +271,9 @@ class Trainer:
             meta = bundle.update_meta(path, self.task.bundle_fields())
             if tag == "best":
                 write_json(Path(self.run_dir) / "model.json", meta)
-            fits[tag] = {**fit, "before": measures(labels, softmax(logits)),
-                         "after": measures(labels, self.task.probabilities(torch.from_numpy(logits)).numpy())}
+            section = self.task.selective_report(labels, self.task.probabilities(torch.from_numpy(logits)).numpy(),
+                                                 logits).get("calibration", {})  # the task's own measures
+            fits[tag] = {**fit, "before": section.get("before"), "after": section.get("after")}
         best = fits.get("best") or fits.get("last") or {"fitted": False, "reason": "no saved bundle"}
         result = {"method": "temperature" if best.get("fitted") else "none", "split": "val",
                   **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
@@ -287,7 +286,7 @@ class Trainer:
 
     @torch.inference_mode()
     def _held_out_logits(self, weights: Path) -> tuple[np.ndarray, np.ndarray]:
-        """Validation logits of a saved bundle, through the path a saved model predicts with (model(x))."""
+        """Validation logits of a saved bundle, as the saved model predicts them (the task's forward)."""
         import copy
 
         from ocula.weights_file import read_safetensors
@@ -303,7 +302,7 @@ class Trainer:
                 continue
             x = self.modality.to_device(batch[0], self.device, self.cfg.run.channels_last)
             with self.autocast():
-                parts.append(model(x).float().cpu())
+                parts.append(self.task.forward(model, x).float().cpu())
             labels.append(batch[1])
         return torch.cat(parts).numpy(), torch.cat(labels).numpy()
 

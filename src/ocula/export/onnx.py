@@ -31,10 +31,23 @@ def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int]
 
     contract = DataContract.from_dict(meta["contract"])
     example = torch.randn(EXAMPLE_BATCH, contract.channels, contract.input_size, contract.input_size)
-    model = model.eval().float().to("cpu")
+    model = TaskLogits(model.eval().float().to("cpu"), meta)
     proto = _torch_export(model, example, opset)
     onnx.checker.check_model(proto)
     return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto)), out)
+
+
+class TaskLogits(torch.nn.Module):
+    """The logits the bundle's task predicts with (a margin head: scaled cosines), as one module."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict):
+        from ocula import tasks
+
+        super().__init__()
+        self.model, self.task = model, tasks.for_meta(meta)
+
+    def forward(self, x):
+        return self.task.forward(self.model, x)
 
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: Optional[int]):
@@ -92,6 +105,8 @@ def write_onnx(proto, meta: dict, out) -> Path:
              # The graph outputs logits; probabilities are softmax(logits / temperature).
              "ocula.task": str(meta.get("task", "single-label")),
              "ocula.temperature": str((meta.get("calibration") or {}).get("temperature", 1.0))}
+    if meta.get("thresholds") is not None:  # multilabel: sigmoid(logits / T_k) >= threshold_k is the label set
+        props["ocula.thresholds"] = json.dumps(meta["thresholds"])
     keep = [p for p in proto.metadata_props if p.key not in props]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)

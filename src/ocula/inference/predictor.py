@@ -160,4 +160,4 @@ class Classifier(Predictor):
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch → logits (B, K) on the CPU."""
-        return self.model(x.to(self.device)).float().cpu()
+        return self.task.forward(self.model, x.to(self.device)).float().cpu()

@@ -7,7 +7,7 @@ ordinary classifier with the usual state-dict keys, so saving, loading, embeddin
 work unchanged; the penultimate features (`forward_head(pre_logits=True)`) are the embedding.
 
 It plugs into the one Trainer as its `task` (`margin="arcface"` in the config does this). A saved
-model predicts through its plain linear head, like any single-label model.
+model predicts with the same scaled cosine logits (no margin), and its temperature is fitted on them.
 """
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ class MarginTask(SingleLabelTask):
 
     def bundle_fields(self) -> dict:
         return {**super().bundle_fields(), "margin": {"kind": self.kind, "m": self.m, "scale": self.scale}}
+
+    def restore(self, meta: dict) -> None:
+        super().restore(meta)
+        margin = meta.get("margin") or {}
+        self.kind, self.m = margin.get("kind", self.kind), margin.get("m", self.m)
+        self.scale = float(margin.get("scale", self.scale))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 1:
