@@ -16,7 +16,7 @@ from ocula.errors import OculaError
 
 def test_flat_keys_are_unique_across_sections_and_each_is_a_train_option():
     keys = [flat_key(f) for cls in SECTIONS.values() for f in fields(cls)]
-    assert len(keys) == len(set(keys)) == len(FLAT_KEYS) == 52
+    assert len(keys) == len(set(keys)) == len(FLAT_KEYS) >= 52  # the 52 of issue 15, and any added since
     build_parser()
     from ocula.cli import SUBPARSERS
 
