@@ -103,9 +103,12 @@ def write_evaluation(report: dict, out_dir) -> None:
 
     out = Path(out_dir)
     write_json(out / "report.json", report)
-    write_confusion_csv(report, out / "confusion_matrix.csv")
     write_per_class_csv(report, out / "per_class.csv")
-    plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")
+    if "confusion_matrix" in report:  # single-label
+        write_confusion_csv(report, out / "confusion_matrix.csv")
+        plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")
+    if report.get("pr_curves"):  # multilabel
+        plots.plot_pr_curves(report["pr_curves"], out / "pr_curves.png")
     if report.get("calibration"):
         write_json(out / "calibration.json", report["calibration"])
         plots.plot_reliability(report["calibration"], out / "reliability.png")

@@ -216,8 +216,9 @@ def cmd_predict(args) -> int:
         names = [display_name(p["source"], line=True) for p in preds]
         width = min(60, max((len(n) for n in names), default=10))
         for name, p in zip(names, preds):
+            chosen = p["labels"] if p.get("labels") is not None else p["topk"]  # multilabel: the set
             shown = p["error"] and f"ERROR: {display_name(p['error'], line=True)}" or "  ".join(
-                f"{t['label']} {t['prob']:.3f}" for t in p["topk"])
+                f"{t['label']} {t['prob']:.3f}" for t in chosen) or "(no label above its threshold)"
             print(f"{name[-width:]:<{width}}  {shown}" + ("  (abstain)" if p.get("abstained") else ""))
         errors = sum(1 for p in preds if p["error"])
         if errors:
@@ -235,7 +236,8 @@ def _predictions_csv(preds: list[dict], topk: int) -> str:
     w.writerow(["source", "label", "prob", "error"] + [c for i in range(2, topk + 1) for c in (f"label{i}", f"prob{i}")])
     for p in preds:
         extra = [v for t in p["topk"][1:] for v in (t["label"], f"{t['prob']:.6f}")]
-        w.writerow([csv_cell(p["source"]), p["label"] or "", "" if p["prob"] is None else f"{p['prob']:.6f}",
+        label = "|".join(t["label"] for t in p["labels"]) if p.get("labels") is not None else p["label"] or ""
+        w.writerow([csv_cell(p["source"]), label, "" if p["prob"] is None else f"{p['prob']:.6f}",
                     p["error"] or ""] + extra)
     return buf.getvalue()
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from ocula.config_sections import (SECTIONS, AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig,
-                                   TransferConfig, VideoConfig, choices_of, flat_key)
+                                   TaskConfig, TransferConfig, VideoConfig, choices_of, flat_key)
 from ocula.errors import OculaError, did_you_mean, unknown
 
-__all__ = ["TrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "AugmentConfig", "TransferConfig",
+__all__ = ["TrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "AugmentConfig", "TaskConfig", "TransferConfig",
            "VideoConfig", "RunConfig", "SECTIONS", "FLAT_KEYS", "build_config", "coerce", "field_names",
            "choices_of", "read_values", "list_recipes", "load_recipe"]
 
@@ -39,6 +39,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -78,8 +78,9 @@ def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25, area=
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator,
               mixup: float = 0.0, cutmix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or cutmix (one chosen per batch) → soft targets (B, K)."""
-    target = F.one_hot(y, num_classes).float()
+    """Mixup or cutmix (one chosen per batch) → soft targets (B, K). Labels are class indices (B,) or
+    multi-hot rows (B, K) (multi-label), which mix the same way: each label weighs λ or 1 − λ."""
+    target = y.float() if y.ndim == 2 else F.one_hot(y, num_classes).float()
     if mixup <= 0 and cutmix <= 0:
         return x, target
     use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand(1, generator=gen).item() < 0.5)

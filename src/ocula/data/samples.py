@@ -16,7 +16,8 @@ from ocula.errors import OculaError
 @dataclass
 class FileSamples:
     paths: list[str]
-    labels: list[int]  # index into DatasetSplits.classes; -1 when unlabelled
+    labels: list  # single-label: an index into DatasetSplits.classes (-1 unlabelled); multi-label: a multi-hot
+    #              tuple of K 0/1 ints (so a collated batch is (B, K), like TensorSamples' labels)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -28,7 +29,7 @@ class FileSamples:
 @dataclass
 class TensorSamples:
     images: torch.Tensor  # uint8 in the modality's shape: images (N, C, H, W), clips (N, T, C, H, W)
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64; multi-label: (N, K) multi-hot (0/1, any integer or float dtype)
     names: Optional[list[str]] = None  # a readable id per sample (path or "fashion-mnist/test/17")
 
     def __len__(self) -> int:
@@ -41,6 +42,31 @@ class TensorSamples:
 
 
 Samples = Union[FileSamples, TensorSamples]
+
+
+def is_multilabel(samples) -> bool:
+    """Multi-hot labels (a multi-label split) rather than one class index per sample."""
+    if isinstance(samples, TensorSamples):
+        return samples.labels.ndim == 2
+    return bool(samples.labels) and isinstance(samples.labels[0], tuple)
+
+
+def label_matrix(samples, num_classes: int) -> torch.Tensor:
+    """(N, K) float multi-hot labels of a split; single-label splits become one-hot rows."""
+    labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
+    if labels.ndim == 2:
+        return labels.float()
+    return torch.nn.functional.one_hot(labels.long().clamp_min(0), num_classes).float()
+
+
+def as_multilabel(samples, num_classes: int):
+    """A single-label split with multi-hot labels (one label each), for `task=multilabel` on such data."""
+    if samples is None or is_multilabel(samples):
+        return samples
+    hot = label_matrix(samples, num_classes).to(torch.uint8)
+    if isinstance(samples, TensorSamples):
+        return TensorSamples(samples.images, hot, samples.names)
+    return FileSamples(list(samples.paths), [tuple(r) for r in hot.tolist()])
 
 
 def adapt_channels(samples: TensorSamples, channels: int) -> TensorSamples:
@@ -69,6 +95,7 @@ class DatasetSplits:
     val: Optional[Samples] = None
     test: Optional[Samples] = None
     source: str = ""
+    multilabel: bool = False  # labels are multi-hot sets (a `labels` column with '|', a list column)
     modality: str = "image"  # a name in ocula.modality.MODALITIES: "image" | "video" (samples are clips)
     channels: Optional[int] = None  # native channels when known (built-ins: 1)
     image_size: Optional[int] = None  # native square size when known (built-ins: 28, 8)

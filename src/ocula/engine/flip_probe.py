@@ -17,6 +17,8 @@ B transformed is mostly taken for A ("b"/"d", "left"/"right"), the transform swa
 off whatever the retention.
 When the quick model learns too little to tell (accuracy within MIN_SIGNAL of chance) the flip
 stays off: a wrong flip destroys labels, a missing one only costs a little accuracy.
+Multi-label data (multi-hot labels) trains the quick model with BCE and reads accuracy per label at 0.5,
+chance being the all-majority guess of each label; swapped classes are not defined there.
 
 Only training images are used, so validation stays untouched; the probe runs in a forked RNG so the
 run's own random stream is the same with or without it.
@@ -125,14 +127,20 @@ def run_probe(samples, contract: DataContract, num_classes: int, modality: Modal
         model = _probe_net(x.shape[1], num_classes).to(device)
         steps = _train(model, x[fit_idx], y[fit_idx], gen, device)
         y_hold = y[hold_idx]
-        scores = {"accuracy": float((_predict(model, x[hold_idx], device) == y_hold).float().mean())}
+        multi = y.ndim == 2
+        scores = {"accuracy": float((_predict(model, x[hold_idx], device, multi) == y_hold).float().mean())}
         for key in transforms:
-            pred = _predict(model, modality.probe_flip(x[hold_idx], key, small), device)
+            pred = _predict(model, modality.probe_flip(x[hold_idx], key, small), device, multi)
             scores[key] = float((pred == y_hold).float().mean())
-            scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes)
+            scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes) if y.ndim == 1 else []
     torch.set_num_threads(threads)
-    counts = torch.bincount(y[hold_idx], minlength=num_classes).float()
-    scores.update(chance=float(counts.max() / counts.sum()), held_out=int(held), trained_on=int(len(fit_idx)),
+    if y.ndim == 2:  # multi-hot: per-label accuracy of always answering each label's majority
+        freq = y_hold.float().mean(0)
+        chance = float(torch.maximum(freq, 1 - freq).mean())
+    else:
+        counts = torch.bincount(y[hold_idx], minlength=num_classes).float()
+        chance = float(counts.max() / counts.sum())
+    scores.update(chance=chance, held_out=int(held), trained_on=int(len(fit_idx)),
                   steps=steps, seconds=round(time.perf_counter() - t0, 2))
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}
 
@@ -176,7 +184,9 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Genera
     for _ in range(steps):
         idx = torch.randint(n, (batch,), generator=gen)
         xb = random_affine(x[idx], x.shape[-1], gen, translate_px=shift, hflip=False)
-        loss = F.cross_entropy(model(xb.to(device)), y[idx].to(device))
+        out, target = model(xb.to(device)), y[idx].to(device)
+        loss = (F.binary_cross_entropy_with_logits(out, target.float()) if target.ndim == 2
+                else F.cross_entropy(out, target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -185,9 +195,11 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Genera
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, device) -> torch.Tensor:
+def _predict(model: nn.Module, x: torch.Tensor, device, multilabel: bool = False) -> torch.Tensor:
+    """Class indices (N,), or multi-hot predictions (N, K) at 0.5 for a multi-label probe."""
     model.eval()
-    return torch.cat([model(x[i:i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+    logits = torch.cat([model(x[i:i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
+    return (logits > 0).long() if multilabel else logits.argmax(1)
 
 
 def swapped_pairs(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, min_count: int = 10) -> list:

@@ -78,8 +78,24 @@ def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, trai
 
 
 def class_counts(samples, num_classes: int) -> torch.Tensor:
+    """(K,) samples per class; multi-hot labels: positives per class."""
     labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
+    if labels.ndim == 2:
+        return (labels > 0).sum(0).float()
     return torch.bincount(labels, minlength=num_classes).float()
+
+
+def balanced_sample_weights(samples, num_classes: int) -> torch.Tensor:
+    """(N,) sampling weights for balance=sampler: 1 / its class's count; multi-label, the rarest of its
+    labels' (a sample with no label counts as its own class)."""
+    counts = class_counts(samples, num_classes)
+    labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
+    if labels.ndim == 1:
+        return (1.0 / counts.clamp_min(1))[labels]
+    hot = labels > 0
+    empty = ~hot.any(1)
+    weights = (hot.float() / counts.clamp_min(1)).amax(1)
+    return torch.where(empty, 1.0 / max(int(empty.sum()), 1), weights)
 
 
 def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: bool, num_classes: int,
@@ -88,9 +104,7 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
     modality = modality or for_contract(contract)
     weights = None
     if train and cfg.data.balance == "sampler":
-        counts = class_counts(samples, num_classes)
-        labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
-        weights = (1.0 / counts.clamp_min(1))[labels]
+        weights = balanced_sample_weights(samples, num_classes)
     augment = make_augment(cfg, contract, num_classes, modality) if train else None
     if isinstance(samples, TensorSamples):
         return modality.tensor_loader(samples, contract, cfg.optim.batch_size, train=train, augment=augment,

@@ -178,29 +178,46 @@ def format_multilabel_report(report: dict, max_classes: int = 50) -> str:
     return "\n".join(out)
 
 
-def pr_curves(labels, probs) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per class (recall, precision) points of its precision-recall curve, from (0, 1)."""
+def pr_curves(labels, probs, class_names: Sequence[str], points: int = 101) -> list[dict]:
+    """Per class its precision-recall curve as at most `points` (recall, precision) pairs from (0, 1), and
+    its AP; JSON-serialisable (an evaluation report carries it as "pr_curves")."""
     y, p = check_multilabel(labels, probs)
     curves = []
     for j in range(y.shape[1]):
         precision, recall, _ = _pr_steps(y[:, j], p[:, j])
-        curves.append((np.r_[0.0, recall], np.r_[1.0, precision]))
+        recall, precision = np.r_[0.0, recall], np.r_[1.0, precision]
+        keep = np.unique(np.linspace(0, len(recall) - 1, min(points, len(recall))).round().astype(int))
+        curves.append({"class": str(class_names[j]), "ap": average_precision(y[:, j], p[:, j]),
+                       "recall": [round(float(v), 5) for v in recall[keep]],
+                       "precision": [round(float(v), 5) for v in precision[keep]]})
     return curves
 
 
-def plot_pr_curves(labels, probs, class_names: Sequence[str], path) -> Optional[str]:
-    """One PNG with every class's precision-recall curve, its AP in the legend (None without matplotlib)."""
-    from ocula.evaluation.plots import _figure, _save
+def _binned(conf: np.ndarray, pos: np.ndarray, n_bins: int) -> np.ndarray:
+    """(3, n_bins) sums per equal-width probability bin: count, probability, positives."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges[1:-1], conf, side="left"), 0, n_bins - 1)
+    return np.stack([np.bincount(idx, minlength=n_bins).astype(np.float64),
+                     np.bincount(idx, weights=conf, minlength=n_bins), np.bincount(idx, weights=pos, minlength=n_bins)])
 
-    fig = _figure((6.5, 5))
-    if fig is None:
-        return None
-    ax = fig.subplots()
+
+def _ece(bins: np.ndarray) -> float:
+    return float(np.abs(bins[2] - bins[1]).sum() / max(bins[0].sum(), 1))
+
+
+def calibration_measures(labels, probs, n_bins: int = 15) -> dict:
+    """Calibration of independent per-label probabilities, with the keys of the single-label measures: ece
+    (every (sample, label) pair pooled, equal-width bins: mean probability against the share of positives),
+    adaptive_ece (pooled, equal-mass bins), classwise_ece (mean over classes), nll (mean BCE), brier, and the
+    reliability table in `metrics.reliability_table`'s form ("accuracy" = share of positives per bin)."""
+    from ocula.evaluation.metrics import reliability_table
+
     y, p = check_multilabel(labels, probs)
-    for j, (recall, precision) in enumerate(pr_curves(y, p)):
-        ap = average_precision(y[:, j], p[:, j])
-        ax.step(recall, precision, where="post", lw=1.2,
-                label=f"{class_names[j]} (AP {'-' if ap is None else f'{ap:.3f}'})")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall per class")
-    ax.legend(fontsize=7, loc="lower left", ncol=1 + len(class_names) // 12)
-    return _save(fig, path)
+    conf, pos = p.ravel(), y.ravel()
+    bins = _binned(conf, pos, n_bins)
+    order = np.argsort(conf, kind="stable")
+    chunks = [c for c in np.array_split(order, n_bins) if len(c)]
+    adaptive = float(sum(abs(pos[c].sum() - conf[c].sum()) for c in chunks) / max(len(conf), 1))
+    classwise = float(np.mean([_ece(_binned(p[:, k], y[:, k], n_bins)) for k in range(p.shape[1])])) if p.size else 0.0
+    return {"ece": _ece(bins), "adaptive_ece": adaptive, "classwise_ece": classwise, "nll": bce_nll(y, p),
+            "brier": float(((p - y) ** 2).mean()) if y.size else 0.0, "reliability": reliability_table(bins)}

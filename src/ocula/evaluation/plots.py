@@ -212,3 +212,18 @@ def write_risk_coverage_csv(rc: dict, path: PathLike) -> None:
     lines = ["coverage,accuracy,risk,min_confidence"]
     lines += [f"{r['coverage']:.6f},{r['accuracy']:.6f},{r['risk']:.6f},{r['min_confidence']:.6f}" for r in rc["curve"]]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def plot_pr_curves(curves: list[dict], path: PathLike) -> Optional[str]:
+    """Multi-label: every class's precision-recall curve (`evaluation.multilabel.pr_curves`) in one PNG,
+    its AP in the legend."""
+    fig = _figure((6.5, 5))
+    if fig is None:
+        return None
+    ax = fig.subplots()
+    for c in curves:
+        ap = "-" if c["ap"] is None else f"{c['ap']:.3f}"
+        ax.step(c["recall"], c["precision"], where="post", lw=1.2, label=f"{c['class']} (AP {ap})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall per class")
+    ax.legend(fontsize=7, loc="lower left", ncol=1 + len(curves) // 12)
+    return _save(fig, path)

@@ -10,6 +10,7 @@ import io
 import os
 from typing import Union
 
+from ocula.evaluation.multilabel import format_multilabel_report
 from ocula.io import write_json, write_text  # noqa: F401 - write_json(path, report) is part of ocula.evaluation
 
 PathLike = Union[str, os.PathLike]
@@ -37,6 +38,8 @@ def _headline(report: dict) -> str:
 
 def format_report(report: dict, max_classes: int = 50) -> str:
     """A sklearn-like terminal table: headline, one row per class, then macro and weighted avg."""
+    if report.get("kind") == "multilabel":
+        return format_multilabel_report(report, max_classes)
     rows = report["per_class"]
     shown = rows[:max_classes]
     total_support = sum(r["support"] for r in rows)
@@ -62,6 +65,8 @@ def format_selective(report: dict) -> list[str]:
     if cal:
         b, a = cal["before"], cal["after"]
         how = f"temperature {cal['temperature']:.3f}" if cal["method"] == "temperature" else "not calibrated"
+        if cal["method"] == "temperature-per-class":  # multilabel
+            how = f"a temperature per class, mean {cal['temperature']:.3f}"
         lines.append(f"calibration ({how}): ECE {b['ece']:.4f} → {a['ece']:.4f}, adaptive ECE "
                      f"{b['adaptive_ece']:.4f} → {a['adaptive_ece']:.4f}, NLL {b['nll']:.4f} → {a['nll']:.4f}, "
                      f"Brier {b['brier']:.4f} → {a['brier']:.4f}")
@@ -91,7 +96,8 @@ def write_confusion_csv(report: dict, path: PathLike) -> None:
 
 
 def write_per_class_csv(report: dict, path: PathLike) -> None:
-    """Header `class,precision,recall,f1,support`, one row per class."""
-    keys = ["class", "precision", "recall", "f1", "support"]
+    """Header `class,precision,recall,f1,support` (multi-label: `class,ap,auroc,precision,recall,f1,threshold,
+    support`), one row per class."""
+    keys = list(report["per_class"][0]) if report["per_class"] else ["class", "precision", "recall", "f1", "support"]
     rows = [keys] + [[r[k] for k in keys] for r in report["per_class"]]
     write_text(path, _csv_text(rows))

@@ -39,7 +39,8 @@ def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit
     else, when the data is the one the model was trained on, its recorded validation split (never
     training images); else all of it."""
     trained_on = clf.meta.get("data", {})
-    splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, modality=clf.modality)
+    task = "multilabel" if clf.task.multilabel else "auto"  # a multi-label model reads labels as sets
+    splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, modality=clf.modality, task=task)
     if split:
         samples, name = splits.split(split), split
     elif splits.test is not None:
@@ -49,7 +50,7 @@ def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit
     elif trained_on.get("source") and trained_on["source"] == splits.source:
         info = clf.meta.get("split", {})
         splits = resolve_data(data, val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
-                              require_train=False, modality=clf.modality)
+                              require_train=False, modality=clf.modality, task=task)
         if splits.val is None:
             raise OculaError(f"{data}: the model was trained on all of it; pass a separate test set")
         samples, name = splits.val, "val (held out during training)"
@@ -105,11 +106,21 @@ def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Option
     """The task's report on a labelled split (with its calibration before and after, and the
     risk–coverage curve where the task has them), which split, and every file skipped on the way."""
     found = predict_split(clf, split.samples, batch_size, workers)
-    labels = split.mapping[found.labels]
+    labels = model_labels(split.mapping, found.labels, len(clf.classes))
     report = clf.task.score(labels, found.probs, clf.classes)
     report.update(clf.task.selective_report(labels, found.probs, found.logits))
     report.update(split=split.name, tta=bool(clf.tta), skipped=skipped_list(split.skipped + found.skipped))
     return report
+
+
+def model_labels(mapping: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Labels as the data numbers its classes → as the model does: indices (N,) mapped, multi-hot (N, K_data)
+    columns moved to the model's (N, K)."""
+    if labels.ndim == 1:
+        return mapping[labels]
+    out = np.zeros((labels.shape[0], num_classes), dtype=labels.dtype)
+    out[:, mapping] = labels
+    return out
 
 
 def skipped_list(pairs) -> list[dict]:

@@ -12,9 +12,9 @@ from typing import Optional
 
 from ocula.data.builtin import builtin_names_and_aliases, canonical_builtin, load_builtin
 from ocula.data.folders import FolderScan
-from ocula.data.manifest import read_manifest
-from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
-from ocula.data.split import stratified_split
+from ocula.data.manifest import has_metadata_file, label_names, read_manifest, read_metadata_folder
+from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, as_multilabel, is_multilabel
+from ocula.data.split import iterative_split, stratified_split
 from ocula.errors import OculaError, did_you_mean
 from ocula.modality import Modality, for_folder, for_manifest
 from ocula.modality.video import moving_shapes  # noqa: F401  (registers the built-in clip dataset 'moving-shapes')
@@ -24,7 +24,7 @@ SPLITS = ("train", "val", "test")
 
 def resolve_data(
     spec, *, val_fraction: float = 0.1, seed: int = 0, require_train: bool = True,
-    modality: Optional[Modality] = None,
+    modality: Optional[Modality] = None, task: str = "auto",
 ) -> DatasetSplits:
     """Resolve `spec` to splits with labels indexing the sorted class list.
 
@@ -33,6 +33,8 @@ def resolve_data(
     single class. Each modality says whether a folder holds its samples: a folder of video files is
     read as clips whatever the model; `modality` (the model's) may claim more, e.g. the video modality
     reads class folders of frame folders (root/<class>/<clip>/*.jpg) as clips rather than as images.
+    `task`: "multilabel" reads one label per sample as a set of one (multi-hot labels); "single-label"
+    refuses label sets; "auto" takes what the data holds (`DatasetSplits.multilabel`).
     """
     spec_str = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     path = os.path.abspath(os.path.expanduser(spec_str))
@@ -48,6 +50,7 @@ def resolve_data(
     else:
         hint = did_you_mean(spec_str.lower(), builtin_names_and_aliases())
         raise OculaError(f"no such dataset or folder: {spec_str}{hint}")
+    _apply_task(data, task)
     _check_usable(data, require_train)
     _add_val_split(data, val_fraction, seed)
     data.split_info["counts"] = {s: len(getattr(data, s)) for s in SPLITS if getattr(data, s)}
@@ -55,14 +58,17 @@ def resolve_data(
 
 
 def _from_path(path: str, preferred: Optional[Modality] = None) -> DatasetSplits:
-    if os.path.isdir(path):
+    if os.path.isdir(path) and has_metadata_file(path):  # a Hugging Face imagefolder with metadata.csv/jsonl
+        scan = read_metadata_folder(path)
+        found = for_manifest(scan)
+    elif os.path.isdir(path):
         found = for_folder(path, preferred)
         scan = found.scan_folder(path)
-    elif path.lower().endswith(".csv"):
+    elif path.lower().endswith((".csv", ".jsonl")):
         scan = read_manifest(path)
         found = for_manifest(scan)
     else:
-        raise OculaError(f"{path} is a file: give a folder of class folders or a .csv manifest")
+        raise OculaError(f"{path} is a file: give a folder of class folders, a .csv or a .jsonl manifest")
     data = _splits_from_scan(scan, path)
     data.modality = found.name
     return data
@@ -74,16 +80,36 @@ def _splits_from_scan(scan: FolderScan, source: str) -> DatasetSplits:
         classes=list(scan.classes), source=source, split_info={"source": source},
         skipped=list(scan.skipped), warnings=list(scan.warnings),
     )
+    # multi-label when a row names several classes or none (a `labels` column); labels are then multi-hot
+    data.multilabel = any(isinstance(label, tuple) and len(label) != 1 for items in scan.splits.values()
+                          for _, label in items)
     for split, items in scan.splits.items():
         if items:
-            samples = FileSamples([p for p, _ in items], [index[label] for _, label in items])
-            setattr(data, split, samples)
-    train_classes = {label for _, label in scan.splits.get("train", [])}
+            labels = ([_multi_hot(label, index) for _, label in items] if data.multilabel
+                      else [index[label_names(label)[0]] for _, label in items])
+            setattr(data, split, FileSamples([p for p, _ in items], labels))
+    train_classes = {name for _, label in scan.splits.get("train", []) for name in label_names(label)}
     for split in ("val", "test"):
-        extra = sorted({label for _, label in scan.splits.get(split, [])} - train_classes)
+        extra = sorted({n for _, label in scan.splits.get(split, []) for n in label_names(label)} - train_classes)
         if extra and train_classes:
             data.warnings.append(f"classes in {split} but not in train: {', '.join(extra)}")
     return data
+
+
+def _apply_task(data: DatasetSplits, task: str) -> None:
+    if task == "single-label" and data.multilabel:
+        raise OculaError(f"{data.source}: some rows have several labels (or none); train with --task multilabel")
+    if task == "multilabel" and not data.multilabel:
+        for split in SPLITS:
+            setattr(data, split, as_multilabel(getattr(data, split), len(data.classes)))
+        data.multilabel = True
+
+
+def _multi_hot(label, index: dict) -> tuple:
+    hot = [0] * len(index)
+    for name in label_names(label):
+        hot[index[name]] = 1
+    return tuple(hot)
 
 
 def _check_usable(data: DatasetSplits, require_train: bool) -> None:
@@ -109,7 +135,10 @@ def _add_val_split(data: DatasetSplits, val_fraction: float, seed: int) -> None:
     if data.train is None or val_fraction == 0:
         info["val_from"] = "none"
         return
-    train_idx, val_idx = stratified_split(_labels(data.train), val_fraction, seed)
+    if is_multilabel(data.train):  # iterative stratification keeps every label's share (Sechidis et al. 2011)
+        train_idx, val_idx = iterative_split(_labels(data.train), val_fraction, seed)
+    else:
+        train_idx, val_idx = stratified_split(_labels(data.train), val_fraction, seed)
     if not val_idx:
         info["val_from"] = "none"
         data.warnings.append("too few images per class to carve a validation split from train")
@@ -133,4 +162,5 @@ def describe(data: DatasetSplits) -> str:
     """One line for logs: 'fashion-mnist: 10 classes, train 54000, val 6000, test 10000'."""
     counts = ", ".join(f"{s} {len(getattr(data, s))}" for s in SPLITS if getattr(data, s))
     extra: Optional[str] = f", {len(data.skipped)} skipped" if data.skipped else ""
-    return f"{data.source}: {len(data.classes)} classes, {counts}{extra}"
+    kind = " (multi-label)" if data.multilabel else ""
+    return f"{data.source}: {len(data.classes)} classes{kind}, {counts}{extra}"

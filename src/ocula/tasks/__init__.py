@@ -18,7 +18,7 @@ from ocula.tasks.multilabel import MultiLabelTask
 from ocula.tasks.single_label import SingleLabelTask
 
 # name recorded in a bundle → the task a saved model predicts with
-INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": SingleLabelTask,
+INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": MarginTask,
                               "multilabel": MultiLabelTask}
 LEGACY = ("image", "video")  # ocula-bundle/1 before tasks recorded the modality in "task"
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 class Task:
     name: str = ""
     monitor: str = "accuracy"  # the score() key that picks the best checkpoint (higher is better)
+    multilabel: bool = False  # labels are sets (multi-hot (N, K)) rather than one class index per sample
     supports_ddp: bool = True
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

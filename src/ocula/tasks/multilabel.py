@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ocula.evaluation.multilabel import fit_thresholds, multilabel_report
+from ocula.evaluation.multilabel import calibration_measures, fit_thresholds, multilabel_report, pr_curves
 from ocula.tasks.base import Task
 
 ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}  # the paper's defaults (Ridnik et al. 2021)
@@ -46,9 +46,9 @@ def fit_temperatures(logits: torch.Tensor, labels: torch.Tensor, steps: int = 10
         loss.backward()
         return loss
 
-    before = float(nll())
+    before = nll().item()
     opt.step(nll)
-    after = float(nll())
+    after = nll().item()
     grad = float(log_t.grad.abs().max())
     temps = log_t.detach().exp()
     report = {"nll_before": before / z.shape[1], "nll_after": after / z.shape[1], "grad": grad}
@@ -63,6 +63,7 @@ def fit_temperatures(logits: torch.Tensor, labels: torch.Tensor, steps: int = 10
 class MultiLabelTask(Task):
     name = "multilabel"
     monitor = "mAP"
+    multilabel = True
 
     def __init__(self, loss: str = "bce", pos_weight: Optional[torch.Tensor] = None, threshold_policy: str = "f1",
                  thresholds: Optional[list] = None, temperature: Optional[list] = None):
@@ -90,7 +91,7 @@ class MultiLabelTask(Task):
 
     def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
         t = None if self.thresholds is None else self.thresholds.tolist()
-        return multilabel_report(labels, probs, classes, t)
+        return {**multilabel_report(labels, probs, classes, t), "pr_curves": pr_curves(labels, probs, classes)}
 
     # ------------------------------------------------------------------ prediction
     def threshold_vector(self, k: int) -> torch.Tensor:
@@ -103,7 +104,7 @@ class MultiLabelTask(Task):
     def label_set(self, probs: torch.Tensor, classes: list[str]) -> list[tuple[str, float]]:
         """The labels at or above their thresholds, most probable first."""
         above = probs >= self.threshold_vector(len(classes)).to(probs.device)
-        chosen = [(classes[j], float(probs[j])) for j in torch.flatnonzero(above).tolist()]
+        chosen = [(classes[j], float(probs[j])) for j in torch.nonzero(above).flatten().tolist()]
         return sorted(chosen, key=lambda t: -t[1])
 
     # ------------------------------------------------------------------ calibration and the bundle
@@ -116,13 +117,23 @@ class MultiLabelTask(Task):
         probs = self.probabilities(logits)
         self.thresholds = torch.tensor(fit_thresholds(labels.numpy(), probs.numpy(), self.threshold_policy),
                                        dtype=torch.float32)
-        return {**report, "thresholds": self.thresholds.tolist(), "threshold_policy": self.threshold_policy,
+        return {**report, "samples": int(labels.shape[0]), "thresholds": self.thresholds.tolist(),
+                "threshold_policy": self.threshold_policy,
                 "temperature": None if self.temperature is None else self.temperature.tolist()}
+
+    def selective_report(self, labels, probs, logits) -> dict:
+        """The calibration section: per-label measures at T = 1 (plain sigmoid) and at the fitted temperatures."""
+        before = calibration_measures(labels, torch.sigmoid(torch.as_tensor(np.asarray(logits)).float()).numpy())
+        t = self.temperature
+        return {"calibration": {"method": "temperature-per-class" if t is not None else "none",
+                                "temperature": 1.0 if t is None else float(t.mean()),
+                                "temperatures": None if t is None else t.tolist(), "bins": 15,
+                                "before": before, "after": calibration_measures(labels, probs)}}
 
     def bundle_fields(self) -> dict:
         return {"task": self.name, "loss": self.loss_name, "threshold_policy": self.threshold_policy,
                 "thresholds": None if self.thresholds is None else self.thresholds.tolist(),
-                "calibration": None if self.temperature is None else {"kind": "temperature-per-class",
+                "calibration": None if self.temperature is None else {"method": "temperature-per-class",
                                                                       "temperature": self.temperature.tolist()}}
 
     def restore(self, meta: dict) -> None:
