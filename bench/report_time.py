@@ -1,5 +1,6 @@
 """How long `ocula report RUN` takes: the whole command (a fresh process: imports, reading the run,
-drawing missing charts, writing the page) and the in-process render alone, warm.
+drawing missing charts, writing the page), `ocula --version` (the process start alone) and the
+in-process render alone, warm.
 
     python bench/report_time.py runs/demo-fmnist --repeats 5 --json docs/bench/report_time.json
 """
@@ -34,11 +35,14 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="report-time-")) / "report.html"
     cmd = [str(ocula), "report", args.run, "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)  # warm-up: file cache, .pyc
-    cli = []
+    cli, startup = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         cli.append(time.perf_counter() - start)
+        start = time.perf_counter()  # the same process start with nothing to do: every command pays it
+        subprocess.run([str(ocula), "--version"], check=True, capture_output=True)
+        startup.append(time.perf_counter() - start)
 
     from ocula.report import write_report
 
@@ -49,9 +53,11 @@ def main() -> None:
         write_report(args.run, out)
         warm.append(time.perf_counter() - start)
     result = {"machine": info, "run": args.run, "page_bytes": out.stat().st_size,
-              "command": " ".join(cmd[1:]), "cli": _stats(cli), "in_process": _stats(warm)}
+              "command": " ".join(cmd[1:]), "cli": _stats(cli), "startup_ocula_version": _stats(startup),
+              "in_process": _stats(warm)}
     print(f"ocula report {args.run}: whole command median {result['cli']['median_s']:.2f} s "
           f"(min {result['cli']['min_s']:.2f}, max {result['cli']['max_s']:.2f}, n={args.repeats}); "
+          f"`ocula --version` alone {result['startup_ocula_version']['median_s']:.2f} s; "
           f"render in process {result['in_process']['median_s']:.3f} s; page {out.stat().st_size / 1e6:.2f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
