@@ -142,7 +142,7 @@ def _label_cell(cell, sets: bool):
             names = [str(c).strip() for c in parsed] if isinstance(parsed, (list, tuple)) else [text]
         else:
             names = text.split("|") if "|" in text else ([text] if text else [])
-    names = tuple(dict.fromkeys(n for n in names if n))  # no blanks, no repeats, first order kept
+    names = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))  # no blanks, no repeats, first order kept
     if len(names) == 1 and not isinstance(cell, (list, tuple)):
         return names[0]
     return names if (names or sets) else None

@@ -172,7 +172,8 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
     async def index():
         return HTMLResponse(page)
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=PREDICT_BODY)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,  # labels: multilabel
+              responses=errors, openapi_extra=PREDICT_BODY)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=1000),
                       min_confidence: Optional[float] = Query(None, ge=0, le=1)):
         """Classify one or several images: multipart 'file'/'files', or a raw image body. A prediction whose
@@ -185,6 +186,9 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
             top = [{"label": name, "prob": q} for name, q in service.model.task.top(p, service.model.classes, topk)]
             preds.append({"source": label, "label": top[0]["label"], "prob": top[0]["prob"], "topk": top,
                           "abstained": floor is not None and top[0]["prob"] < floor})
+            chosen = service.model.task.label_set(p, service.model.classes)  # multilabel: the thresholded set
+            if chosen is not None:
+                preds[-1]["labels"] = [{"label": name, "prob": q} for name, q in chosen]
         return {"model": service.name, "predictions": preds}
 
     @app.get("/metrics", include_in_schema=False)

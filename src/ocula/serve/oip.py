@@ -8,7 +8,8 @@
 
 One input per request, either FP32 [B, C, H, W] already preprocessed to the model's contract, or BYTES
 [B] of encoded image files (binary: 4-byte little-endian length + bytes per element; JSON: base64
-strings) that the server decodes and preprocesses. Outputs: `logits` and `probabilities`, FP32 [B, K];
+strings) that the server decodes and preprocesses. Outputs: `logits` and `probabilities`, FP32 [B, K]
+(a multilabel model adds `labels`, BOOL [B, K]: each probability at or above its class's threshold);
 Triton's classification extension (`class_count`) answers "prob:index:label" strings. Tensors may
 travel as JSON or in Triton's binary extension (`Inference-Header-Content-Length`).
 Errors are `{"error": "..."}` with a 4xx status, which tritonclient raises as InferenceServerException.
@@ -65,10 +66,12 @@ def make_router(service):
         return {"name": service.name, "versions": [VERSION], "platform": service.platform,
                 "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *service.input_shape]}],
                 "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, k]} for out in OUTPUTS]
+                + [{"name": "labels", "datatype": "BOOL", "shape": [-1, k]} for _ in outputs_of(service.model)[2:]]
                 + [{"name": "abstained", "datatype": "BOOL", "shape": [-1]}],
                 "parameters": {"classes": list(service.model.classes),
                                "min_confidence": getattr(service.model, "min_confidence", None),
                                "calibration": service.model.meta.get("calibration"),
+                               "task": service.model.task.name, "thresholds": service.model.meta.get("thresholds"),
                                "contract": service.model.contract.to_dict(),
                                "bytes_input": "a BYTES input [B] of encoded images is accepted too"}}
 
@@ -82,7 +85,7 @@ def make_router(service):
             raise Rejected(415, "compressed requests are not supported; send the body uncompressed")
         body = await service.read(request.body())
         req, binary = split_body(body, request.headers.get("inference-header-content-length"))
-        wanted = requested_outputs(req, len(service.model.classes))
+        wanted = requested_outputs(req, len(service.model.classes), outputs_of(service.model))
         x = read_input(req, binary, service)
         logits = await service.classify(_infer(service, x))
         return encode_response(service, req, wanted, logits)
@@ -145,15 +148,20 @@ def split_body(body: bytes, header_length: Optional[str]):
         raise Rejected(400, f"bad inference request: {where}: {first['msg']}") from None
 
 
-def requested_outputs(req, num_classes: int) -> list:
+def outputs_of(model) -> tuple:
+    """The outputs a request without `outputs` gets: logits, probabilities (+ labels for a multilabel model)."""
+    return OUTPUTS + (("labels",) if model.task.multilabel else ())
+
+
+def requested_outputs(req, num_classes: int, defaults: tuple = OUTPUTS) -> list:
     """[(name, binary: bool, class_count or 0)], checked before the model runs."""
     default_binary = bool(req.parameters.get("binary_data_output", False))
     if not req.outputs:
-        return [(name, default_binary, 0) for name in OUTPUTS]
+        return [(name, default_binary, 0) for name in defaults]
     wanted = []
     for out in req.outputs:
-        if out.name not in OUTPUTS + ON_REQUEST:
-            raise Rejected(400, f"unknown output '{out.name}'; this model has {', '.join(OUTPUTS + ON_REQUEST)}")
+        if out.name not in defaults + ON_REQUEST:
+            raise Rejected(400, f"unknown output '{out.name}'; this model has {', '.join(defaults + ON_REQUEST)}")
         count = out.parameters.get("classification", 0)
         if not isinstance(count, int) or count < 0:
             raise Rejected(400, f"output '{out.name}': classification must be a count of classes")
@@ -255,6 +263,8 @@ def encode_response(service, req, wanted: list, logits: torch.Tensor):
             floor = getattr(service.model, "min_confidence", None)
             datatype = "BOOL"
             arr = (probs.max(1).values < floor).numpy() if floor is not None else np.zeros(len(probs), bool)
+        elif name == "labels":  # multilabel: the thresholded set as multi-hot
+            datatype, arr = "BOOL", service.model.task.label_mask(probs).numpy()
         elif class_count:
             datatype, arr = "BYTES", _classification(values[name], class_count, service.model.classes)
         else:

@@ -26,6 +26,7 @@ class ImagePrediction(BaseModel):
     prob: float
     topk: list[Label]  # best first
     abstained: bool = False  # the top probability is below the server's (or the request's) min_confidence
+    labels: Optional[list[Label]] = None  # multilabel models: the labels at or above their thresholds
 
 
 class PredictResponse(BaseModel):

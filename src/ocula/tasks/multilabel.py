@@ -101,6 +101,10 @@ class MultiLabelTask(Task):
         p, i = probs.topk(min(k, len(classes)))
         return [(classes[j], float(q)) for j, q in zip(i.tolist(), p.tolist())]
 
+    def label_mask(self, probs: torch.Tensor) -> torch.Tensor:
+        """(B, K) probabilities → (B, K) bool: at or above each class's threshold."""
+        return probs >= self.threshold_vector(probs.shape[-1]).to(probs.device)
+
     def label_set(self, probs: torch.Tensor, classes: list[str]) -> list[tuple[str, float]]:
         """The labels at or above their thresholds, most probable first."""
         above = probs >= self.threshold_vector(len(classes)).to(probs.device)
