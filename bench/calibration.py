@@ -1,6 +1,6 @@
 """Issue 12: calibration with default training, on held-out sets built here; TTA gain and cost.
 
-    python bench/calibration.py [--which faces,faces_val,digits,photos,fmnist] [--work /tmp/ocula-cal]
+    python bench/calibration.py [--which faces,faces_val,digits,photos,fmnist] [--work /tmp/ocula-cal] [--reuse]
 
 Every set is trained with `ocula train DATA` and no flags (Fashion-MNIST: the `make demo` run,
 `--recipe fmnist-fast --epochs 3`), so the temperature is what a new user gets. Then on the held-out
@@ -106,6 +106,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--which", default="faces,faces_val,digits,photos,fmnist")
     p.add_argument("--work", default="/tmp/ocula-cal")
+    p.add_argument("--reuse", action="store_true", help="measure the runs already trained under --work again")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -121,11 +122,14 @@ def main() -> None:
     for name in args.which.split(","):
         data, flags = sets[name]()
         run = work / f"run-{name}"
-        if run.exists():
-            import shutil
+        if args.reuse and (run / "weights" / "best.safetensors").is_file():
+            train_s = results.get(name, {}).get("train_s")
+        else:
+            if run.exists():
+                import shutil
 
-            shutil.rmtree(run)
-        train_s = train(str(data), run, flags)
+                shutil.rmtree(run)
+            train_s = train(str(data), run, flags)
         results[name] = {"flags": flags, "train_s": train_s, **measure(run, str(data))}
         r = results[name]
         print(f"{name}: acc {r['accuracy']:.4f}  T {r['temperature']:.3f}  ECE {r['before']['ece']:.4f} → "

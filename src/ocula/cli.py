@@ -93,7 +93,7 @@ def build_parser() -> Parser:
     p.add_argument("--explain-errors", type=int, metavar="N", help="gallery of the N most confident errors "
                    "with their saliency maps (OUT/errors/)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over the flips training "
-                   "allowed and four zoomed crops (6x the compute)")
+                   "allowed and four 1-px-scale shifts (5-6x the compute)")
     p = sub.add_parser("calibrate", help="refit a run's temperature on other labelled data (stored in the bundle)")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("data", help="built-in name, folder or CSV with labels (not the test set you report on)")
