@@ -269,3 +269,31 @@ def test_logit_adjusted_loss_and_the_monitor_option():
         tasks.for_config(build_config("digits", monitor="mAP"))
     with pytest.raises(OculaError, match="single-label loss"):
         tasks.for_config(build_config("digits", balance="logit-adjust", task="multilabel"), class_counts=counts)
+
+
+def test_explain_draws_a_map_per_predicted_label(mosaic_run, mosaic_csv):
+    from ocula.explain.api import explain_images
+    from ocula.inference.predictor import Classifier
+
+    clf = Classifier.load(mosaic_run, device="cpu")
+    root = mosaic_csv.rsplit("/", 1)[0]
+    files = [f"{root}/{i}.png" for i in (300, 301, 302)]
+    results = explain_images(mosaic_run, files, progress=False)
+    expected = [(f, lab) for f, p in zip(files, clf.predict(files)) for lab, _ in (p.labels or [(p.label, 0)])]
+    assert [(r.source, r.label) for r in results] == expected
+    assert all(r.map is not None and r.map.shape == (16, 16) for r in results)
+
+
+def test_multilabel_label_issues_find_flipped_labels():
+    from ocula.audit.labels import confident_multilabel_issues
+
+    rng = np.random.default_rng(3)
+    truth = (rng.random((400, 4)) < 0.3).astype(int)
+    probs = np.clip(np.where(truth == 1, 0.85, 0.1) + rng.normal(0, 0.05, truth.shape), 0.01, 0.99)
+    given = truth.copy()
+    flipped = rng.choice(400, 20, replace=False)
+    given[flipped, rng.integers(0, 4, 20)] ^= 1  # one label of 20 samples wrong
+    issues, quality, how = confident_multilabel_issues(given, probs)
+    assert how in ("cleanlab", "numpy") and quality.shape == (400,)
+    found = set(issues.tolist())
+    assert len(found & set(flipped.tolist())) >= 16 and len(found - set(flipped.tolist())) <= 4

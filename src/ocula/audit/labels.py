@@ -197,6 +197,32 @@ def confident_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray,
     return np.asarray(ranked, dtype=np.int64), quality, "cleanlab"
 
 
+def confident_multilabel_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Multi-label: multi-hot labels (N, K) against out-of-fold sigmoid probabilities (N, K) → (indices of
+    suspected label errors, worst first; label quality per row; which implementation ran). cleanlab's
+    multi-label confident learning (`find_label_issues(..., multi_label=True)`, one-vs-rest per class);
+    without cleanlab the same rule per class in numpy (a sample is suspect when any of its K binary labels is)."""
+    y = (np.asarray(labels) > 0.5).astype(np.int64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+    agree = np.where(y == 1, p, 1 - p)  # (N, K) the probability of each given binary label
+    quality = agree.min(1)  # the worst of a row's K binary labels
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        suspect = np.zeros(len(y), bool)
+        for k in range(y.shape[1]):
+            two = np.stack([1 - p[:, k], p[:, k]], 1)
+            if 0 < y[:, k].sum() < len(y):
+                suspect[_confident_learning(y[:, k], two, agree[:, k])] = True
+        idx = np.flatnonzero(suspect)
+        return idx[np.argsort(quality[idx])], quality, "numpy"
+    sets = [np.flatnonzero(row).tolist() for row in y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = find_label_issues(sets, p, multi_label=True, return_indices_ranked_by="self_confidence")
+    return np.asarray(ranked, dtype=np.int64), quality, "cleanlab"
+
+
 def _confident_learning(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """Confident learning's basic rule: per-class thresholds t_j = mean p_j over images labelled j;
     an image is suspect when its most likely class above threshold is not its given label."""

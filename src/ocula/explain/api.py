@@ -119,7 +119,9 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
     """Paths, folders, globs, PIL images, arrays or a preprocessed tensor → one Explanation each.
 
     Unreadable files become Explanations with `.error` set; the others are explained in batches.
-    `target`: None (the predicted class), a class name or an index, the same for every image.
+    `target`: None (the predicted class), a class name or an index, the same for every image. A multilabel
+    model with no target draws one map per predicted label (each label at or above its threshold; the top
+    class when none is): one Explanation per (input, label), in input order.
     """
 
     clf = as_classifier(model_or_run)
@@ -135,8 +137,25 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
         probs = clf.task.probabilities(logits)
         for i, m, p in zip(chunk, maps, probs):
             _fill(results[i], m, p, index, clf.classes)
+            if index is None and clf.task.label_set(p, clf.classes) is not None:
+                results[i] = _per_label(clf, results[i], tensors[i], p, method, layer, options)
         del maps, logits, x
-    return results
+    return [r for item in results for r in (item if isinstance(item, list) else [item])]
+
+
+def _per_label(clf, first: Explanation, x: torch.Tensor, probs: torch.Tensor, method: str, layer, options) -> list:
+    """A multilabel prediction: one Explanation per label in its set (the top class's map is `first`)."""
+    out = []
+    for name, _ in clf.task.label_set(probs, clf.classes) or [(first.label, first.prob)]:
+        if name == first.label:
+            out.append(first)
+            continue
+        j = clf.classes.index(name)
+        heat, _ = explain_tensor(clf.model, x[None], method, j, layer, **options)
+        r = Explanation(first.source, view=first.view)
+        _fill(r, heat[0], probs, j, clf.classes)
+        out.append(r)
+    return out
 
 
 def explain(model_or_run, images, method: str = "auto", target=None, layer: Optional[str] = None,
