@@ -119,7 +119,9 @@ def test_image_model_on_clips_is_a_clear_error(clips):
 def test_predict_gives_the_label_evaluation_gives(video_run, clips, tmp_path, fmt):
     """A real .mp4 and a frame folder: `predict` agrees with `evaluate` on that very clip."""
     clf = ocula.load(video_run)
-    assert clf.meta["modality"] == "video" and clf.meta["task"] == "single-label" and clf.contract.frames == 8 and clf.contract.input_size == 32
+    assert clf.meta["modality"] == "video" and clf.meta["task"] == "single-label"
+    assert clf.contract.frames == 8 and clf.contract.input_size == 32
+    assert clf.meta["calibration"]["method"] in ("temperature", "none") and clf.meta["calibration"]["reason"]
     for cls in ("down", "up"):
         clip = sorted((clips / fmt / "test" / cls).iterdir())[0]
         one = tmp_path / fmt / cls / cls / clip.name  # a dataset of this one clip, in its class folder
