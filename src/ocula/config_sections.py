@@ -99,7 +99,9 @@ class OptimConfig(Section):
 
 @dataclass
 class AugmentConfig(Section):
-    preset: str = option("light", "training augmentation", ("none", "light", "strong"), flat="augment")
+    preset: str = option("auto", "training augmentation; auto: light, or none for multilabel data (a shift can move "
+                         "a labelled object out of the frame; docs/benchmarks.md, issue 16)",
+                         ("auto", "none", "light", "strong"), flat="augment")
     hflip: Union[bool, str] = option("auto", "mirror images in light/strong: auto = when a quick probe finds "
                                      "labels survive it", FLIP)
     time_flip: Union[bool, str] = option("auto", "clips: also play half of them backwards; auto = as hflip", FLIP)

@@ -21,6 +21,7 @@ from ocula.audit.inventory import Inventory
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
 from ocula.engine.callbacks import Callback
 from ocula.engine.input_choice import choose_contract
+from ocula.engine.setup import resolve_augment
 from ocula.modality import for_contract
 from ocula.errors import OculaError
 from ocula.log import progress
@@ -121,6 +122,7 @@ def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: in
     """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
     from ocula.engine.flip_probe import decide_flips
 
+    cfg = resolve_augment(cfg, False)  # the audit's quick model is single-label
     found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, for_contract(contract),
                          seed=seed)
     options = {**options, "flips": {k: d.reason for k, d in found.items()}}

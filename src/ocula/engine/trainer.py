@@ -66,6 +66,10 @@ class Trainer:
         self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
                                              modality=for_model(cfg.model.name), task=cfg.task.name)
         self.classes = self.splits.classes
+        if cfg.augment.preset == "auto" and self.splits.multilabel and dist.is_main():
+            logger.info("augment none: multilabel data (augment=auto; a shift can crop a labelled object out of "
+                        "the frame); --augment light to shift anyway")
+        self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
