@@ -137,7 +137,7 @@ def _label_cell(cell, sets: bool):
         if text.startswith("[") and text.endswith("]"):  # a list written into a CSV cell
             try:
                 parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # '[[[[…' too deep, etc.
                 parsed = None
             names = [str(c).strip() for c in parsed] if isinstance(parsed, (list, tuple)) else [text]
         else:
