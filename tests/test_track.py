@@ -62,12 +62,33 @@ def mlflow_env(monkeypatch, tmp_path):
     mlflow.set_tracking_uri(None)  # the next test's environment decides again
 
 
-def test_mlflow_round_trip_through_a_sqlite_store(mlflow_env, monkeypatch, tmp_path):
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """One run logged to TensorBoard and to a SQLite-backed MLflow store, with its report: → (run, uri)."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    import mlflow
+
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+    cwd = os.getcwd()
+    os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="ocula-test")
+    os.chdir(root)
+    try:
+        run_dir = _train(root / "run", "tensorboard,mlflow")
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        mlflow.set_tracking_uri(None)
+    return run_dir, uri
+
+
+def test_mlflow_round_trip_through_a_sqlite_store(tracked_run):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run_dir = _train(tmp_path / "run", "mlflow")
+    run_dir, uri = tracked_run
     assert (run_dir / "report.html").is_file()
     _check_mlflow_run(MlflowClient(tracking_uri=uri), run_dir)
 
@@ -115,11 +136,10 @@ def test_mlflow_round_trip_through_an_mlflow_server(mlflow_env, monkeypatch, tmp
             server.wait()
 
 
-def test_tensorboard_event_files_load_in_tensorboards_reader(tmp_path):
-    pytest.importorskip("tensorboard")
+def test_tensorboard_event_files_load_in_tensorboards_reader(tracked_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = _train(tmp_path / "run", "tensorboard")
+    run_dir, _ = tracked_run
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
@@ -222,3 +242,19 @@ def test_cli_train_with_report_and_track(tmp_path, monkeypatch, capsys):
     assert main(["train", "digits", "--track", "tensorbord", "--out", str(tmp_path / "bad")]) == 2
     assert "did you mean: tensorboard" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_resume_goes_on_logging_to_the_same_mlflow_run(mlflow_env, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ocula.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "run"
+    assert main(["train", "digits", "--epochs", "1", "--hflip", "false", "--track", "mlflow", "--out", str(out)]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("ocula-test").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")) == [1, 2]

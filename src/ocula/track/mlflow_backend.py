@@ -2,7 +2,8 @@
 
 Params: the config, flattened; metrics per epoch with step = epoch; final metrics; artifacts: the bundle
 (bundle/best.safetensors, model.json), metrics.csv, curves.png and report.html. The experiment is
-$MLFLOW_EXPERIMENT_NAME, else "ocula". A run that dies before the end is closed as FAILED at exit.
+$MLFLOW_EXPERIMENT_NAME, else "ocula". A run that dies before the end is closed as FAILED at exit;
+RUN/mlflow.json names the MLflow run, so `ocula train --resume RUN` goes on logging to it.
 """
 from __future__ import annotations
 
@@ -40,15 +41,34 @@ class MLflowBackend:
 
     def start(self, run: Path, config: dict) -> None:
         mlflow = self.mlflow
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "ocula")
-        active = mlflow.start_run(run_name=run.name, tags={"ocula.run_dir": str(run.resolve()),
-                                                           "ocula.data": str(config.get("data", ""))})
+        previous = self._previous(run) if config.get("resume") else None
+        if previous:  # `ocula train --resume RUN`: the same MLflow run goes on (params are already there)
+            active = mlflow.start_run(run_id=previous)
+        else:
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "ocula")
+            active = mlflow.start_run(run_name=run.name, tags={"ocula.run_dir": str(run.resolve()),
+                                                               "ocula.data": str(config.get("data", ""))})
         self.run_id = active.info.run_id
         atexit.register(self._abandon)
+        from ocula.io import write_json
+
+        write_json(run / "mlflow.json", {"run_id": self.run_id, "tracking_uri": mlflow.get_tracking_uri()})
+        if previous:
+            return
         params = flat_params(config)
         keys = list(params)
         for i in range(0, len(keys), 100):  # log_params takes at most 100 per call
             mlflow.log_params({k: params[k] for k in keys[i:i + 100]})
+
+    def _previous(self, run: Path) -> Optional[str]:
+        """The MLflow run this ocula run logged to before, when it is in the same store."""
+        try:
+            info = json.loads((run / "mlflow.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if info.get("tracking_uri") != self.mlflow.get_tracking_uri():
+            return None
+        return info.get("run_id")
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         self.mlflow.log_metrics(metrics, step=epoch)
