@@ -174,8 +174,8 @@ def classification_report(y_true, probs, class_names: Optional[Sequence[str]] = 
 
 
 def reliability_table(bins) -> dict:
-    """(3, B) bin sums → the reliability diagram's data: per equal-width confidence bin its upper edge,
-    count, mean confidence and accuracy (None for an empty bin). JSON-serialisable."""
+    """(3, B) bin sums → the reliability diagram's data: the B + 1 edges of the equal-width confidence
+    bins and per bin its count, mean confidence and accuracy (None for an empty bin). JSON-serialisable."""
     count, conf_sum, correct_sum = to_numpy(bins).astype(np.float64)
     n_bins = count.size
     mean = lambda s: [float(v / c) if c else None for v, c in zip(s, count)]  # noqa: E731
