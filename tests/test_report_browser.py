@@ -5,40 +5,23 @@ from disk with the network off: every section is there and every inlined image d
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from browser import INSTALLED, MISSING, headless_chromium
 
 from ocula.cli import main
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SECTIONS = ["summary", "curves", "evaluation", "calibration", "errors", "audit", "export"]
 
 pytest.importorskip("selenium")
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="Debian's chromium and chromium-driver are not installed (make browsers)")
+pytestmark = pytest.mark.skipif(not INSTALLED, reason=MISSING)
 
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1150,900", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):  # any fetch would fail
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with headless_chromium(tmp_path / "profile", window="1150,900", offline=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_report_renders_offline_with_every_section_and_image(browser, reported_run, tmp_path):

@@ -9,34 +9,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser import INSTALLED, MISSING, headless_chromium
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve-page.png"
 
 pytest.importorskip("fastapi")
 pytest.importorskip("selenium")
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="Debian's chromium and chromium-driver are not installed (make browsers)")
+pytestmark = pytest.mark.skipif(not INSTALLED, reason=MISSING)
 
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=900,620", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with headless_chromium(tmp_path / "profile", window="900,620") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_page_shows_the_top_k_with_bars(browser, digits_run, tmp_path):
