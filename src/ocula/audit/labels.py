@@ -170,7 +170,7 @@ def predict_with_embeddings(trainer, samples) -> tuple[np.ndarray, np.ndarray]:
                                num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
     probs, embeds = np.zeros((len(samples), len(trainer.classes)), np.float32), None
     for batch in loader:
-        x, y, idx = batch[0], batch[1], batch[2]
+        x, idx = batch[0], batch[2]
         if x is None:
             continue
         x = trainer.modality.to_device(x, trainer.device, trainer.cfg.run.channels_last)

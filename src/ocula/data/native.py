@@ -9,7 +9,6 @@ small decodes: many grey datasets are saved as RGB JPEGs.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ocula.data.contract import DataContract
-from ocula.data.samples import FileSamples, TensorSamples
+from ocula.data.samples import FileSamples
 from ocula.modality import Modality
 
 KEEP_RETENTION = 0.6  # keep a flip when the transformed accuracy keeps this share of the gain over chance

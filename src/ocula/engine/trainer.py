@@ -28,7 +28,7 @@ from ocula.engine import setup
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
-from ocula.engine.optim import build_optimizer, build_scheduler, param_groups
+from ocula.engine.optim import build_optimizer, build_scheduler
 from ocula.engine.plan import TransferPlan
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, read_json, save_state, write_json
