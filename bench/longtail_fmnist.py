@@ -1,8 +1,8 @@
 """Long-tailed Fashion-MNIST (100:1 exponential imbalance): balanced accuracy of each --balance option.
 
-    python bench/longtail_fmnist.py [--epochs 10] [--n-max 5000] [--json docs/bench/longtail_fmnist.json]
+    python bench/longtail_fmnist.py [--epochs 10] [--n-max 2000] [--json docs/bench/longtail_fmnist.json]
 
-Train: class i keeps n_max · 0.01^(i/9) of its training images (5000 … 50; 12,400 in all), the first ones
+Train: class i keeps n_max · 0.01^(i/9) of its training images (2000 … 20; 4,964 in all), the first ones
 in a seeded shuffle; a stratified 10 % of that is the validation split (as ocula carves it). Test: the
 official balanced test set (10,000). Every run is ocula's defaults (seed_cnn, 10 epochs) with only
 `--balance` changed; balanced accuracy = mean per-class recall on the test set.
@@ -74,7 +74,7 @@ def run(balance: str, epochs: int, n_max: int, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--n-max", type=int, default=5000)
+    ap.add_argument("--n-max", type=int, default=2000)
     ap.add_argument("--which", default=",".join(BALANCES))
     ap.add_argument("--json")
     args = ap.parse_args()
