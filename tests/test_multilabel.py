@@ -297,3 +297,16 @@ def test_multilabel_label_issues_find_flipped_labels():
     assert how in ("cleanlab", "numpy") and quality.shape == (400,)
     found = set(issues.tolist())
     assert len(found & set(flipped.tolist())) >= 16 and len(found - set(flipped.tolist())) <= 4
+
+
+def test_calibrate_refits_temperatures_and_thresholds_on_other_data(mosaic_run, mosaic_csv, tmp_path):
+    import shutil
+
+    from ocula import api, bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(mosaic_run, run)
+    result = api.calibrate(str(run), mosaic_csv)
+    meta = bundle.read_meta(run)
+    assert result["split"] == "test" and meta["thresholds"] == pytest.approx(result["thresholds"])
+    assert result["before"]["nll"] >= result["after"]["nll"] - 1e-6

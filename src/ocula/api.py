@@ -121,13 +121,13 @@ def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 
     """Refit the calibration of a run (or bundle) on other labelled data and store it in the bundle
     (`weights/best.safetensors` or the given file, and model.json)."""
     from ocula import bundle
-    from ocula.inference.scoring import predict_split
+    from ocula.inference.scoring import model_labels, predict_split
     from ocula.io import write_json
 
     clf = load(run)
     chosen = labelled_split(clf, data, split)
     found = predict_split(clf, chosen.samples, batch_size, workers)
-    labels = chosen.mapping[found.labels]
+    labels = model_labels(chosen.mapping, found.labels, len(clf.classes))  # multilabel: multi-hot columns
     fit = clf.task.fit_calibration(found.logits, labels)
     path = bundle.resolve_weights(run)
     meta = bundle.update_meta(path, clf.task.bundle_fields())
