@@ -310,3 +310,31 @@ def test_calibrate_refits_temperatures_and_thresholds_on_other_data(mosaic_run, 
     meta = bundle.read_meta(run)
     assert result["split"] == "test" and meta["thresholds"] == pytest.approx(result["thresholds"])
     assert result["before"]["nll"] >= result["after"]["nll"] - 1e-6
+
+
+def test_augment_auto_is_light_for_single_label_and_none_for_label_sets():
+    from ocula.config import build_config
+    from ocula.engine.setup import balanced_sample_weights, resolve_augment
+    from ocula.data.samples import TensorSamples
+
+    cfg = build_config("digits")
+    assert cfg.augment.preset == "auto"
+    assert resolve_augment(cfg, False).augment.preset == "light"
+    assert resolve_augment(cfg, True).augment.preset == "none"
+    assert resolve_augment(build_config("digits", augment="strong"), True).augment.preset == "strong"
+    hot = torch.tensor([[1, 0], [1, 0], [1, 1], [0, 0]])
+    w = balanced_sample_weights(TensorSamples(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), hot), 2)
+    assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1.0, 1.0])  # the rarest label's 1/count; no label: its own
+
+
+def test_asymmetric_loss_is_bce_without_focusing_and_down_weights_easy_negatives():
+    import torch.nn.functional as F
+
+    from ocula.tasks.multilabel import MultiLabelTask, asymmetric_loss
+
+    z, t = torch.randn(8, 5), (torch.rand(8, 5) < 0.3).float()
+    assert asymmetric_loss(z, t, 0.0, 0.0, 0.0).item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(z, t).item(), rel=1e-5)
+    easy_negative = torch.full((1, 1), -3.0)
+    assert asymmetric_loss(easy_negative, torch.zeros(1, 1)).item() < 1e-4  # clipped away
+    assert MultiLabelTask("asl").loss(z, t).item() < MultiLabelTask("bce").loss(z, t).item()
