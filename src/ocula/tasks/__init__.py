@@ -69,4 +69,5 @@ def for_meta(meta: dict) -> Task:
     return task
 
 
-__all__ = ["INFERENCE", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config", "for_meta"]
+__all__ = ["INFERENCE", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config",
+           "for_meta"]
