@@ -223,6 +223,9 @@ def cmd_predict(args) -> int:
         errors = sum(1 for p in preds if p["error"])
         if errors:
             print(f"{errors} of {len(preds)} inputs could not be read")
+        abstained = sum(1 for p in preds if p.get("abstained"))
+        if args.min_confidence is not None:
+            print(f"{abstained} of {len(preds)} predictions abstained (top probability below {args.min_confidence:g})")
     return 1 if preds and all(p["error"] for p in preds) else 0
 
 
