@@ -48,25 +48,26 @@ def long_tailed(n_max: int, ratio: float = 100.0, seed: int = 0):
     return splits, np.bincount(train.labels.numpy(), minlength=10)
 
 
-def run(balance: str, epochs: int, n_max: int, out: Path) -> dict:
+def run(balance: str, epochs: int, n_max: int, out: Path, monitor: str = "auto", seed: int = 0) -> dict:
     from ocula.config import build_config
     from ocula.engine.trainer import Trainer
     from ocula.evaluation import classification_report
 
     splits, counts = long_tailed(n_max)
-    cfg = build_config("fashion-mnist", epochs=epochs, balance=balance, out=str(out / balance))
+    cfg = build_config("fashion-mnist", epochs=epochs, balance=balance, monitor=monitor, seed=seed,
+                       out=str(out / f"{balance}-{seed}"))
     t0 = time.perf_counter()
     trainer = Trainer(cfg, splits=splits)
     trainer.fit()
     wall = time.perf_counter() - t0
     from ocula.inference.predictor import Classifier
 
-    clf = Classifier.load(str(out / balance))
+    clf = Classifier.load(str(out / f"{balance}-{seed}"))
     from ocula.inference.scoring import predict_split
 
     found = predict_split(clf, splits.test)
     report = classification_report(found.labels, found.probs, splits.classes)
-    return {"balance": balance, "balanced_accuracy": report["balanced_accuracy"], "accuracy": report["accuracy"],
+    return {"balance": balance, "monitor": monitor, "seed": seed, "balanced_accuracy": report["balanced_accuracy"], "accuracy": report["accuracy"],
             "per_class_recall": [r["recall"] for r in report["per_class"]], "wall_s": wall,
             "train_counts": counts.tolist()}
 
@@ -76,20 +77,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-max", type=int, default=2000)
     ap.add_argument("--which", default=",".join(BALANCES))
+    ap.add_argument("--monitor", default="auto", help="the best-checkpoint metric (auto: accuracy)")
+    ap.add_argument("--seeds", default="0", help="training seeds (the data stays the same), e.g. 0,1,2")
     ap.add_argument("--json")
     args = ap.parse_args()
     machine = print_machine()
     out = Path(tempfile.mkdtemp(prefix="ocula-longtail-"))
     rows = []
-    for balance in args.which.split(","):
-        rows.append(run(balance, args.epochs, args.n_max, out))
-        print(f"RESULT balance={balance:16} balanced_acc={rows[-1]['balanced_accuracy']:.4f} "
-              f"acc={rows[-1]['accuracy']:.4f} wall={rows[-1]['wall_s']:.0f}s", flush=True)
-    base = next((r for r in rows if r["balance"] == "none"), None)
-    if base:
-        for r in rows:
-            print(f"{r['balance']:16} {r['balanced_accuracy'] * 100:6.2f} %  "
-                  f"({(r['balanced_accuracy'] - base['balanced_accuracy']) * 100:+.2f} points vs none)")
+    for seed in map(int, args.seeds.split(",")):
+        for balance in args.which.split(","):
+            rows.append(run(balance, args.epochs, args.n_max, out, args.monitor, seed))
+            print(f"RESULT balance={balance:16} seed={seed} balanced_acc={rows[-1]['balanced_accuracy']:.4f} "
+                  f"wall={rows[-1]['wall_s']:.0f}s", flush=True)
+    mean = {b: np.mean([r["balanced_accuracy"] for r in rows if r["balance"] == b]) for b in args.which.split(",")}
+    sd = {b: np.std([r["balanced_accuracy"] for r in rows if r["balance"] == b]) for b in args.which.split(",")}
+    for b in mean:
+        vs = f"({(mean[b] - mean['none']) * 100:+.2f} points vs none)" if "none" in mean else ""
+        print(f"{b:16} {mean[b] * 100:6.2f} % ± {sd[b] * 100:.2f} over seeds {args.seeds} {vs}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"machine": machine, "epochs": args.epochs, "n_max": args.n_max,
