@@ -338,3 +338,12 @@ def test_asymmetric_loss_is_bce_without_focusing_and_down_weights_easy_negatives
     easy_negative = torch.full((1, 1), -3.0)
     assert asymmetric_loss(easy_negative, torch.zeros(1, 1)).item() < 1e-4  # clipped away
     assert MultiLabelTask("asl").loss(z, t).item() < MultiLabelTask("bce").loss(z, t).item()
+
+
+def test_audit_of_multilabel_data_says_what_it_skips(mosaic_csv, tmp_path):
+    from ocula.audit import audit
+
+    result = audit(str(mosaic_csv), out=str(tmp_path / "a"))
+    assert any("multi-label data" in note for note in result.notes)
+    assert all(r.label is None or set(r.label.split("|")) <= set(result.inventory.classes)
+               for r in result.inventory.refs)

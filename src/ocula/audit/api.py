@@ -106,7 +106,11 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
     counts = stats.class_counts(inv.labels, [r.split for r in inv.refs], inv.classes)
     findings += stats.balance_findings(counts)
     extra, oof = {**dup_counts}, None
-    if folds:
+    if folds and inv.data.multilabel:
+        notes.append("label and outlier checks skipped: multi-label data (ocula audit's K-fold check is "
+                     "single-label for now; ocula.audit.labels.confident_multilabel_issues ranks multi-hot "
+                     "labels against out-of-fold probabilities)")
+    elif folds:
         t = time.perf_counter()
         label_part, info, oof = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
                                          label_max_given, train_options or {}, notes)

@@ -23,7 +23,7 @@ SPLITS = ("train", "val", "test")
 class Inventory:
     data: DatasetSplits
     refs: list[SampleRef]  # one per sample, in split order
-    labels: np.ndarray  # (N,) class index, -1 unlabelled
+    labels: np.ndarray  # (N,) class index, -1 unlabelled (multi-label data: -1; the sets are in refs' labels)
     positions: list[tuple[str, int]]  # (split, index within that split's samples)
     root: Optional[str] = None  # folder or manifest folder for file data
     kind: str = "files"  # files | tensors
@@ -77,7 +77,7 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
         split_labels = samples.labels.tolist() if isinstance(samples, TensorSamples) else list(samples.labels)
         for j, label in enumerate(split_labels):
             refs.append(_ref(samples, j, split, label, resolved.classes, root, len(refs)))
-            labels.append(label)
+            labels.append(-1 if resolved.multilabel else label)
             positions.append((split, j))
     if not refs:
         raise OculaError(f"nothing to audit in {resolved.source or data} (splits: {', '.join(wanted)})")
@@ -95,8 +95,11 @@ def _root_of(source: str) -> Optional[str]:
     return None
 
 
-def _ref(samples, j: int, split: str, label: int, classes, root, index: int) -> SampleRef:
-    name = classes[label] if label >= 0 else None
+def _ref(samples, j: int, split: str, label, classes, root, index: int) -> SampleRef:
+    if isinstance(label, (list, tuple)):  # multi-hot: the set's names, as the CSV writes them
+        name = "|".join(c for c, on in zip(classes, label) if on) or None
+    else:
+        name = classes[label] if label >= 0 else None
     if isinstance(samples, TensorSamples):
         sample_id = samples.names[j] if samples.names else f"{split}/{j}"
         return SampleRef(sample_id, split, name, None, index)
