@@ -25,6 +25,7 @@ from ocula.config import TrainConfig
 from ocula.data.samples import TensorSamples, adapt_channels
 from ocula.engine import distributed as dist
 from ocula.engine import setup
+from ocula.engine.calibrate import calibrate_bundles
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
@@ -258,57 +259,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- calibration
     def calibrate_bundles(self) -> dict:
-        """Fit the task's calibration (a temperature) on the validation split for each saved bundle
-        (best, last), record it in the bundle, and write RUN/calibration.json."""
-        if self.cfg.run.calibrate == "none" or self.val_samples is None:
-            why = "--calibrate none" if self.cfg.run.calibrate == "none" else "no validation split to fit on"
-            result = {"method": "none", "fitted": False, "reason": why}
-            write_json(Path(self.run_dir) / "calibration.json", result)
-            return result
-        fits = {}
-        for tag in ("last", "best"):  # best last: the task keeps the best bundle's state afterwards
-            path = Path(self.run_dir) / "weights" / f"{tag}.safetensors"
-            if not path.is_file():
-                continue
-            logits, labels = self._held_out_logits(path)
-            fit = self.task.fit_calibration(logits, labels)
-            meta = bundle.update_meta(path, self.task.bundle_fields())
-            if tag == "best":
-                write_json(Path(self.run_dir) / "model.json", meta)
-            section = self.task.selective_report(labels, self.task.probabilities(torch.from_numpy(logits)).numpy(),
-                                                 logits).get("calibration", {})  # the task's own measures
-            fits[tag] = {**fit, "before": section.get("before"), "after": section.get("after")}
-        best = fits.get("best") or fits.get("last") or {"fitted": False, "reason": "no saved bundle"}
-        result = {"method": "temperature" if best.get("fitted") else "none", "split": "val",
-                  **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
-                  "bundles": {tag: {k: v for k, v in fit.items() if k not in ("before", "after")}
-                              for tag, fit in fits.items()}}
-        write_json(Path(self.run_dir) / "calibration.json", result)
-        logger.info(f"calibration: {best.get('reason')}" + (
-            f"; validation ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
-        return result
-
-    @torch.inference_mode()
-    def _held_out_logits(self, weights: Path) -> tuple[np.ndarray, np.ndarray]:
-        """Validation logits of a saved bundle, as the saved model predicts them (the task's forward)."""
-        import copy
-
-        from ocula.weights_file import read_safetensors
-
-        model = copy.deepcopy(dist.unwrap(self.eval_model))
-        load_into(weights, model, read_safetensors(weights)[1], "this run's model")
-        model.eval()
-        parts, labels = [], []
-        loader = setup.make_loader(self.val_samples, self.contract, self.loader_cfg, train=False,
-                                   num_classes=len(self.classes), rank=0, world=1, modality=self.modality)
-        for batch in loader:  # the whole split on this one rank
-            if batch[0] is None:
-                continue
-            x = self.modality.to_device(batch[0], self.device, self.cfg.run.channels_last)
-            with self.autocast():
-                parts.append(self.task.forward(model, x).float().cpu())
-            labels.append(batch[1])
-        return torch.cat(parts).numpy(), torch.cat(labels).numpy()
+        """Fit the task's calibration on the validation split for every saved bundle (engine.calibrate)."""
+        return calibrate_bundles(self)
 
     def _hit_max_steps(self) -> bool:
         return self.cfg.run.max_steps is not None and self.global_step >= self.cfg.run.max_steps

@@ -1,0 +1,69 @@
+"""After training: fit the task's calibration (a temperature per model, or per class for multi-label)
+on the validation split for each saved bundle, record it in the bundle, write RUN/calibration.json.
+
+Logits come from the saved weights, through the task's forward, exactly as a loaded model predicts.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ocula import bundle
+from ocula.engine import distributed as dist
+from ocula.engine import setup
+from ocula.io import write_json
+from ocula.log import logger
+from ocula.weights_file import load_into, read_safetensors
+
+
+def calibrate_bundles(trainer) -> dict:
+    """Fit the task's calibration (a temperature) on the validation split for each saved bundle
+    (best, last), record it in the bundle, and write RUN/calibration.json."""
+    if trainer.cfg.run.calibrate == "none" or trainer.val_samples is None:
+        why = "--calibrate none" if trainer.cfg.run.calibrate == "none" else "no validation split to fit on"
+        result = {"method": "none", "fitted": False, "reason": why}
+        write_json(Path(trainer.run_dir) / "calibration.json", result)
+        return result
+    fits = {}
+    for tag in ("last", "best"):  # best last: the task keeps the best bundle's state afterwards
+        path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
+        if not path.is_file():
+            continue
+        logits, labels = held_out_logits(trainer, path)
+        fit = trainer.task.fit_calibration(logits, labels)
+        meta = bundle.update_meta(path, trainer.task.bundle_fields())
+        if tag == "best":
+            write_json(Path(trainer.run_dir) / "model.json", meta)
+        section = trainer.task.selective_report(labels, trainer.task.probabilities(torch.from_numpy(logits)).numpy(),
+                                             logits).get("calibration", {})  # the task's own measures
+        fits[tag] = {**fit, "before": section.get("before"), "after": section.get("after")}
+    best = fits.get("best") or fits.get("last") or {"fitted": False, "reason": "no saved bundle"}
+    result = {"method": "temperature" if best.get("fitted") else "none", "split": "val",
+              **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
+              "bundles": {tag: {k: v for k, v in fit.items() if k not in ("before", "after")}
+                          for tag, fit in fits.items()}}
+    write_json(Path(trainer.run_dir) / "calibration.json", result)
+    logger.info(f"calibration: {best.get('reason')}" + (
+        f"; validation ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
+    return result
+
+@torch.inference_mode()
+def held_out_logits(trainer, weights: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Validation logits of a saved bundle, as the saved model predicts them (the task's forward)."""
+    model = copy.deepcopy(dist.unwrap(trainer.eval_model))
+    load_into(weights, model, read_safetensors(weights)[1], "this run's model")
+    model.eval()
+    parts, labels = [], []
+    loader = setup.make_loader(trainer.val_samples, trainer.contract, trainer.loader_cfg, train=False,
+                               num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
+    for batch in loader:  # the whole split on this one rank
+        if batch[0] is None:
+            continue
+        x = trainer.modality.to_device(batch[0], trainer.device, trainer.cfg.run.channels_last)
+        with trainer.autocast():
+            parts.append(trainer.task.forward(model, x).float().cpu())
+        labels.append(batch[1])
+    return torch.cat(parts).numpy(), torch.cat(labels).numpy()
