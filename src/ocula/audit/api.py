@@ -103,14 +103,11 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
     findings += dup_findings
     timings["duplicates_s"] = round(time.perf_counter() - t, 2)
 
-    counts = stats.class_counts(inv.labels, [r.split for r in inv.refs], inv.classes)
+    counts = stats.class_counts(inv.labels if inv.label_sets is None else inv.label_sets,
+                                [r.split for r in inv.refs], inv.classes)
     findings += stats.balance_findings(counts)
     extra, oof = {**dup_counts}, None
-    if folds and inv.data.multilabel:
-        notes.append("label and outlier checks skipped: multi-label data (ocula audit's K-fold check is "
-                     "single-label for now; ocula.audit.labels.confident_multilabel_issues ranks multi-hot "
-                     "labels against out-of-fold probabilities)")
-    elif folds:
+    if folds:
         t = time.perf_counter()
         label_part, info, oof = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
                                          label_max_given, train_options or {}, notes)
@@ -151,7 +148,8 @@ def _tensor_features(inv: Inventory):
 def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z, max_given, train_options,
                   notes):
     """Label errors and outliers from one K-fold run over the usable, labelled images."""
-    rows = np.flatnonzero(usable & (inv.labels >= 0))
+    labelled = inv.labels >= 0 if inv.label_sets is None else np.ones(len(inv), bool)  # an empty set is a label
+    rows = np.flatnonzero(usable & labelled)
     options = labels.training_options(inv, len(rows), sizes, model=model, epochs=epochs, img_size=img_size,
                                       **train_options)
     try:
@@ -160,7 +158,8 @@ def _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outl
         notes.append(f"label and outlier checks skipped: {e}")
         return [], {}, None
     found, engine = labels.label_findings(inv, oof, max_given)
-    scores = outliers.outlier_scores(oof.embeddings, inv.labels[rows], oof.fold)
+    groups = inv.labels[rows] if inv.label_sets is None else np.zeros(len(rows), np.int64)  # sets: one group
+    scores = outliers.outlier_scores(oof.embeddings, groups, oof.fold)
     found += outliers.outlier_findings([inv.refs[i] for i in rows], scores, min_score=outlier_z)
     info = {"label_model": options, "label_engine": engine, "out_of_fold_accuracy": round(oof.accuracy, 4),
             "label_train_s": round(oof.train_s, 1), "folds": folds}

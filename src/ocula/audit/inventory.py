@@ -28,6 +28,7 @@ class Inventory:
     root: Optional[str] = None  # folder or manifest folder for file data
     kind: str = "files"  # files | tensors
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) from the scan
+    label_sets: Optional[np.ndarray] = None  # (N, K) multi-hot, for multi-label data
 
     @property
     def classes(self) -> list[str]:
@@ -68,7 +69,7 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
     if unknown:
         raise OculaError(f"unknown split {unknown[0]!r}: choose from {', '.join(SPLITS)}")
     root = _root_of(resolved.source)
-    refs, labels, positions, kinds = [], [], [], set()
+    refs, labels, positions, kinds, sets = [], [], [], set(), []
     for split in wanted:
         samples = getattr(resolved, split)
         if samples is None:
@@ -78,13 +79,16 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
         for j, label in enumerate(split_labels):
             refs.append(_ref(samples, j, split, label, resolved.classes, root, len(refs)))
             labels.append(-1 if resolved.multilabel else label)
+            if resolved.multilabel:
+                sets.append(label)
             positions.append((split, j))
     if not refs:
         raise OculaError(f"nothing to audit in {resolved.source or data} (splits: {', '.join(wanted)})")
     if len(kinds) > 1:
         raise OculaError("cannot audit a mix of in-memory and file splits")
     return Inventory(resolved, refs, np.asarray(labels, dtype=np.int64), positions, root, kinds.pop(),
-                     list(resolved.skipped))
+                     list(resolved.skipped),
+                     np.asarray(sets, dtype=np.uint8).reshape(len(refs), -1) if resolved.multilabel else None)
 
 
 def _root_of(source: str) -> Optional[str]:

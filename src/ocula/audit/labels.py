@@ -87,24 +87,34 @@ def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, see
 
     from ocula.config import build_config
 
-    labels = inv.labels[rows]
-    _check_foldable(labels, folds, inv.classes)
+    multilabel = inv.label_sets is not None
+    labels = inv.labels[rows] if not multilabel else inv.label_sets[rows]
+    if multilabel:  # as `ocula train` does for label sets: BCE on sigmoid outputs, no shifts that crop objects
+        options = {**options, "task": "multilabel", "augment": "none"}
+        if len(rows) < 2 * folds:
+            raise OculaError(f"too few images ({len(rows)}) for {folds} folds")
+    else:
+        _check_foldable(labels, folds, inv.classes)
     cfg = build_config(inv.data.source or "audit", seed=seed, **options)
     pool, contract = _pool_samples(inv, rows, cfg)
     cfg, options = _decide_flips(cfg, options, pool, contract, len(inv.classes), seed)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    from sklearn.model_selection import KFold
+
+    splitter = (KFold if multilabel else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
     probs, embeds, fold_of = None, None, np.zeros(len(rows), np.int64)
     t0, threads = time.perf_counter(), torch.get_num_threads()  # the Trainer sets it process-wide
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="ocula-audit-") as tmp:
         warnings.simplefilter("ignore")  # sklearn's small-class notes, the Trainer's skip notes
-        for k, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        for k, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(labels)),
+                                                                 None if multilabel else labels)):
             p, e = _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp)
             if probs is None:
                 probs = np.zeros((len(rows), p.shape[1]), np.float32)
                 embeds = np.zeros((len(rows), e.shape[1]), np.float32)
             probs[held_idx], embeds[held_idx], fold_of[held_idx] = p, e, k
     torch.set_num_threads(threads)
-    accuracy = float((probs.argmax(1) == labels).mean())
+    # single-label: argmax accuracy; label sets: the share of the K binary labels the probabilities get right
+    accuracy = float((probs.argmax(1) == labels).mean()) if not multilabel else float(((probs > 0.5) == labels).mean())
     return OutOfFold(rows, probs, embeds, fold_of, dict(options), accuracy, time.perf_counter() - t0)
 
 
@@ -153,7 +163,7 @@ def _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tm
 
     splits = DatasetSplits(classes=inv.classes, train=pool.subset(train_idx.tolist()), source=inv.data.source,
                            channels=contract.channels, image_size=contract.input_size,
-                           mean=contract.mean, std=contract.std)
+                           mean=contract.mean, std=contract.std, multilabel=inv.label_sets is not None)
     fold_cfg = cfg.replace(out=f"{tmp}/fold{k}", seed=cfg.run.seed + k)
     trainer = Trainer(fold_cfg, callbacks=[FoldProgress(k, folds)], splits=splits)
     trainer.fit()
@@ -242,6 +252,8 @@ def label_findings(inv: Inventory, oof: OutOfFold, max_given: Optional[float] = 
     probability (default 0.5 / classes). Confident learning alone is tuned for recall; on
     Fashion-MNIST with 5% flipped labels it also flagged about as many ambiguous images (shirt vs
     T-shirt at p ≈ 0.2) as wrong labels, while a flipped label's probability is nearly always tiny."""
+    if inv.label_sets is not None:
+        return multilabel_findings(inv, oof, max_given)
     labels = inv.labels[oof.indices]
     ranked, quality, engine = confident_issues(labels, oof.probs)
     max_given = 0.5 / oof.probs.shape[1] if max_given is None else max_given
@@ -261,3 +273,26 @@ def label_findings(inv: Inventory, oof: OutOfFold, max_given: Optional[float] = 
                      "p_given": round(float(quality[m]), 4), "p_suggested": round(float(oof.probs[m, suggested]), 4),
                      "fold": int(oof.fold[m])}))
     return findings, engine
+
+
+def multilabel_findings(inv: Inventory, oof: OutOfFold, max_given: Optional[float] = None
+                        ) -> tuple[list[Finding], str]:
+    """Multi-label confident-learning suspects (cleanlab's `multi_label=True`) whose worst given binary
+    label also got under `max_given` out-of-fold probability (default 0.1): a label set the model
+    confidently contradicts in at least one class."""
+    sets = inv.label_sets[oof.indices]
+    ranked, quality, engine = confident_multilabel_issues(sets, oof.probs)
+    max_given = 0.1 if max_given is None else max_given
+    ranked = ranked[quality[ranked] < max_given]
+    names = lambda hot: "|".join(c for c, on in zip(inv.classes, hot) if on) or "(none)"  # noqa: E731
+    findings = []
+    for m in ranked.tolist():
+        ref: SampleRef = inv.refs[int(oof.indices[m])]
+        given, suggested = names(sets[m]), names(oof.probs[m] > 0.5)
+        findings.append(Finding(
+            "label-issue", [ref], f"{ref.id}: labelled '{given}', looks like '{suggested}'",
+            score=round(1.0 - float(quality[m]), 4), drop=[ref.id],
+            details={"given": given, "suggested": suggested, "p_worst_given": round(float(quality[m]), 4),
+                     "fold": int(oof.fold[m])}))
+    return findings, engine
+

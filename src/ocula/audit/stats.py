@@ -12,11 +12,13 @@ IMBALANCE_RATIO = 5.0  # largest class / smallest class above this is reported
 
 
 def class_counts(labels: np.ndarray, splits: list[str], classes: list[str]) -> dict[str, dict[str, int]]:
-    """{split: {class: count}} with every class listed (zeros included), plus "all"."""
+    """{split: {class: count}} with every class listed (zeros included), plus "all". `labels`: (N,) class
+    indices (-1 unlabelled), or (N, K) multi-hot label sets (then: positives per class)."""
     out: dict[str, dict[str, int]] = {}
     for split in [*dict.fromkeys(splits), "all"]:
         mask = np.ones(len(labels), bool) if split == "all" else np.asarray(splits) == split
-        counts = np.bincount(labels[mask & (labels >= 0)], minlength=len(classes))
+        counts = labels[mask].sum(0) if labels.ndim == 2 else \
+            np.bincount(labels[mask & (labels >= 0)], minlength=len(classes))
         out[split] = {c: int(n) for c, n in zip(classes, counts)}
     return out
 
