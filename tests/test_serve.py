@@ -72,6 +72,7 @@ class SlowModel:
     def __init__(self, inner, delay: float):
         self.inner, self.delay, self.batch_sizes, self.finished = inner, delay, [], 0
         self.classes, self.contract, self.meta, self.task = inner.classes, inner.contract, inner.meta, inner.task
+        self.min_confidence = inner.min_confidence
 
     def preprocess(self, obj):
         return self.inner.preprocess(obj)

@@ -166,7 +166,7 @@ class SlowModel:
     def __init__(self, clf, seconds: float):
         self.clf, self.seconds = clf, seconds
         self.classes, self.contract, self.meta, self.preprocess = clf.classes, clf.contract, clf.meta, clf.preprocess
-        self.task = clf.task
+        self.task, self.min_confidence = clf.task, clf.min_confidence
 
     def logits(self, x):
         time.sleep(self.seconds)

@@ -15,7 +15,7 @@ import torch
 
 from ocula.errors import OculaError
 from ocula.inference.predictor import Classifier
-from ocula.inference.scoring import labelled_split, score_split, skipped_list  # noqa: F401  (skipped_list: public here)
+from ocula.inference.scoring import labelled_split, score_split
 from ocula.track import training_callbacks
 
 
@@ -68,8 +68,7 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
     `tta`: average over test-time views; `min_confidence`: mark less confident predictions abstained."""
     from ocula.inference.predictor import Prediction
 
-    clf = model if isinstance(model, Classifier) else load(model)
-    clf.tta, clf.min_confidence = tta or clf.tta, _check_confidence(min_confidence) or clf.min_confidence
+    clf = _with_settings(model, tta, min_confidence)
     paths, missing = clf.modality.expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     for item, reason in missing:
         yield Prediction(item, error=reason)
@@ -86,8 +85,7 @@ def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int =
     model was trained on, its recorded validation split (never training images); else all of it
     (`ocula.inference.scoring.labelled_split`).
     """
-    clf = model if isinstance(model, Classifier) else load(model)
-    clf.tta = tta or clf.tta
+    clf = _with_settings(model, tta)
     report = score_split(clf, labelled_split(clf, data, split), batch_size, workers)
     report["data"] = str(data)
     if out_dir:
@@ -141,7 +139,15 @@ def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 
     return result
 
 
-def _check_confidence(value: Optional[float]) -> Optional[float]:
-    if value is not None and not 0 <= float(value) <= 1:
-        raise OculaError(f"min_confidence must be a probability in [0, 1], not {value}")
-    return None if value is None else float(value)
+def _with_settings(model, tta: bool = False, min_confidence: Optional[float] = None) -> Classifier:
+    """The model to run with these settings: a caller's Classifier is copied (shallow: the weights are
+    shared) rather than changed, so a call's `tta` or `min_confidence` does not stick to it."""
+    import copy
+
+    if min_confidence is not None and not 0 <= float(min_confidence) <= 1:
+        raise OculaError(f"min_confidence must be a probability in [0, 1], not {min_confidence}")
+    clf = copy.copy(model) if isinstance(model, Classifier) else load(model)
+    clf.tta = tta or clf.tta
+    if min_confidence is not None:
+        clf.min_confidence = float(min_confidence)
+    return clf

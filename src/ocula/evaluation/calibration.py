@@ -84,23 +84,13 @@ def _derivatives(z, y, log_t: float) -> tuple[float, float]:
     return float(g.detach()), float(h)
 
 
-def _minimise(f, lo: float, hi: float, tol: float = 1e-7) -> float:
-    """Golden-section search of a unimodal function on [lo, hi] (the NLL is convex in 1/T)."""
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > tol:
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    best = (a + b) / 2
-    for edge in (lo, hi):  # a monotone NLL ends at a bound: report the bound itself
+def _minimise(f, lo: float, hi: float) -> float:
+    """The minimum of a unimodal function on [lo, hi] (the NLL is convex in 1/T); a function still
+    falling at a bound ends there, so that bound is returned itself."""
+    from scipy.optimize import minimize_scalar
+
+    best = float(minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7}).x)
+    for edge in (lo, hi):
         if f(edge) <= f(best):
             best = edge
     return best

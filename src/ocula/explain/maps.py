@@ -27,7 +27,7 @@ def scale_01(t: torch.Tensor) -> torch.Tensor:
     return out.reshape(t.shape)
 
 
-def sample_dims(x: torch.Tensor) -> tuple[int, ...]:
+def map_dims(x: torch.Tensor) -> tuple[int, ...]:
     """The leading dims of a model input batch (…, C, H, W) that index one map: (B,) for images,
     (B, T) when every sample is several frames (each frame gets its own map)."""
     return tuple(x.shape[:-3])

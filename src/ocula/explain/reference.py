@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula.explain.maps import fit_maps, sample_dims
+from ocula.explain.maps import fit_maps, map_dims
 
 REFERENCE_METHODS = ("occlusion", "ig")
 
@@ -37,7 +37,7 @@ def reference_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Te
     else:
         attr = (_captum_ig if captum else integrated_gradients)(model, x, classes, steps)
         raw = attr.abs().sum(-3)
-    return fit_maps(raw.detach().cpu().numpy(), sample_dims(x), tuple(x.shape[-2:])), logits.cpu()
+    return fit_maps(raw.detach().cpu().numpy(), map_dims(x), tuple(x.shape[-2:])), logits.cpu()
 
 
 def _captum_available() -> bool:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ocula.errors import OculaError
-from ocula.explain.maps import fit_maps, sample_dims
+from ocula.explain.maps import fit_maps, map_dims
 from ocula.explain.targets import attention_modules, is_vit, patch_grid
 
 _FUSE = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}  # over heads
@@ -40,7 +40,7 @@ def rollout_maps(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean", d
 
 def _grid_maps(grid: torch.Tensor, x: torch.Tensor) -> np.ndarray:
     """(N, h, w) patch scores → maps in [0, 1] at the input size (per frame for clips)."""
-    return fit_maps(grid.numpy(), sample_dims(x), tuple(x.shape[-2:]))
+    return fit_maps(grid.numpy(), map_dims(x), tuple(x.shape[-2:]))
 
 
 def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.ndarray, torch.Tensor]:
@@ -51,7 +51,7 @@ def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.nda
         logits = model(x).float().cpu()
     flow = attention_rollout([weights[:, None]], "mean", 0.0, keep=0)  # (B, N, N)
     scores = flow.mean(1)  # (B, N): what the mean-pooled output takes from each token
-    lead = sample_dims(x)
+    lead = map_dims(x)
     if len(lead) > 1:  # frames as tokens: one value per frame, spread over the frame
         frames = scores.reshape(-1, 1, 1).expand(-1, *size)
         return fit_maps(frames.numpy(), lead, size), logits

@@ -61,13 +61,15 @@ class Predictor:
         """Preprocessed batch (the modality's shape) → logits (B, K), float32 on the CPU."""
         raise NotImplementedError
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Preprocessed batch → the task's probabilities (B, K); with `tta`, their mean over the
-        modality's test-time views."""
+        modality's test-time views. `logits`: those of `x` itself, when the caller has them already."""
+        logits = self.logits(x) if logits is None else logits
         if not self.tta:
-            return self.task.probabilities(self.logits(x))
-        views = self.modality.tta_views(x, hflip=self.allowed_flips.get("hflip", False))
-        return torch.stack([self.task.probabilities(self.logits(v)) for v in views]).mean(0)
+            return self.task.probabilities(logits)
+        views = self.modality.tta_views(x, hflip=self.allowed_flips.get("hflip", False))[1:]  # [0] is x
+        return torch.stack([self.task.probabilities(logits)] +
+                           [self.task.probabilities(self.logits(v)) for v in views]).mean(0)
 
     @property
     def allowed_flips(self) -> dict:

@@ -95,7 +95,7 @@ def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = N
             continue
         raw = clf.logits(batch[0])
         logits.append(raw)
-        probs.append(clf.probabilities(batch[0]) if clf.tta else clf.task.probabilities(raw))
+        probs.append(clf.probabilities(batch[0], logits=raw))
         labels.append(batch[1])
     if not probs:
         raise OculaError("no readable images to evaluate")

@@ -180,7 +180,7 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
         top probability is below min_confidence (default: the server's --min-confidence) is abstained."""
         bodies = await service.read(read_image_bodies(request, service.max_images))
         probs = service.model.task.probabilities(await service.classify_bodies(bodies))
-        floor = getattr(service.model, "min_confidence", None) if min_confidence is None else min_confidence
+        floor = service.model.min_confidence if min_confidence is None else min_confidence
         preds = []
         for (label, _), p in zip(bodies, probs):
             top = [{"label": name, "prob": q} for name, q in service.model.task.top(p, service.model.classes, topk)]

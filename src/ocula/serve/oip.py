@@ -69,7 +69,7 @@ def make_router(service):
                 + [{"name": "labels", "datatype": "BOOL", "shape": [-1, k]} for _ in outputs_of(service.model)[2:]]
                 + [{"name": "abstained", "datatype": "BOOL", "shape": [-1]}],
                 "parameters": {"classes": list(service.model.classes),
-                               "min_confidence": getattr(service.model, "min_confidence", None),
+                               "min_confidence": service.model.min_confidence,
                                "calibration": service.model.meta.get("calibration"),
                                "task": service.model.task.name, "thresholds": service.model.meta.get("thresholds"),
                                "contract": service.model.contract.to_dict(),
@@ -260,7 +260,7 @@ def encode_response(service, req, wanted: list, logits: torch.Tensor):
     entries, blobs = [], []
     for name, binary, class_count in wanted:
         if name == "abstained":
-            floor = getattr(service.model, "min_confidence", None)
+            floor = service.model.min_confidence
             datatype = "BOOL"
             arr = (probs.max(1).values < floor).numpy() if floor is not None else np.zeros(len(probs), bool)
         elif name == "labels":  # multilabel: the thresholded set as multi-hot
