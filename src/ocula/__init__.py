@@ -4,8 +4,8 @@ Heavy modules load on first use, so `import ocula` stays fast.
 """
 from ocula.version import __version__
 
-__all__ = ["train", "load", "evaluate", "predict", "create_model", "list_models", "Trainer", "TrainConfig",
-           "__version__"]
+__all__ = ["train", "load", "evaluate", "predict", "import_model", "create_model", "list_models", "Trainer",
+           "TrainConfig", "__version__"]
 
 
 def __getattr__(name):
@@ -17,6 +17,10 @@ def __getattr__(name):
         from ocula.models import registry
 
         return getattr(registry, name)
+    if name == "import_model":
+        from ocula.engine.model_import import import_model
+
+        return import_model
     if name == "Trainer":
         from ocula.engine.trainer import Trainer
 

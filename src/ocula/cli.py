@@ -121,6 +121,16 @@ def build_parser() -> Parser:
     p.add_argument("out", nargs="?", help="export: target folder (class sub-folders are created)")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="export at most this many images")
+    p = sub.add_parser("import", help="an ocula model from pretrained weights, no training (ImageNet names)",
+                       description="Write a model directory from pretrained weights: timm's ImageNet-1k class "
+                       "names (or --classes), the model's pretrained preprocessing, no temperature.")
+    p.add_argument("model", help="model name (a timm name such as efficientnet_lite0, or ocula's own)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=True, metavar="FILE",
+                   help="weights file (.pth/.safetensors; names or order must match the model); alone or "
+                   "left out: timm's hub weights (needs the network)")
+    p.add_argument("--out", metavar="DIR", help="model directory (default: runs/imported-MODEL[-N])")
+    p.add_argument("--classes", metavar="FILE", help="class names, one per line, for a head that is not "
+                   "ImageNet-1k's 1000 classes")
     _register_plugins(sub)
     SUBPARSERS.update(sub.choices)
     return parser
@@ -299,8 +309,16 @@ def cmd_calibrate(args) -> int:
     return 0 if result.get("fitted") else 2
 
 
+def cmd_import(args) -> int:
+    from ocula.engine.model_import import import_model
+
+    out = import_model(args.model, pretrained=args.pretrained, out=args.out, classes=args.classes)
+    print(f"imported {args.model} to {out} (predict, serve, export, explain and embed take it like a run)")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
-            "models": cmd_models,
+            "import": cmd_import, "models": cmd_models,
             "recipes": cmd_recipes, "datasets": cmd_datasets}
 
 
