@@ -204,3 +204,64 @@ def test_cli_from_alias_and_llrd_flags(digits_base, tmp_path, capsys):
     lrs = sorted({g["lr"] for g in info["param_groups"]})
     assert info["strategy"] == "llrd" and lrs[0] == pytest.approx(1e-3 * 0.5 ** 6) and lrs[-1] == 1e-3
     assert "weights: loaded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ probe and lp-ft
+def test_lbfgs_probe_matches_scikit_learn_logistic_regression():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from ocula.engine.probe import fit_head
+    from ocula.tasks.single_label import SingleLabelTask
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    weight, bias, steps, _ = fit_head(torch.tensor(x, dtype=torch.float32), torch.tensor(y), SingleLabelTask(), 10,
+                                      c=0.5)
+    ref = LogisticRegression(C=0.5, max_iter=5000, tol=1e-8).fit(x, y)
+    ours = (torch.tensor(x, dtype=torch.float64) @ weight.T + bias).argmax(1).numpy()
+    assert (ours == ref.predict(x)).mean() > 0.995 and 0 < steps <= 500
+    # the same optimum: sklearn's coefficients are identifiable only up to a shift shared by the classes
+    centred = (weight - weight.mean(0)).numpy()
+    assert abs(centred - (ref.coef_ - ref.coef_.mean(0))).max() < 0.05 * abs(ref.coef_).max()
+
+
+def test_linear_probe_is_one_fit_on_cached_features_with_no_epochs(digits_base, tmp_path):
+    trainer = _finetune(digits_base, tmp_path / "lp1", strategy="linear-probe", epochs=5)
+    info = json.loads((tmp_path / "lp1" / "transfer.json").read_text())
+    assert len(trainer.history) == 1 and trainer.global_step == 0  # no optimizer step at all
+    assert info["probe"]["images"] == len(trainer.train_samples) and info["probe"]["steps"] > 0
+    assert trainer.history[0]["val_acc"] > 0.5
+    sgd = _finetune(digits_base, tmp_path / "lp2", strategy="linear-probe", probe="sgd", max_steps=2)
+    assert sgd.global_step == 2 and json.loads((tmp_path / "lp2" / "transfer.json").read_text())["probe"] is None
+
+
+def test_auto_strategy_is_lp_ft_from_weights_and_full_from_scratch(digits_base, tmp_path):
+    from ocula.config import LPFT_LR, build_config
+    from ocula.engine.plan import resolve_strategy
+
+    assert resolve_strategy(build_config("digits", init_from=digits_base)).transfer.strategy == "lp-ft"
+    assert resolve_strategy(build_config("digits", pretrained="w.pth")).transfer.strategy == "lp-ft"
+    assert resolve_strategy(build_config("digits")).transfer.strategy == "full"
+    assert resolve_strategy(build_config("digits", init_from=digits_base, margin="arcface")).transfer.strategy == "full"
+    assert build_config("digits", init_from=digits_base).peak_lr == LPFT_LR
+    assert build_config("digits").peak_lr == 3e-3
+
+
+def test_lp_ft_fits_the_head_first_then_trains_everything_with_batchnorm_held(digits_base, tmp_path):
+    from ocula.io import load_tensors
+
+    trainer = _finetune(digits_base, tmp_path / "lpft", max_steps=3)  # no strategy given: auto
+    info = json.loads((tmp_path / "lpft" / "transfer.json").read_text())
+    assert info["strategy"] == "lp-ft" and info["probe"]["train_acc"] > 0.5
+    assert info["trainable_params_at_start"] == info["params"]
+    before = load_tensors(Path(digits_base) / "weights" / "best.safetensors")
+    after = trainer.model.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k].cpu()) for k in stats)
+    assert any(not torch.equal(before[k], after[k].cpu()) for k in after if k.endswith("weight") and "head" not in k)
+
+
+def test_lbfgs_probe_without_a_linear_head_is_a_one_line_error(digits_base, tmp_path):
+    with pytest.raises(OculaError, match="--probe sgd"):
+        _finetune(digits_base, tmp_path / "m", strategy="linear-probe", margin="cosface")

@@ -32,6 +32,9 @@ for _section, _cls in SECTIONS.items():
         assert flat_key(_f) not in FLAT_KEYS, f"flat key {flat_key(_f)} in two sections"
         FLAT_KEYS[flat_key(_f)] = (_section, _f.name)
 
+# Peak lr of lp-ft's fine-tuning stage (AdamW), measured in docs/benchmarks.md, issue 13.
+LPFT_LR = 3e-4
+
 
 @dataclass
 class TrainConfig:
@@ -91,6 +94,9 @@ class TrainConfig:
         # (cnn_transformer on left/right clips: 0.50, against 1.00 at 1e-3). Weights that already know
         # something keep the gentler 1e-3.
         from_weights = self.model.pretrained not in (False, None, "") or bool(self.transfer.init_from)
+        lp_ft = self.transfer.strategy == "lp-ft" or (self.transfer.strategy == "auto" and self.transfer.margin == "none")
+        if from_weights and lp_ft:
+            return LPFT_LR  # the head already fits after the probe: the backbone only needs nudging
         return 1e-3 if from_weights or _is_attention_model(self.model.name) else 3e-3
 
 

@@ -79,7 +79,7 @@ class ModelConfig(Section):
 class OptimConfig(Section):
     epochs: int = option(10)
     batch_size: int = option(64, "global, summed over DDP ranks")
-    lr: Optional[float] = option(None, "peak; default adamw 3e-3 from scratch, 1e-3 from weights; sgd 0.1 per 256 images")
+    lr: Optional[float] = option(None, "peak; default adamw 3e-3 from scratch, 1e-3 from weights (lp-ft: 3e-4); sgd 0.1 per 256 images")
     optimizer: str = option("adamw", choices=("adamw", "sgd"))
     weight_decay: float = option(0.05, "never applied to norms and biases")
     momentum: float = option(0.9, "sgd (Nesterov)")
@@ -112,7 +112,13 @@ class AugmentConfig(Section):
 @dataclass
 class TransferConfig(Section):
     init_from: Optional[str] = option(None, "start from these weights (--from): an ocula run/bundle or any weights file")
-    strategy: str = option("full", "fine-tuning", ("full", "linear-probe", "partial", "llrd", "gradual"))
+    strategy: str = option("auto", "fine-tuning; auto: lp-ft from pretrained weights (a linear probe on cached features, "
+                           "then every layer at a gentle lr), else full",
+                           ("auto", "full", "lp-ft", "linear-probe", "partial", "llrd", "gradual"))
+    probe: str = option("lbfgs", "linear-probe: lbfgs = fit the head once on cached features (scikit-learn's "
+                        "LogisticRegression objective); sgd = train it for the epochs, with augmentation",
+                        ("lbfgs", "sgd"))
+    probe_c: float = option(1.0, "inverse L2 strength of the lbfgs probe (scikit-learn's C)")
     unfreeze_stages: int = option(1, "partial: train the top N stages (+ head); gradual: N more per step")
     unfreeze_every: int = option(1, "gradual: epochs between unfreezing steps")
     layer_decay: float = option(0.75, "llrd: each stage below gets this factor of the lr above it")

@@ -64,6 +64,13 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Rank 0's values of a module's parameters and buffers on every rank."""
+    if world_size() > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

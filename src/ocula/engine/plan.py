@@ -5,6 +5,7 @@ order it asks:
     plan.attach(model)                        # weights in, head replaced, input conv adapted
     groups = plan.param_groups(model)         # strategy: learning rate per group
     plan.freeze(model)                        # strategy: frozen stages, BatchNorm statistics
+    plan.fit_probe(trainer)                   # lp-ft, linear-probe: the head fitted on cached features
     callbacks += plan.callbacks()             # gradual unfreezing, transfer.json in the run dir
 
 With none of init_from, a pretrained path, a strategy or a margin set, every step is the Trainer's
@@ -21,14 +22,17 @@ import torch.nn as nn
 
 from ocula.config import ModelConfig, TrainConfig
 from ocula.data.contract import DataContract
+from ocula.engine import distributed as dist
 from ocula.engine.callbacks import Callback
+from ocula.engine.probe import can_probe, fit_linear_probe
 from ocula.errors import OculaError
 from ocula.log import logger
 from ocula.engine import strategies
 from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_weights
 
 DEFAULT_MODEL = ModelConfig().name
-PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe, times lr
+PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe --probe sgd, times lr
+LPFT_HOLDS_BATCHNORM = True  # lp-ft keeps the pretrained BatchNorm statistics (docs/benchmarks.md, issue 13)
 
 
 class TransferPlan:
@@ -38,12 +42,18 @@ class TransferPlan:
         self.report: Optional[LoadReport] = None
         self.fixed: frozenset = frozenset()
         self.groups_info: list[dict] = []
+        self.probe = None  # engine.probe.ProbeFit once fitted
         path = _weights_path(cfg)
         if path is not None and not cfg.run.resume:
             self.source = read_weights(path)
         elif path is not None:
             self.source = _meta_only(path)  # resuming: the state file has the weights
         self.contract = self._adopt_source(contract, data_channels)
+
+    @property
+    def probe_only(self) -> bool:
+        """linear-probe with the lbfgs probe: fitting the head on cached features is all the training."""
+        return self.cfg.transfer.strategy == "linear-probe" and self.cfg.transfer.probe == "lbfgs"
 
     @property
     def active(self) -> bool:
@@ -86,7 +96,7 @@ class TransferPlan:
         fine-tuning (at the shared lr a linear probe stayed at chance on digits, see docs/bench)."""
         if self.cfg.transfer.head_lr is not None:
             return self.cfg.transfer.head_lr
-        if self.cfg.transfer.strategy != "linear-probe":  # gradual measured better with the shared lr
+        if self.cfg.transfer.strategy != "linear-probe" or self.probe_only:  # gradual: better at the shared lr
             return None
         return PROBE_LR_FACTOR[self.cfg.optim.optimizer] * self.cfg.peak_lr
 
@@ -109,8 +119,31 @@ class TransferPlan:
         stages = len(strategies.layer_groups(model)) - 1
         top = strategies.trainable_stages(cfg.transfer.strategy, stages, cfg.transfer.unfreeze_stages, 0, cfg.transfer.unfreeze_every)
         strategies.set_trainable(model, top, self.fixed)
-        if cfg.transfer.freeze_bn is not False and (top < stages or cfg.transfer.freeze_bn):
-            strategies.hold_batchnorm(model, everywhere=bool(cfg.transfer.freeze_bn))
+        everywhere = cfg.transfer.freeze_bn
+        if everywhere is None:
+            everywhere = cfg.transfer.strategy == "lp-ft" and LPFT_HOLDS_BATCHNORM
+        if cfg.transfer.freeze_bn is not False and (top < stages or everywhere):
+            strategies.hold_batchnorm(model, everywhere=bool(everywhere))
+
+    def fit_probe(self, trainer) -> Optional[dict]:
+        """lp-ft and linear-probe (lbfgs): fit the head on cached features of the training split before any
+        epoch → the training record of that fit, or None when the strategy has no probe."""
+        cfg = self.cfg
+        if cfg.transfer.strategy != "lp-ft" and not self.probe_only:
+            return None
+        if not can_probe(trainer.model, trainer.task):
+            if self.probe_only:
+                raise OculaError(f"--probe lbfgs needs a linear classifier head ({cfg.model.name} with the "
+                                 f"{trainer.task.name} task has none): use --probe sgd")
+            if dist.is_main():
+                logger.info("lp-ft: the head is not linear, so no probe is fitted; fine-tuning from a fresh head")
+            return None
+        self.probe = fit_linear_probe(trainer, cfg.transfer.probe_c)
+        if dist.is_main():
+            logger.info(self.probe.summary())
+        seconds = self.probe.extract_s + self.probe.fit_s
+        return {"epoch": 1, "train_loss": self.probe.loss, "train_acc": self.probe.train_acc, "lr": None,
+                "epoch_s": seconds, "train_img_per_s": self.probe.images / max(seconds, 1e-9)}
 
     def callbacks(self) -> list[Callback]:
         if not self.active:
@@ -127,7 +160,8 @@ class TransferPlan:
                 "source_arch": (self.source.meta or {}).get("arch") if self.source else None,
                 "load": self.report.to_dict() if self.report else None, "strategy": cfg.transfer.strategy,
                 "layer_decay": cfg.transfer.layer_decay if cfg.transfer.strategy == "llrd" else None, "head_lr": self.head_lr,
-                "freeze_bn": cfg.transfer.freeze_bn, "margin": cfg.transfer.margin, "param_groups": self.groups_info,
+                "freeze_bn": cfg.transfer.freeze_bn,
+                "probe": self.probe.to_dict() if self.probe else None, "margin": cfg.transfer.margin, "param_groups": self.groups_info,
                 "contract": self.contract.to_dict()}
 
 
@@ -138,7 +172,6 @@ class TransferRecord(Callback):
         self.plan = plan
 
     def on_fit_start(self, trainer):
-        from ocula.engine import distributed as dist
         from ocula.io import write_json
 
         if dist.is_main():
@@ -146,6 +179,22 @@ class TransferRecord(Callback):
             total = sum(p.numel() for p in trainer.model.parameters())
             write_json(Path(trainer.run_dir) / "transfer.json",
                        {**self.plan.to_dict(), "trainable_params_at_start": trainable, "params": total})
+
+
+def from_weights(cfg: TrainConfig) -> bool:
+    """The run starts from weights that already know something: --pretrained (hub or file) or --from."""
+    return cfg.model.pretrained not in (False, None, "") or bool(cfg.transfer.init_from)
+
+
+def resolve_strategy(cfg: TrainConfig) -> TrainConfig:
+    """strategy=auto → lp-ft when the run starts from weights and the head is an ordinary one (a margin
+    head trains its own cosine classifier), else full. Measured in docs/benchmarks.md, issue 13: from
+    ImageNet weights on 30 Fashion-MNIST images per class, full fine-tuning at 1e-3 lost to a
+    linear probe."""
+    if cfg.transfer.strategy != "auto":
+        return cfg
+    lp_ft = from_weights(cfg) and cfg.transfer.margin == "none"
+    return cfg.replace(strategy="lp-ft" if lp_ft else "full")
 
 
 def _weights_path(cfg: TrainConfig) -> Optional[str]:

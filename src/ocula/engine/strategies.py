@@ -1,7 +1,10 @@
 """Fine-tuning strategies: which parameters train, at which learning rate, and when.
 
     full          every parameter, one learning rate (head_lr may differ)
-    linear-probe  only the classifier; the backbone is a fixed feature extractor
+    lp-ft         the head first fitted as a linear probe on cached features (engine.probe), then every
+                  parameter at one gentle lr with BatchNorm statistics held (Kumar et al. 2022, LP-FT)
+    linear-probe  only the classifier; the backbone is a fixed feature extractor (probe=lbfgs: fitted
+                  once on cached features, no epochs; probe=sgd: trained for the epochs)
     partial       the last `unfreeze_stages` stages and the classifier
     llrd          every parameter; each block below the head gets `layer_decay` times the lr of the
                   block above (timm's `param_groups_layer_decay`, the BEiT/MAE recipe)
@@ -113,7 +116,7 @@ def _split_head(model: nn.Module, groups: list[dict], head_lr: float) -> list[di
 def trainable_stages(strategy: str, n_stages: int, unfreeze_stages: int, epoch: int = 0,
                      unfreeze_every: int = 1) -> int:
     """How many stages below the head train (counted from the top) at `epoch`."""
-    if strategy in ("full", "llrd"):
+    if strategy in ("full", "llrd", "lp-ft"):
         return n_stages
     if strategy == "linear-probe":
         return 0

@@ -30,7 +30,7 @@ from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
-from ocula.engine.plan import TransferPlan
+from ocula.engine.plan import TransferPlan, resolve_strategy
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, read_json, save_state, write_json
 from ocula.modality import for_model
@@ -71,6 +71,7 @@ class Trainer:
             logger.info("augment none: multilabel data (augment=auto; a shift can crop a labelled object out of "
                         "the frame); --augment light to shift anyway")
         self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
+        self.cfg = cfg = resolve_strategy(cfg)  # strategy=auto: lp-ft from pretrained weights, else full
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
@@ -209,7 +210,7 @@ class Trainer:
             loader.set_epoch(epoch)
         return loader
 
-    def _eval_loader(self, samples):
+    def eval_loader(self, samples):
         return setup.make_loader(samples, self.contract, self.loader_cfg, train=False, num_classes=len(self.classes),
                                  rank=self.rank, world=self.world, modality=self.modality)
 
@@ -234,19 +235,17 @@ class Trainer:
     def fit(self) -> dict:
         if dist.is_main():
             self._write_run_files()
+        probe_logs = self.transfer.fit_probe(self) if self.start_epoch == 0 else None  # lp-ft, linear-probe
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
-            logs = self.train_one_epoch(epoch)
-            if self.val_samples is not None:
-                report, val_loss = self.evaluate(self.val_samples)
-                logs.update(val_loss=val_loss, val_acc=report[self.task.monitor], val_top5=report.get("top5"))
-            self._track_best(epoch, logs)
-            self.history.append(logs)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, epoch, logs)
-            if self.should_stop or self._hit_max_steps():
-                break
+        if self.transfer.probe_only:  # the fitted head is the whole training: one record, no epochs
+            if probe_logs is not None:
+                self.elapsed_train_s += probe_logs["epoch_s"]
+                self._end_epoch(0, {**probe_logs, "elapsed_train_s": self.elapsed_train_s})
+        else:
+            for epoch in range(self.start_epoch, self.cfg.optim.epochs):
+                if self._end_epoch(epoch, self.train_one_epoch(epoch)):
+                    break
         if dist.is_main():
             self.calibration = self.calibrate_bundles()  # before on_fit_end: trackers log the final bundle
         summary = self.summary()
@@ -256,6 +255,17 @@ class Trainer:
             self._write_data_file()  # again: streaming may have found more unreadable files
             write_json(Path(self.run_dir) / "summary.json", summary)
         return summary
+
+    def _end_epoch(self, epoch: int, logs: dict) -> bool:
+        """Validate, keep the best, run the callbacks → whether training should stop."""
+        if self.val_samples is not None:
+            report, val_loss = self.evaluate(self.val_samples)
+            logs.update(val_loss=val_loss, val_acc=report[self.task.monitor], val_top5=report.get("top5"))
+        self._track_best(epoch, logs)
+        self.history.append(logs)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, logs)
+        return self.should_stop or self._hit_max_steps()
 
     # ---------------------------------------------------------------- calibration
     def calibrate_bundles(self) -> dict:
@@ -334,7 +344,7 @@ class Trainer:
         model = self.eval_model
         model.eval()
         parts = []
-        for batch in self._eval_loader(samples):
+        for batch in self.eval_loader(samples):
             x, y, idx = batch[0], batch[1], batch[2]
             if len(batch) == 4:
                 self._note_skipped(batch[3])

@@ -17,6 +17,7 @@ class Task:
     monitor: str = "accuracy"  # the score() key that picks the best checkpoint (higher is better)
     multilabel: bool = False  # labels are sets (multi-hot (N, K)) rather than one class index per sample
     supports_ddp: bool = True
+    linear_head: bool = True  # logits are the head's affine map: a probe can be fitted on cached features
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Model input batch → the logits the loss sees."""

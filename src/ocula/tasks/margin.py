@@ -46,6 +46,7 @@ class MarginTask(SingleLabelTask):
     """A single-label task whose training logits are scaled cosines and whose loss adds a class margin."""
 
     name = "margin"
+    linear_head = False  # cosine logits with a margin: no closed-form probe
     supports_ddp = False  # forward reads the inner model's head; DDP would not see those parameters
 
     def __init__(self, kind: str = "arcface", margin: Optional[float] = None, scale: float = 30.0,
