@@ -265,3 +265,15 @@ def test_lp_ft_fits_the_head_first_then_trains_everything_with_batchnorm_held(di
 def test_lbfgs_probe_without_a_linear_head_is_a_one_line_error(digits_base, tmp_path):
     with pytest.raises(OculaError, match="--probe sgd"):
         _finetune(digits_base, tmp_path / "m", strategy="linear-probe", margin="cosface")
+
+
+def test_foreign_weights_with_the_default_model_say_to_pass_model(tmp_path):
+    from safetensors.torch import save_file
+
+    from ocula.config import build_config
+    from ocula.engine.trainer import Trainer
+
+    save_file({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(OculaError, match="pass --model"):
+        Trainer(build_config("digits", pretrained=str(tmp_path / "other.safetensors"), out=str(tmp_path / "r")),
+                callbacks=[])

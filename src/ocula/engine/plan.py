@@ -79,7 +79,13 @@ class TransferPlan:
 
     def attach(self, model: nn.Module) -> None:
         if self.source is not None and self.source.state_dict:
-            self.report = load_weights(model, self.source)
+            try:
+                self.report = load_weights(model, self.source)
+            except OculaError as e:
+                if self.source.is_ocula or self.cfg.model.name != DEFAULT_MODEL:
+                    raise
+                raise OculaError(f"{e}. The model is ocula's default '{DEFAULT_MODEL}': pass --model with the "
+                                 f"architecture these weights are for (e.g. --model efficientnet_lite0)") from None
             logger.info(f"weights: {self.report.summary()}")
         if self.cfg.transfer.margin != "none":
             from ocula.tasks.margin import prepare_margin_head

