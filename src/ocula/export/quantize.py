@@ -10,14 +10,16 @@ ReLU6 is exported as Clip(0, 6); the quantizer folds it into the uint8 range of 
 
 In graphs with depthwise convolutions (MobileNet, EfficientNet-Lite) the convolutions that read the image
 stay fp32 (`fp32_nodes`). Measured on efficientnet_lite0 with ImageNet weights fine-tuned on Fashion-MNIST
-at 224 px (issue 13, docs/benchmarks.md): weights were already per channel, and what lost the most was the
-stem's uint8 ReLU6 output (25 dB SQNR, compounding through 16 thin blocks); a fp32 stem raised top-1
-agreement with PyTorch from 91.7% to 94.8% and halved the mean |Δlogit|, at the same speed (~1.9× fp32 at
-batch 32). Percentile and entropy calibration changed agreement by < 1 point at 8-13× the calibration time,
-and fp32 depthwise convolutions were slower *and* less accurate, so MinMax stays the default.
+at 224 px (issue 13, docs/benchmarks.md; 2-core AVX-512 VNNI CPU, no AMX): per-channel weights are what
+keep it usable (per-tensor: 78% top-1 agreement with PyTorch, a 4.4-point drop); after that the biggest
+loss was the stem's uint8 ReLU6 output (25 dB SQNR, compounding through 16 thin blocks). A fp32 stem
+raised agreement by 3.1-4.9 points (90.8% → 95.7% on 2,000 test images) and cut the mean |Δlogit| by
+37-49%, at the same 1.9× fp32 throughput at batch 32. Percentile and entropy calibration moved agreement
+by < 2 points either way at 7-15× the calibration time, and fp32 depthwise convolutions were slower *and*
+less accurate, so MinMax stays the default.
 
 Dynamic quantization stores int8 weights and quantizes activations per batch at run time
-(MatMulInteger); it needs no calibration. Measured on this project's 2-core AMX CPU at batch 32 (ONNX
+(MatMulInteger); it needs no calibration. Measured in issue 6 on a 2-core AMX CPU at batch 32 (ONNX
 Runtime, 2 threads): resnet18 static 2.9× fp32 (issue 6 quotes dynamic at 6× *slower*); vit_tiny at
 224 px static 1.18-1.29× fp32, dynamic 1.37-1.55×. `scheme="auto"` therefore picks static when convolutions dominate the
 graph and dynamic when matrix products do (ONNX Runtime's own advice for transformers).
