@@ -17,6 +17,7 @@ loaded by order). Rows:
                   the same tensors ocula's probe sees) → scikit-learn LogisticRegression(max_iter=3000),
                   fitted on all N images per class (ocula holds 10 % of them out for validation)
     scratch       ocula train DIR --model efficientnet_lite0   (no weights: the data's native size)
+    scratch-seed  ocula train DIR   (no flag at all: ocula's default model, seed_cnn, from scratch)
 
 Accuracy: `ocula evaluate RUN DIR` on the test folder. Time: wall-clock of training (or of feature
 extraction + fit for sklearn), on this machine, with whatever else it was running.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import print_machine  # noqa: E402
 
-ROWS = ("default", "linear-probe", "probe-sgd", "full", "sklearn", "scratch")
+ROWS = ("default", "linear-probe", "probe-sgd", "full", "sklearn", "scratch", "scratch-seed")
 STRATEGY = {"default": {}, "linear-probe": {"strategy": "linear-probe"}, "full": {"strategy": "full"},
             "probe-sgd": {"strategy": "linear-probe", "probe": "sgd", "epochs": 20}}  # the probe before issue 13
 
@@ -74,7 +75,9 @@ def ocula_row(row: str, data: Path, out: Path, threads: int, extra: dict = None)
     import ocula
 
     kw = {"model": "efficientnet_lite0", "threads": threads, "out": str(out / row), **(extra or {})}
-    if row != "scratch":
+    if row == "scratch-seed":
+        del kw["model"]  # ocula's default model, from scratch: what `ocula train DIR` trains
+    elif row != "scratch":
         kw["pretrained"] = lite0_file()
     kw.update(STRATEGY.get(row, {}))
     t0 = time.perf_counter()
