@@ -241,6 +241,8 @@ def test_auto_strategy_is_lp_ft_from_weights_and_full_from_scratch(digits_base, 
     from ocula.engine.plan import resolve_strategy
 
     assert resolve_strategy(build_config("digits", init_from=digits_base)).transfer.strategy == "lp-ft"
+    assert resolve_strategy(build_config("digits", init_from=digits_base), 10.0).transfer.strategy == "linear-probe"
+    assert resolve_strategy(build_config("digits", init_from=digits_base), 30.0).transfer.strategy == "lp-ft"
     assert resolve_strategy(build_config("digits", pretrained="w.pth")).transfer.strategy == "lp-ft"
     assert resolve_strategy(build_config("digits")).transfer.strategy == "full"
     assert resolve_strategy(build_config("digits", init_from=digits_base, margin="arcface")).transfer.strategy == "full"

@@ -32,6 +32,7 @@ from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_w
 
 DEFAULT_MODEL = ModelConfig().name
 PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe --probe sgd, times lr
+PROBE_ONLY_BELOW = 20  # training images per class: below, strategy=auto fits the probe and stops there
 LPFT_HOLDS_BATCHNORM = True  # lp-ft keeps the pretrained BatchNorm statistics (docs/benchmarks.md, issue 13)
 
 
@@ -192,15 +193,18 @@ def from_weights(cfg: TrainConfig) -> bool:
     return cfg.model.pretrained not in (False, None, "") or bool(cfg.transfer.init_from)
 
 
-def resolve_strategy(cfg: TrainConfig) -> TrainConfig:
-    """strategy=auto → lp-ft when the run starts from weights and the head is an ordinary one (a margin
-    head trains its own cosine classifier), else full. Measured in docs/benchmarks.md, issue 13: from
-    ImageNet weights on 30 Fashion-MNIST images per class, full fine-tuning at 1e-3 lost to a
-    linear probe."""
+def resolve_strategy(cfg: TrainConfig, images_per_class: Optional[float] = None) -> TrainConfig:
+    """strategy=auto → when the run starts from weights and the head is an ordinary one (a margin head
+    trains its own cosine classifier): linear-probe below PROBE_ONLY_BELOW training images per class,
+    else lp-ft; from scratch: full. Measured in docs/benchmarks.md, issue 13 (ImageNet EfficientNet-Lite0,
+    Fashion-MNIST): at 5 and 10 images per class fine-tuning lost to the probe it started from (0.651 vs
+    0.667, 0.648 vs 0.698); at 30 it gained (0.782 vs 0.766)."""
     if cfg.transfer.strategy != "auto":
         return cfg
-    lp_ft = from_weights(cfg) and cfg.transfer.margin == "none"
-    return cfg.replace(strategy="lp-ft" if lp_ft else "full")
+    if not (from_weights(cfg) and cfg.transfer.margin == "none"):
+        return cfg.replace(strategy="full")
+    few = images_per_class is not None and images_per_class < PROBE_ONLY_BELOW
+    return cfg.replace(strategy="linear-probe" if few else "lp-ft")
 
 
 def _weights_path(cfg: TrainConfig) -> Optional[str]:

@@ -30,7 +30,7 @@ from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
-from ocula.engine.plan import TransferPlan, resolve_strategy
+from ocula.engine.plan import PROBE_ONLY_BELOW, TransferPlan, resolve_strategy
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, read_json, save_state, write_json
 from ocula.modality import for_model
@@ -71,7 +71,12 @@ class Trainer:
             logger.info("augment none: multilabel data (augment=auto; a shift can crop a labelled object out of "
                         "the frame); --augment light to shift anyway")
         self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
-        self.cfg = cfg = resolve_strategy(cfg)  # strategy=auto: lp-ft from pretrained weights, else full
+        per_class = len(self.splits.train) / max(1, len(self.classes)) if self.splits.train is not None else None
+        auto = cfg.transfer.strategy == "auto"
+        self.cfg = cfg = resolve_strategy(cfg, per_class)  # strategy=auto: probe or lp-ft from weights, else full
+        if auto and cfg.transfer.strategy != "full" and dist.is_main():
+            logger.info(f"strategy {cfg.transfer.strategy}: pretrained weights, {per_class:.0f} training images per "
+                        f"class (linear-probe below {PROBE_ONLY_BELOW}, else lp-ft; --strategy overrides)")
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
