@@ -279,3 +279,23 @@ def test_foreign_weights_with_the_default_model_say_to_pass_model(tmp_path):
     with pytest.raises(OculaError, match="pass --model"):
         Trainer(build_config("digits", pretrained=str(tmp_path / "other.safetensors"), out=str(tmp_path / "r")),
                 callbacks=[])
+
+
+def test_few_images_from_weights_fit_a_probe_on_all_of_them(digits_base, tmp_path):
+    from PIL import Image
+
+    from ocula.config import build_config
+    from ocula.data.builtin import load_builtin
+    from ocula.engine.trainer import Trainer
+
+    digits = load_builtin("digits")
+    for c in range(10):  # 5 images per class: a 10 % hold-out would keep 5 images, too few to calibrate
+        (tmp_path / "few" / str(c)).mkdir(parents=True)
+        for i in (digits.train.labels == c).nonzero().flatten()[:5].tolist():
+            Image.fromarray(digits.train.images[i, 0].numpy()).save(tmp_path / "few" / str(c) / f"{i}.png")
+    cfg = build_config(str(tmp_path / "few"), init_from=digits_base, hflip=False, out=str(tmp_path / "r"))
+    trainer = Trainer(cfg, callbacks=[])
+    assert trainer.cfg.transfer.strategy == "linear-probe" and trainer.val_samples is None
+    assert len(trainer.train_samples) == 50
+    trainer.fit()
+    assert trainer.transfer.probe.images == 50 and trainer.global_step == 0

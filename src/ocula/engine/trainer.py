@@ -31,6 +31,7 @@ from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
 from ocula.engine.plan import PROBE_ONLY_BELOW, TransferPlan, resolve_strategy
+from ocula.evaluation.calibration import MIN_SAMPLES as MIN_CALIBRATION_SAMPLES
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, read_json, save_state, write_json
 from ocula.modality import for_model
@@ -77,6 +78,14 @@ class Trainer:
         if auto and cfg.transfer.strategy != "full" and dist.is_main():
             logger.info(f"strategy {cfg.transfer.strategy}: pretrained weights, {per_class:.0f} training images per "
                         f"class (linear-probe below {PROBE_ONLY_BELOW}, else lp-ft; --strategy overrides)")
+        if auto and splits is None and self._validation_is_only_a_cost(cfg):
+            held = len(self.splits.val)
+            self.splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
+                                       modality=for_model(cfg.model.name), task=cfg.task.name)
+            if dist.is_main():
+                logger.info(f"validation: none; the {held} images it would hold out are too few to calibrate on "
+                            f"(need {MIN_CALIBRATION_SAMPLES}) and a probe has no epoch to pick: it is fitted on all "
+                            f"{len(self.splits.train)}")
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
@@ -140,6 +149,13 @@ class Trainer:
         if isinstance(samples, TensorSamples):
             samples = adapt_channels(samples, self.contract.channels)
         return samples
+
+    def _validation_is_only_a_cost(self, cfg: TrainConfig) -> bool:
+        """A probe fitted once, with a carved validation split too small to calibrate on: at 5 images per
+        class holding one out cost 2.4 points (Fashion-MNIST, docs/benchmarks.md, issue 13)."""
+        return (cfg.transfer.strategy == "linear-probe" and cfg.transfer.probe == "lbfgs" and self.splits.val is not None
+                and self.splits.split_info.get("val_from") == "stratified"
+                and len(self.splits.val) < MIN_CALIBRATION_SAMPLES and not cfg.run.resume)
 
     def _report_skipped(self) -> None:
         found, self.splits.skipped = self.splits.skipped, []
