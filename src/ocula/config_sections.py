@@ -112,8 +112,9 @@ class AugmentConfig(Section):
 @dataclass
 class TransferConfig(Section):
     init_from: Optional[str] = option(None, "start from these weights (--from): an ocula run/bundle or any weights file")
-    strategy: str = option("auto", "fine-tuning; auto: lp-ft from pretrained weights (a linear probe on cached features, "
-                           "then every layer at a gentle lr), else full",
+    strategy: str = option("auto", "fine-tuning; auto: from pretrained weights lp-ft (a linear probe on cached "
+                           "features, then every layer at a gentle lr), or the probe alone below 20 images per "
+                           "class; from scratch full",
                            ("auto", "full", "lp-ft", "linear-probe", "partial", "llrd", "gradual"))
     probe: str = option("lbfgs", "linear-probe: lbfgs = fit the head once on cached features (scikit-learn's "
                         "LogisticRegression objective); sgd = train it for the epochs, with augmentation",
