@@ -93,11 +93,15 @@ class TrainConfig:
         # Fashion-MNIST 0.888 vs 0.878, faces equal); attention models stayed at chance with it
         # (cnn_transformer on left/right clips: 0.50, against 1.00 at 1e-3). Weights that already know
         # something keep the gentler 1e-3.
-        from_weights = self.model.pretrained not in (False, None, "") or bool(self.transfer.init_from)
         lp_ft = self.transfer.strategy == "lp-ft" or (self.transfer.strategy == "auto" and self.transfer.margin == "none")
-        if from_weights and lp_ft:
+        if self.from_weights and lp_ft:
             return LPFT_LR  # the head already fits after the probe: the backbone only needs nudging
-        return 1e-3 if from_weights or _is_attention_model(self.model.name) else 3e-3
+        return 1e-3 if self.from_weights or _is_attention_model(self.model.name) else 3e-3
+
+    @property
+    def from_weights(self) -> bool:
+        """The run starts from weights that already know something: --pretrained (hub or file) or --from."""
+        return self.model.pretrained not in (False, None, "") or bool(self.transfer.init_from)
 
 
 def _is_attention_model(name: str) -> bool:

@@ -33,7 +33,6 @@ from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_w
 DEFAULT_MODEL = ModelConfig().name
 PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe --probe sgd, times lr
 PROBE_ONLY_BELOW = 20  # training images per class: below, strategy=auto fits the probe and stops there
-LPFT_HOLDS_BATCHNORM = True  # lp-ft keeps the pretrained BatchNorm statistics (docs/benchmarks.md, issue 13)
 
 
 class TransferPlan:
@@ -127,8 +126,8 @@ class TransferPlan:
         top = strategies.trainable_stages(cfg.transfer.strategy, stages, cfg.transfer.unfreeze_stages, 0, cfg.transfer.unfreeze_every)
         strategies.set_trainable(model, top, self.fixed)
         everywhere = cfg.transfer.freeze_bn
-        if everywhere is None:
-            everywhere = cfg.transfer.strategy == "lp-ft" and LPFT_HOLDS_BATCHNORM
+        if everywhere is None:  # lp-ft keeps the pretrained BatchNorm statistics (docs/benchmarks.md, issue 13)
+            everywhere = cfg.transfer.strategy == "lp-ft"
         if cfg.transfer.freeze_bn is not False and (top < stages or everywhere):
             strategies.hold_batchnorm(model, everywhere=bool(everywhere))
 
@@ -188,11 +187,6 @@ class TransferRecord(Callback):
                        {**self.plan.to_dict(), "trainable_params_at_start": trainable, "params": total})
 
 
-def from_weights(cfg: TrainConfig) -> bool:
-    """The run starts from weights that already know something: --pretrained (hub or file) or --from."""
-    return cfg.model.pretrained not in (False, None, "") or bool(cfg.transfer.init_from)
-
-
 def resolve_strategy(cfg: TrainConfig, images_per_class: Optional[float] = None) -> TrainConfig:
     """strategy=auto → when the run starts from weights and the head is an ordinary one (a margin head
     trains its own cosine classifier): linear-probe below PROBE_ONLY_BELOW training images per class,
@@ -201,7 +195,7 @@ def resolve_strategy(cfg: TrainConfig, images_per_class: Optional[float] = None)
     0.667, 0.648 vs 0.698); at 30 it gained (0.782 vs 0.766)."""
     if cfg.transfer.strategy != "auto":
         return cfg
-    if not (from_weights(cfg) and cfg.transfer.margin == "none"):
+    if not (cfg.from_weights and cfg.transfer.margin == "none"):
         return cfg.replace(strategy="full")
     few = images_per_class is not None and images_per_class < PROBE_ONLY_BELOW
     return cfg.replace(strategy="linear-probe" if few else "lp-ft")

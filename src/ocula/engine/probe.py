@@ -108,7 +108,7 @@ def fit_head(feats: torch.Tensor, targets: torch.Tensor, task, num_classes: int,
         opt.step(objective)
     finally:
         torch.set_num_threads(threads)
-    steps = opt.state[opt._params[0]].get("n_iter", 0)
+    steps = opt.state[weight].get("n_iter", 0)
     with torch.no_grad():
         mean_loss = float(task.loss(x @ weight.T + bias, targets))
     return weight.detach(), bias.detach(), int(steps), mean_loss
