@@ -20,24 +20,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ocula import bundle, environment, tasks
+from ocula import bundle, tasks
 from ocula.config import TrainConfig
 from ocula.data.samples import TensorSamples, adapt_channels
 from ocula.engine import distributed as dist
-from ocula.engine import setup
+from ocula.engine import run_files, setup
 from ocula.engine.calibrate import calibrate_bundles
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
-from ocula.engine.plan import PROBE_ONLY_BELOW, TransferPlan, resolve_strategy
-from ocula.evaluation.calibration import MIN_SAMPLES as MIN_CALIBRATION_SAMPLES
-from ocula.errors import BadWeightsError, OculaError, one_line
-from ocula.io import load_state, read_json, save_state, write_json
+from ocula.engine.plan import TransferPlan, choose_strategy
+from ocula.errors import OculaError
+from ocula.io import read_json, write_json
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 from ocula.models.registry import check_model_name
-from ocula.weights_file import load_into
 from ocula.log import logger
 
 
@@ -72,20 +70,8 @@ class Trainer:
             logger.info("augment none: multilabel data (augment=auto; a shift can crop a labelled object out of "
                         "the frame); --augment light to shift anyway")
         self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
-        per_class = len(self.splits.train) / max(1, len(self.classes)) if self.splits.train is not None else None
-        auto = cfg.transfer.strategy == "auto"
-        self.cfg = cfg = resolve_strategy(cfg, per_class)  # strategy=auto: probe or lp-ft from weights, else full
-        if auto and cfg.transfer.strategy != "full" and dist.is_main():
-            logger.info(f"strategy {cfg.transfer.strategy}: pretrained weights, {per_class:.0f} training images per "
-                        f"class (linear-probe below {PROBE_ONLY_BELOW}, else lp-ft; --strategy overrides)")
-        if auto and splits is None and self._validation_is_only_a_cost(cfg):
-            held = len(self.splits.val)
-            self.splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
-                                       modality=for_model(cfg.model.name), task=cfg.task.name)
-            if dist.is_main():
-                logger.info(f"validation: none; the {held} images it would hold out are too few to calibrate on "
-                            f"(need {MIN_CALIBRATION_SAMPLES}) and a probe has no epoch to pick: it is fitted on all "
-                            f"{len(self.splits.train)}")
+        cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
+        self.cfg = cfg
         self.modality = for_model(cfg.model.name)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
@@ -139,7 +125,7 @@ class Trainer:
         self.run_dir = dist.broadcast_object(self.run_dir)
         self._fingerprint = setup.fingerprint(self.splits) if dist.is_main() else ""
         if cfg.run.resume:
-            self._load_training_state()
+            run_files.load_training_state(self)
 
     # ---------------------------------------------------------------- data
     def _prepare_split(self, name: str):
@@ -149,13 +135,6 @@ class Trainer:
         if isinstance(samples, TensorSamples):
             samples = adapt_channels(samples, self.contract.channels)
         return samples
-
-    def _validation_is_only_a_cost(self, cfg: TrainConfig) -> bool:
-        """A probe fitted once, with a carved validation split too small to calibrate on: at 5 images per
-        class holding one out cost 2.4 points (Fashion-MNIST, docs/benchmarks.md, issue 13)."""
-        return (cfg.transfer.strategy == "linear-probe" and cfg.transfer.probe == "lbfgs" and self.splits.val is not None
-                and self.splits.split_info.get("val_from") == "stratified"
-                and len(self.splits.val) < MIN_CALIBRATION_SAMPLES and not cfg.run.resume)
 
     def _report_skipped(self) -> None:
         found, self.splits.skipped = self.splits.skipped, []
@@ -255,7 +234,7 @@ class Trainer:
 
     def fit(self) -> dict:
         if dist.is_main():
-            self._write_run_files()
+            run_files.write_run_files(self)
         probe_logs = self.transfer.fit_probe(self) if self.start_epoch == 0 else None  # lp-ft, linear-probe
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -273,7 +252,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         if dist.is_main():
-            self._write_data_file()  # again: streaming may have found more unreadable files
+            run_files.write_data_file(self)  # again: streaming may have found more unreadable files
             write_json(Path(self.run_dir) / "summary.json", summary)
         return summary
 
@@ -430,59 +409,7 @@ class Trainer:
             write_json(Path(self.run_dir) / "model.json", meta)
 
     def save_training_state(self) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "epoch": len(self.history) and self.history[-1]["epoch"],
-                 "global_step": self.global_step, "history": self.history, "best_metric": self.best_metric,
-                 "best_epoch": self.best_epoch, "elapsed_train_s": self.elapsed_train_s,
-                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
-        if self.ema is not None:
-            state["ema"] = self.ema.module.state_dict()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        save_state(Path(self.run_dir) / "state" / "last.safetensors", state)
-
-    def _load_training_state(self) -> None:
-        path = Path(self.run_dir) / "state" / "last.safetensors"
-        if not path.is_file():
-            raise OculaError(f"{self.run_dir}: nothing to resume (no state/last.safetensors)")
-        state = load_state(path)
-        try:
-            self._restore(path, state)
-        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
-            raise BadWeightsError(path, f"training state does not match this run ({type(e).__name__}: "
-                                        f"{one_line(e)})") from None
-
-    def _restore(self, path: Path, state: dict) -> None:
-        load_into(path, self.model, state["model"], "this run's model")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and "ema" in state:
-            load_into(path, self.ema.module, state["ema"], "this run's EMA model")
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.history, self.elapsed_train_s = list(state["history"]), float(state["elapsed_train_s"])
-        self.best_metric, self.best_epoch = state["best_metric"], int(state["best_epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(tuple(state["rng"]["numpy"]))
-        random.setstate(_as_tuples(state["rng"]["python"]))
-
-    def _write_run_files(self) -> None:
-        run = Path(self.run_dir)
-        (run / "weights").mkdir(parents=True, exist_ok=True)
-        cfg = self.cfg.to_dict()
-        if not self.cfg.run.resume:
-            write_json(run / "config.json", cfg)
-        write_json(run / "split.json", self.splits.split_info)
-        write_json(run / "environment.json", environment.describe(self.device, self.world))
-        self._write_data_file()
-
-    def _write_data_file(self) -> None:
-        write_json(Path(self.run_dir) / "data.json", {"source": self.splits.source, "classes": self.classes,
-                                       "contract": self.contract.to_dict(),
-                                       "input": self.input_choice.to_dict(), "flips": self.flips,
-                                       "skipped": [{"path": p, "reason": r} for p, r in self.splits.skipped],
-                                       "warnings": self.splits.warnings})
+        run_files.save_training_state(self)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -496,10 +423,6 @@ class Trainer:
 
 def bundle_arch(model: nn.Module) -> dict:
     return dist.unwrap(model).ocula_arch
-
-
-def _as_tuples(o):
-    return tuple(_as_tuples(v) for v in o) if isinstance(o, (list, tuple)) else o
 
 
 def load_run_config(run_dir: str, **overrides) -> TrainConfig:

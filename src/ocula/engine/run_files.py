@@ -1,0 +1,88 @@
+"""What a run directory holds besides its weights: the JSON records written when training starts
+(config, split, environment, data) and the resumable training state (`state/last.safetensors`).
+
+    write_run_files(trainer)          # RUN/config.json, split.json, environment.json, data.json
+    save_training_state(trainer)      # model, optimizer, scheduler, EMA, scaler, history, RNG states
+    load_training_state(trainer)      # --resume: all of that back, or one line saying why not
+
+The state is a safetensors file with a JSON header (ocula.io.save_state), so resuming never unpickles.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ocula import environment
+from ocula.errors import BadWeightsError, OculaError, one_line
+from ocula.io import load_state, save_state, write_json
+from ocula.weights_file import load_into
+
+STATE_FILE = Path("state") / "last.safetensors"
+
+
+def write_run_files(trainer) -> None:
+    run = Path(trainer.run_dir)
+    (run / "weights").mkdir(parents=True, exist_ok=True)
+    if not trainer.cfg.run.resume:
+        write_json(run / "config.json", trainer.cfg.to_dict())
+    write_json(run / "split.json", trainer.splits.split_info)
+    write_json(run / "environment.json", environment.describe(trainer.device, trainer.world))
+    write_data_file(trainer)
+
+
+def write_data_file(trainer) -> None:
+    """RUN/data.json: what was read and how, and every file that was skipped with its reason."""
+    splits = trainer.splits
+    write_json(Path(trainer.run_dir) / "data.json",
+               {"source": splits.source, "classes": trainer.classes, "contract": trainer.contract.to_dict(),
+                "input": trainer.input_choice.to_dict(), "flips": trainer.flips,
+                "skipped": [{"path": p, "reason": r} for p, r in splits.skipped], "warnings": splits.warnings})
+
+
+def save_training_state(trainer) -> None:
+    t = trainer
+    state = {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+             "scheduler": t.scheduler.state_dict(), "epoch": len(t.history) and t.history[-1]["epoch"],
+             "global_step": t.global_step, "history": t.history, "best_metric": t.best_metric,
+             "best_epoch": t.best_epoch, "elapsed_train_s": t.elapsed_train_s,
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+    if t.ema is not None:
+        state["ema"] = t.ema.module.state_dict()
+    if t.scaler is not None:
+        state["scaler"] = t.scaler.state_dict()
+    save_state(Path(t.run_dir) / STATE_FILE, state)
+
+
+def load_training_state(trainer) -> None:
+    path = Path(trainer.run_dir) / STATE_FILE
+    if not path.is_file():
+        raise OculaError(f"{trainer.run_dir}: nothing to resume (no {STATE_FILE.as_posix()})")
+    state = load_state(path)
+    try:
+        _restore(trainer, path, state)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+        raise BadWeightsError(path, f"training state does not match this run ({type(e).__name__}: "
+                                    f"{one_line(e)})") from None
+
+
+def _restore(t, path: Path, state: dict) -> None:
+    load_into(path, t.model, state["model"], "this run's model")
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    if t.ema is not None and "ema" in state:
+        load_into(path, t.ema.module, state["ema"], "this run's EMA model")
+    if t.scaler is not None and "scaler" in state:
+        t.scaler.load_state_dict(state["scaler"])
+    t.start_epoch, t.global_step = int(state["epoch"]), int(state["global_step"])
+    t.history, t.elapsed_train_s = list(state["history"]), float(state["elapsed_train_s"])
+    t.best_metric, t.best_epoch = state["best_metric"], int(state["best_epoch"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(tuple(state["rng"]["numpy"]))
+    random.setstate(_as_tuples(state["rng"]["python"]))
+
+
+def _as_tuples(o):
+    return tuple(_as_tuples(v) for v in o) if isinstance(o, (list, tuple)) else o
