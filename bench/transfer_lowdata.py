@@ -1,7 +1,7 @@
 """Fine-tuning real ImageNet weights on little data: ocula's defaults against a hand-written probe.
 
     python bench/transfer_lowdata.py [--per-class 5,10,30,100] [--rows default,linear-probe,sklearn,scratch]
-                                     [--test 1000] [--json docs/bench/transfer_lowdata.json]
+                                     [--test 1000] [--draws 0] [--json docs/bench/transfer_lowdata.json]
 
 Data: Fashion-MNIST written as PNG folders, as a user would have it: `train/<class>/` with the first
 N images per class of a seeded shuffle of the official training set, `test/<class>/` with 1,000
@@ -18,6 +18,10 @@ loaded by order). Rows:
                   fitted on all N images per class (ocula holds 10 % of them out for validation)
     scratch       ocula train DIR --model efficientnet_lite0   (no weights: the data's native size)
     scratch-seed  ocula train DIR   (no flag at all: ocula's default model, seed_cnn, from scratch)
+
+`--draws 0,1,2` repeats everything on other training subsets (draw K shuffles the training set with
+seed K; the test folder stays the same), and the summary gives each row's mean and the paired gap
+default − sklearn per draw: one draw of 30 images per class moves every row by a point or two.
 
 Accuracy: `ocula evaluate RUN DIR` on the test folder. Time: wall-clock of training (or of feature
 extraction + fit for sklearn), on this machine, with whatever else it was running.
@@ -56,7 +60,7 @@ def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0, datase
     from ocula.data.builtin import load_builtin
 
     data = load_builtin(dataset)
-    out = root / f"{dataset}-{per_class}"
+    out = root / (f"{dataset}-{per_class}" + (f"-d{seed}" if seed else ""))
     rng = np.random.default_rng(seed)
     labels = data.train.labels.numpy()
     for c, name in enumerate(data.classes):
@@ -116,12 +120,39 @@ def sklearn_row(data: Path, probe_run: str) -> dict:
     return {"accuracy": float(fit.score(x_test, y_test)), "train_s": seconds, "train_images": len(y_train)}
 
 
+def summary(results: dict, rows: list) -> str:
+    """Markdown: per images-per-class, each row's mean accuracy (± sd over draws, with the draw count) and
+    the paired gap default − sklearn."""
+    by_n: dict = {}
+    for key, got in results.items():
+        by_n.setdefault(int(key.split("@")[0]), []).append(got)
+
+    def cell(values, digits=3, sign="") -> str:
+        if not values:
+            return "—"
+        mean = f"{np.mean(values):{sign}.{digits}f}"
+        return mean if len(values) == 1 else f"{mean} ± {np.std(values, ddof=1):.{digits}f} ({len(values)})"
+
+    gap = "default" in rows and "sklearn" in rows
+    lines = ["| images per class | " + " | ".join(rows) + (" | default − sklearn (points) |" if gap else " |"),
+             "|---|" + "---|" * (len(rows) + gap)]
+    for n in sorted(by_n):
+        draws = by_n[n]
+        cells = [cell([g[r]["accuracy"] for g in draws if r in g]) for r in rows]
+        if gap:
+            cells.append(cell([100 * (g["default"]["accuracy"] - g["sklearn"]["accuracy"]) for g in draws
+                               if "default" in g and "sklearn" in g], 1, "+"))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n" + "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", default="5,10,30,100")
     ap.add_argument("--rows", default="default,linear-probe,sklearn,scratch")
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--dataset", default="fashion-mnist", help="a built-in dataset with official train/test splits")
+    ap.add_argument("--draws", default="0", help="training subsets to repeat on (seeds of the shuffle)")
     ap.add_argument("--extra", default="", help="key=value,... added to every ocula row (recipe comparisons)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -134,27 +165,25 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="ocula-lowdata-"))
     results = json.loads(Path(args.json).read_text()).get("results", {}) if args.json and Path(args.json).is_file() else {}
     for n in [int(v) for v in args.per_class.split(",")]:
-        data = write_folders(work, n, args.test, dataset=args.dataset)
-        got = results.setdefault(str(n), {})
-        for row in rows:
-            if row == "sklearn":
-                probe_run = got.get("linear-probe", {}).get("run")
-                if not probe_run or not Path(probe_run).is_dir():
-                    got["linear-probe"] = ocula_row("linear-probe", data, work / f"runs-{n}", args.threads)
-                    probe_run = got["linear-probe"]["run"]
-                got[row] = sklearn_row(data, probe_run)
-            else:
-                got[row] = ocula_row(row, data, work / f"runs-{n}", args.threads, extra)
-            print(f"RESULT per_class={n} row={row} accuracy={got[row]['accuracy']:.4f} "
-                  f"time={got[row]['train_s']:.0f}s", flush=True)
-            if args.json:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    print("\n| images per class | " + " | ".join(rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    for n, got in results.items():
-        cells = [f"{got[r]['accuracy']:.3f} ({got[r]['train_s']:.0f} s)" if r in got else "—" for r in rows]
-        print(f"| {n} | " + " | ".join(cells) + " |")
+        for draw in [int(v) for v in args.draws.split(",")]:
+            data = write_folders(work, n, args.test, seed=draw, dataset=args.dataset)
+            key = str(n) + (f"@d{draw}" if draw else "")
+            got = results.setdefault(key, {})
+            for row in rows:
+                if row == "sklearn":
+                    probe_run = got.get("linear-probe", {}).get("run")
+                    if not probe_run or not Path(probe_run).is_dir():
+                        got["linear-probe"] = ocula_row("linear-probe", data, work / f"runs-{key}", args.threads)
+                        probe_run = got["linear-probe"]["run"]
+                    got[row] = sklearn_row(data, probe_run)
+                else:
+                    got[row] = ocula_row(row, data, work / f"runs-{key}", args.threads, extra)
+                print(f"RESULT per_class={n} draw={draw} row={row} accuracy={got[row]['accuracy']:.4f} "
+                      f"time={got[row]['train_s']:.0f}s", flush=True)
+                if args.json:
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
+    print(summary(results, rows))
     return 0
 
 
