@@ -77,3 +77,16 @@ def test_every_own_model_trains_saves_and_loads(tmp_path):
         loaded, _ = bundle.load_model(tmp_path / f"{name}.safetensors")
         model.eval()
         assert torch.allclose(model(x), loaded(x)), name
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv3_small_100", "resnet10t"])
+def test_a_fresh_timm_head_starts_near_chance_whatever_the_class_count(name):
+    """timm's EfficientNets scale their head for 1000 classes: with 10 the loss started at 7.5, not ln 10."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_chans=1, input_size=32).train()
+    with torch.no_grad():
+        logits = model(torch.randn(32, 1, 32, 32))
+    loss = nn.functional.cross_entropy(logits, torch.randint(0, 10, (32,)))
+    assert logits.std() < 1.0 and abs(float(loss) - 2.303) < 0.5
+    head = model.get_classifier()
+    assert float(head.weight.abs().max()) <= 1 / head.in_features ** 0.5 + 1e-6  # PyTorch's default bound

@@ -115,11 +115,11 @@ def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) 
         if input_size:
             # Models with positional embeddings (ViTs) must be told their input size; CNNs refuse it.
             try:
-                return build(img_size=input_size)
+                return _fresh_head_scale(build(img_size=input_size), pretrained)
             except TypeError as e:
                 if "img_size" not in str(e):
                     raise
-        return build()
+        return _fresh_head_scale(build(), pretrained)
     except TypeError as e:
         raise OculaError(f"timm model '{name}' rejects an option: {e}") from None
     except (OSError, RuntimeError) as e:
@@ -127,6 +127,18 @@ def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) 
             raise OculaError(f"cannot fetch hub weights for '{name}' ({type(e).__name__}); offline? "
                              f"pass a local file instead: --pretrained path/to/weights.safetensors") from None
         raise
+
+
+def _fresh_head_scale(model: nn.Module, pretrained: bool) -> nn.Module:
+    """A new linear head gets PyTorch's default init, U(±1/sqrt(in_features)), whatever the model's own.
+    timm's EfficientNets and MobileNets draw it from U(±1/sqrt(out_features)), scaled for 1000 classes: with
+    10 the initial logits have a std of about 5 and the loss starts at 7.5 instead of ln 10 = 2.3, and
+    efficientnet_lite0 from scratch stayed near chance on Fashion-MNIST (docs/benchmarks.md, issue 13)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    kept = pretrained and getattr(model, "pretrained_cfg", {}).get("num_classes") == getattr(head, "out_features", None)
+    if isinstance(head, nn.Linear) and not kept:
+        head.reset_parameters()
+    return model
 
 
 def default_contract(name: str, channels: int, native_size: Optional[int] = None, mean=None, std=None,
