@@ -212,7 +212,7 @@ def choose_strategy(cfg: TrainConfig, splits, given: bool = False):
 
     if cfg.transfer.strategy != "auto":
         return cfg, splits
-    per_class = len(splits.train) / max(1, len(splits.classes)) if splits.train is not None else None
+    per_class = len(splits.train) / max(1, len(splits.classes))  # resolve_data refuses data with no train split
     cfg = resolve_strategy(cfg, per_class)
     if cfg.transfer.strategy != "full" and dist.is_main():
         logger.info(f"strategy {cfg.transfer.strategy}: pretrained weights, {per_class:.0f} training images per "
