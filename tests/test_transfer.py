@@ -264,6 +264,51 @@ def test_lp_ft_fits_the_head_first_then_trains_everything_with_batchnorm_held(di
     assert any(not torch.equal(before[k], after[k].cpu()) for k in after if k.endswith("weight") and "head" not in k)
 
 
+def test_lp_ft_refits_the_saved_head_on_the_fine_tuned_features(digits_base, tmp_path):
+    from ocula import bundle
+    from ocula.config import build_config
+    from ocula.engine.callbacks import Checkpointer
+    from ocula.engine.head_refit import _features
+    from ocula.engine.probe import fit_head, linear_head
+    from ocula.engine.trainer import Trainer
+    from ocula.io import load_tensors
+
+    out = tmp_path / "refit"
+    cfg = build_config("digits", init_from=digits_base, hflip=False, out=str(out), seed=1, epochs=1, max_steps=3)
+    trainer = Trainer(cfg, callbacks=[Checkpointer()])
+    trainer.fit()
+    record = json.loads((out / "head_refit.json").read_text())
+    best = out / "weights" / "best.safetensors"
+    assert record["images"] == len(trainer.train_samples) and record["val_acc_after"] is not None
+    assert bundle.read_meta(best)["head_refit"]["kept"] == record["kept"]
+    # what was saved is the L-BFGS optimum on the saved backbone's features, calibrated afterwards
+    model, _ = bundle.load_model(best)
+    feats, targets = _features(trainer, model, trainer.train_samples)
+    weight, _, _, _ = fit_head(feats, targets, trainer.task, 10)
+    head = linear_head(model).weight.detach().double()
+    assert record["kept"] and torch.allclose(head, weight.to(head), atol=0.02 * float(weight.abs().max()))  # bf16 features
+    assert bundle.read_meta(best).get("calibration") is not None or json.loads((out / "calibration.json").read_text())
+    assert not any(k.startswith("head_refit") for k in load_tensors(best))  # the head was replaced, not added
+    off = Trainer(build_config("digits", init_from=digits_base, hflip=False, out=str(tmp_path / "off"), seed=1,
+                               epochs=1, max_steps=3, refit_head=False), callbacks=[Checkpointer()])
+    off.fit()
+    assert not (tmp_path / "off" / "head_refit.json").exists()
+
+
+def test_auto_precision_fine_tunes_in_fp32_on_a_cpu_and_keeps_bf16_from_scratch(monkeypatch, digits_base, tmp_path):
+    import torch
+
+    from ocula.engine import setup
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(setup, "has_fast_bf16", lambda device: True)
+    assert setup.resolve_precision("auto", cpu) == torch.bfloat16
+    assert setup.resolve_precision("auto", cpu, fine_tuning=True) is None
+    assert setup.resolve_precision("bf16", cpu, fine_tuning=True) == torch.bfloat16  # asked for: kept
+    trainer = _finetune(digits_base, tmp_path / "p", max_steps=1)
+    assert trainer.autocast_dtype is None and trainer.summary()["precision"] == "fp32"
+
+
 def test_lbfgs_probe_without_a_linear_head_is_a_one_line_error(digits_base, tmp_path):
     with pytest.raises(OculaError, match="--probe sgd"):
         _finetune(digits_base, tmp_path / "m", strategy="linear-probe", margin="cosface")

@@ -120,6 +120,8 @@ class TransferConfig(Section):
                         "LogisticRegression objective); sgd = train it for the epochs, with augmentation",
                         ("lbfgs", "sgd"))
     probe_c: float = option(1.0, "inverse L2 strength of the lbfgs probe (scikit-learn's C)")
+    refit_head: Optional[bool] = option(None, "after fine-tuning, refit the linear head on the final features "
+                                        "(default: on for lp-ft)")
     unfreeze_stages: int = option(1, "partial: train the top N stages (+ head); gradual: N more per step")
     unfreeze_every: int = option(1, "gradual: epochs between unfreezing steps")
     layer_decay: float = option(0.75, "llrd: each stage below gets this factor of the lr above it")
@@ -147,7 +149,8 @@ class RunConfig(Section):
     recipe: Optional[str] = option(None, "a shipped recipe; explicit keys override it")
     seed: int = option(0)
     deterministic: bool = option(False, "bitwise-repeatable runs (slower)")
-    precision: str = option("auto", "auto: bf16 where the device has fast bf16, else fp32",
+    precision: str = option("auto", "auto: bf16 where the device has fast bf16 (on a CPU: from scratch only), "
+                            "else fp32",
                             ("auto", "fp32", "bf16", "fp16"))
     channels_last: bool = option(True)
     device: str = option("auto", "auto | cpu | cuda | cuda:N")

@@ -151,6 +151,18 @@ class TransferPlan:
         return {"epoch": 1, "train_loss": self.probe.loss, "train_acc": self.probe.train_acc, "lr": None,
                 "epoch_s": seconds, "train_img_per_s": self.probe.images / max(seconds, 1e-9)}
 
+    def refit_head(self, trainer) -> Optional[dict]:
+        """lp-ft: the head of each saved bundle refitted on the fine-tuned features (engine.head_refit), on the
+        main process after the last epoch → its record, or None when the run has no such step."""
+        wanted = self.cfg.transfer.refit_head
+        if wanted is None:
+            wanted = self.active and self.cfg.transfer.strategy == "lp-ft"
+        if not wanted or self.probe_only or not can_probe(trainer.model, trainer.task):
+            return None
+        from ocula.engine.head_refit import refit_heads
+
+        return refit_heads(trainer, self.cfg.transfer.probe_c)
+
     def callbacks(self) -> list[Callback]:
         if not self.active:
             return []

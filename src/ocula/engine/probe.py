@@ -55,9 +55,8 @@ def can_probe(model: nn.Module, task) -> bool:
 
 
 @torch.no_grad()  # not inference_mode: the fit differentiates through these tensors
-def head_inputs(trainer, samples) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what the classifier receives (N, D), targets) for every sample, in sample order, all ranks."""
-    model = dist.unwrap(trainer.model)
+def captured_inputs(trainer, model: nn.Module, loader) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(what `model`'s classifier receives, targets, sample indices) per batch of `loader`, in eval mode."""
     head = linear_head(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
@@ -65,7 +64,7 @@ def head_inputs(trainer, samples) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     parts = []
     try:
-        for batch in trainer.eval_loader(samples):
+        for batch in loader:
             x, y, idx = batch[0], batch[1], batch[2]
             if x is None:
                 continue
@@ -76,6 +75,12 @@ def head_inputs(trainer, samples) -> tuple[torch.Tensor, torch.Tensor]:
     finally:
         hook.remove()
         model.train(was_training)
+    return parts
+
+
+def head_inputs(trainer, samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the classifier receives (N, D), targets) for every sample, in sample order, all ranks."""
+    parts = captured_inputs(trainer, dist.unwrap(trainer.model), trainer.eval_loader(samples))
     gathered = [p for rank_parts in dist.all_gather_objects(parts) for p in rank_parts]
     if not gathered:
         raise OculaError("linear probe: no training image could be read")

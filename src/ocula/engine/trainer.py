@@ -92,7 +92,7 @@ class Trainer:
         self.model.to(self.device)
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device)
+        self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device, fine_tuning=cfg.from_weights)
         counts = setup.class_counts(self.train_samples, len(self.classes))  # multi-label: positives per class
         self.task = task or tasks.for_config(cfg, self._class_weights(), class_counts=counts,  # margin, multilabel…
                                              multilabel=self.splits.multilabel, num_samples=len(self.train_samples))
@@ -247,6 +247,7 @@ class Trainer:
                 if self._end_epoch(epoch, self.train_one_epoch(epoch)):
                     break
         if dist.is_main():
+            self.head_refit = self.transfer.refit_head(self)  # lp-ft; before calibration, which fits the final head
             self.calibration = self.calibrate_bundles()  # before on_fit_end: trackers log the final bundle
         summary = self.summary()
         for cb in self.callbacks:
@@ -418,7 +419,9 @@ class Trainer:
                 "final": last, "train_time_s": self.elapsed_train_s,
                 "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
                 "world_size": self.world, "skipped_files": len(self.splits.skipped),
-                "calibration": {k: getattr(self, "calibration", {}).get(k) for k in ("method", "temperature", "reason")}}
+                "calibration": {k: getattr(self, "calibration", {}).get(k) for k in ("method", "temperature", "reason")},
+                "head_refit": {k: v for k, v in (getattr(self, "head_refit", None) or {}).items()
+                               if k in ("kept", "reason", "val_acc_before", "val_acc_after")} or None}
 
 
 def bundle_arch(model: nn.Module) -> dict:

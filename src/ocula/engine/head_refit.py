@@ -1,0 +1,93 @@
+"""After lp-ft: the linear classifier of each saved bundle refitted on the features fine-tuning left.
+
+    refit = refit_heads(trainer)     # before calibration; rewrites weights/{last,best}.safetensors
+
+Fine-tuning moves the backbone, and the head follows by a few dozen SGD steps on augmented images. The
+probe that started the run (engine.probe) is the optimum of the L2-regularised logistic loss on the
+features it saw; this is the same fit again on the features the run ended with (un-augmented training
+images, eval mode), so the shipped head is the optimum for the shipped backbone. Retraining only the
+last layer after fine-tuning is Kirichenko et al. 2022's "deep feature reweighting" step. On 30
+Fashion-MNIST images per class it added about a point over three training subsets (docs/benchmarks.md,
+issue 13). The refit is kept unless the validation split scores it worse than the fine-tuned head by
+more than one standard error, the tolerance that picks the best checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ocula import bundle
+from ocula.engine import distributed as dist
+from ocula.engine import setup
+from ocula.engine.probe import captured_inputs, fit_head, linear_head
+from ocula.io import write_json
+from ocula.log import logger
+from ocula.weights_file import load_into, read_safetensors
+
+
+def refit_heads(trainer, c: float = 1.0) -> dict:
+    """Refit the head of every saved bundle (last, best) → the record written to RUN/head_refit.json."""
+    bundles = {}
+    for tag in ("last", "best"):
+        path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
+        if path.is_file():
+            bundles[tag] = _refit_one(trainer, path, c)
+    best = bundles.get("best") or bundles.get("last") or {"kept": False, "reason": "no saved bundle"}
+    result = {**best, "bundles": bundles}
+    write_json(Path(trainer.run_dir) / "head_refit.json", result)
+    logger.info(f"head refit: {best['reason']}")
+    return result
+
+
+def _refit_one(trainer, path: Path, c: float) -> dict:
+    t0 = time.perf_counter()
+    model = copy.deepcopy(dist.unwrap(trainer.eval_model))
+    metadata, tensors = read_safetensors(path)
+    load_into(path, model, tensors, "this run's model")
+    feats, targets = _features(trainer, model, trainer.train_samples)
+    head = linear_head(model)
+    weight, bias, steps, loss = fit_head(feats, targets, trainer.task, head.out_features, c)
+    record = {"images": len(feats), "steps": steps, "train_loss": loss, "c": c}
+    val_before = val_after = None
+    if trainer.val_samples is not None and len(trainer.val_samples):
+        val_x, val_y = _features(trainer, model, trainer.val_samples)
+        tuned_w = head.weight.detach().to(val_x)
+        tuned_b = head.bias.detach().to(val_x) if head.bias is not None else 0.0
+        val_before = _accuracy(trainer, val_x @ tuned_w.T + tuned_b, val_y)
+        val_after = _accuracy(trainer, val_x @ weight.T.to(val_x) + bias.to(val_x), val_y)
+    keep, reason = _decide(val_before, val_after, len(trainer.val_samples or ()))
+    record.update(val_acc_before=val_before, val_acc_after=val_after, kept=keep, reason=reason,
+                  seconds=time.perf_counter() - t0)
+    if keep:
+        with torch.no_grad():
+            head.weight.copy_(weight.to(head.weight))
+            if head.bias is not None:
+                head.bias.copy_(bias.to(head.bias))
+        meta = {**bundle.parse_meta(metadata, path), "head_refit": {k: v for k, v in record.items() if k != "seconds"}}
+        bundle.save_weights(path, model, meta)
+    return record
+
+
+def _features(trainer, model, samples) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = setup.make_loader(samples, trainer.contract, trainer.loader_cfg, train=False,
+                               num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
+    parts = captured_inputs(trainer, model, loader)
+    return torch.cat([p[0] for p in parts]).double(), torch.cat([p[1] for p in parts])
+
+
+def _accuracy(trainer, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return trainer.task.correct(logits.float(), targets) / max(1, len(targets))
+
+
+def _decide(before: Optional[float], after: Optional[float], n: int) -> tuple[bool, str]:
+    if before is None:
+        return True, "refitted on the fine-tuned features (no validation split to check it on)"
+    tolerance = (before * (1 - before) / max(1, n)) ** 0.5
+    scores = f"validation accuracy {before:.4f} (fine-tuned head) → {after:.4f} (refitted)"
+    if after >= before - tolerance:
+        return True, f"refitted on the fine-tuned features; {scores}"
+    return False, f"fine-tuned head kept: {scores}, more than one standard error ({tolerance:.4f}) worse"
