@@ -50,16 +50,27 @@ def calibrate_bundles(trainer) -> dict:
         f"; validation ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
     return result
 
+def saved_model(trainer, weights: Path):
+    """A copy of the run's model holding the weights of a saved bundle → (model, the file's metadata)."""
+    model = copy.deepcopy(dist.unwrap(trainer.eval_model))
+    metadata, tensors = read_safetensors(weights)
+    load_into(weights, model, tensors, "this run's model")
+    return model, metadata
+
+
+def whole_split_loader(trainer, samples):
+    """Eval batches of every sample on this one rank (trainer.eval_loader shards them across ranks)."""
+    return setup.make_loader(samples, trainer.contract, trainer.loader_cfg, train=False,
+                             num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
+
+
 @torch.inference_mode()
 def held_out_logits(trainer, weights: Path) -> tuple[np.ndarray, np.ndarray]:
     """Validation logits of a saved bundle, as the saved model predicts them (the task's forward)."""
-    model = copy.deepcopy(dist.unwrap(trainer.eval_model))
-    load_into(weights, model, read_safetensors(weights)[1], "this run's model")
+    model, _ = saved_model(trainer, weights)
     model.eval()
     parts, labels = [], []
-    loader = setup.make_loader(trainer.val_samples, trainer.contract, trainer.loader_cfg, train=False,
-                               num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
-    for batch in loader:  # the whole split on this one rank
+    for batch in whole_split_loader(trainer, trainer.val_samples):
         if batch[0] is None:
             continue
         x = trainer.modality.to_device(batch[0], trainer.device, trainer.cfg.run.channels_last)

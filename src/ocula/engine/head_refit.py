@@ -10,12 +10,11 @@ last layer after fine-tuning is Kirichenko et al. 2022's "deep feature reweighti
 docs/benchmarks.md (issue 13, 30 Fashion-MNIST images per class): alone it moved a good run by +0.2
 points on average, within the noise, but it repaired heads that fine-tuning had left badly placed
 (+1.2 to +4.3 points on three of four such runs); with fp32 fine-tuning the default gained 1.8 points
-over five training subsets. The refit is kept unless the validation split scores it worse than the fine-tuned head by
-more than one standard error, the tolerance that picks the best checkpoint.
+over five training subsets. The refit is kept unless the validation split scores it worse than the
+fine-tuned head by more than one standard error, the tolerance that picks the best checkpoint.
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,21 +22,21 @@ from typing import Optional
 import torch
 
 from ocula import bundle
-from ocula.engine import distributed as dist
-from ocula.engine import setup
+from ocula.engine.calibrate import saved_model, whole_split_loader
 from ocula.engine.probe import captured_inputs, fit_head, linear_head
 from ocula.io import write_json
 from ocula.log import logger
-from ocula.weights_file import load_into, read_safetensors
 
 
 def refit_heads(trainer, c: float = 1.0) -> dict:
-    """Refit the head of every saved bundle (last, best) → the record written to RUN/head_refit.json."""
-    bundles = {}
-    for tag in ("last", "best"):
+    """Refit the head of every saved bundle (last, best) → the record written to RUN/head_refit.json.
+    When the best epoch is the last, both files hold the same backbone: it is fitted once."""
+    bundles, fitted = {}, None
+    same = trainer.history and trainer.best_epoch + 1 == trainer.history[-1]["epoch"]
+    for tag in ("best", "last"):
         path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
         if path.is_file():
-            bundles[tag] = _refit_one(trainer, path, c)
+            bundles[tag], fitted = _refit_one(trainer, path, c, fitted if same else None)
     best = bundles.get("best") or bundles.get("last") or {"kept": False, "reason": "no saved bundle"}
     result = {**best, "bundles": bundles}
     write_json(Path(trainer.run_dir) / "head_refit.json", result)
@@ -45,15 +44,28 @@ def refit_heads(trainer, c: float = 1.0) -> dict:
     return result
 
 
-def _refit_one(trainer, path: Path, c: float) -> dict:
+def _refit_one(trainer, path: Path, c: float, fitted: Optional[tuple] = None) -> tuple[dict, tuple]:
+    """→ (the record, (weight, bias, record) to reuse for a file with the same backbone)."""
     t0 = time.perf_counter()
-    model = copy.deepcopy(dist.unwrap(trainer.eval_model))
-    metadata, tensors = read_safetensors(path)
-    load_into(path, model, tensors, "this run's model")
-    feats, targets = _features(trainer, model, trainer.train_samples)
+    model, metadata = saved_model(trainer, path)
     head = linear_head(model)
+    if fitted is None:
+        fitted = _fit(trainer, model, head, c)
+    weight, bias, record = fitted
+    record = {**record, "seconds": time.perf_counter() - t0}
+    if record["kept"]:
+        with torch.no_grad():
+            head.weight.copy_(weight.to(head.weight))
+            if head.bias is not None:
+                head.bias.copy_(bias.to(head.bias))
+        meta = {**bundle.parse_meta(metadata, path), "head_refit": {k: v for k, v in record.items() if k != "seconds"}}
+        bundle.save_weights(path, model, meta)
+    return record, fitted
+
+
+def _fit(trainer, model, head, c: float) -> tuple:
+    feats, targets = _features(trainer, model, trainer.train_samples)
     weight, bias, steps, loss = fit_head(feats, targets, trainer.task, head.out_features, c)
-    record = {"images": len(feats), "steps": steps, "train_loss": loss, "c": c}
     val_before = val_after = None
     if trainer.val_samples is not None and len(trainer.val_samples):
         val_x, val_y = _features(trainer, model, trainer.val_samples)
@@ -62,22 +74,12 @@ def _refit_one(trainer, path: Path, c: float) -> dict:
         val_before = _accuracy(trainer, val_x @ tuned_w.T + tuned_b, val_y)
         val_after = _accuracy(trainer, val_x @ weight.T.to(val_x) + bias.to(val_x), val_y)
     keep, reason = _decide(val_before, val_after, len(trainer.val_samples or ()))
-    record.update(val_acc_before=val_before, val_acc_after=val_after, kept=keep, reason=reason,
-                  seconds=time.perf_counter() - t0)
-    if keep:
-        with torch.no_grad():
-            head.weight.copy_(weight.to(head.weight))
-            if head.bias is not None:
-                head.bias.copy_(bias.to(head.bias))
-        meta = {**bundle.parse_meta(metadata, path), "head_refit": {k: v for k, v in record.items() if k != "seconds"}}
-        bundle.save_weights(path, model, meta)
-    return record
+    return weight, bias, {"images": len(feats), "steps": steps, "train_loss": loss, "c": c,
+                          "val_acc_before": val_before, "val_acc_after": val_after, "kept": keep, "reason": reason}
 
 
 def _features(trainer, model, samples) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = setup.make_loader(samples, trainer.contract, trainer.loader_cfg, train=False,
-                               num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
-    parts = captured_inputs(trainer, model, loader)
+    parts = captured_inputs(trainer, model, whole_split_loader(trainer, samples))
     return torch.cat([p[0] for p in parts]).double(), torch.cat([p[1] for p in parts])
 
 

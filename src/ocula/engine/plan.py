@@ -156,7 +156,7 @@ class TransferPlan:
         main process after the last epoch → its record, or None when the run has no such step."""
         wanted = self.cfg.transfer.refit_head
         if wanted is None:
-            wanted = self.active and self.cfg.transfer.strategy == "lp-ft"
+            wanted = self.cfg.transfer.strategy == "lp-ft"
         if not wanted or self.probe_only or not can_probe(trainer.model, trainer.task):
             return None
         from ocula.engine.head_refit import refit_heads

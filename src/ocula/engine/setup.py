@@ -33,7 +33,9 @@ def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = 
     Fashion-MNIST images per class, lp-ft in bf16 autocast scored 0.788 where fp32 scored 0.794, and the
     bf16 loss rose in its second epoch; fp32 with the refitted head gained 1.8 points over five training
     subsets (docs/benchmarks.md, issue 13). From scratch it stays bf16, for speed."""
-    if requested == "fp32" or (requested == "auto" and (not has_fast_bf16(device) or (fine_tuning and device.type == "cpu"))):
+    if requested == "auto":
+        requested = "fp32" if not has_fast_bf16(device) or (fine_tuning and device.type == "cpu") else "bf16"
+    if requested == "fp32":
         return None
     if requested == "fp16":
         if device.type != "cuda":
