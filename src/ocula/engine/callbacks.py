@@ -5,11 +5,13 @@ import csv
 import io
 import math
 import os
-from pathlib import Path
 from typing import Optional
 
 from ocula.engine import distributed as dist
+from ocula.evaluation.plots import plot_training_curves
+from ocula.io import write_text
 from ocula.log import logger, progress
+from ocula.run_dir import LEGACY_MONITOR, RunDir, monitor_in
 
 
 class Callback:
@@ -38,34 +40,38 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.bar is not None:
-            val = f" val_acc={logs['val_acc']:.4f}" if logs.get("val_acc") is not None else ""
+            key = monitor_in(logs)
+            val = f" {key}={logs[key]:.4f}" if key and logs.get(key) is not None else ""
             self.bar.set_postfix_str(f"loss={logs['train_loss']:.4f} acc={logs['train_acc']:.3f}{val}")
             self.bar.close()
 
 
 class CSVLogger(Callback):
-    """metrics.csv, one row per epoch, rewritten atomically (a resumed run keeps its history)."""
+    """metrics.csv, one row per epoch, rewritten atomically (a resumed run keeps its history).
+    The monitor's column is named as the logs name it (val/accuracy, val/mAP; val_acc in older runs)."""
 
-    COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr",
+    COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", LEGACY_MONITOR, "val_top5", "lr",
                "epoch_s", "train_img_per_s", "elapsed_train_s"]
+
+    def columns(self, history: list[dict]) -> list[str]:
+        logged = next((key for key in map(monitor_in, history) if key), LEGACY_MONITOR)
+        return [logged if c == LEGACY_MONITOR else c for c in self.COLUMNS]
 
     def on_epoch_end(self, trainer, epoch, logs):
         if not dist.is_main():
             return
-        from ocula.io import write_text
-
+        columns = self.columns(trainer.history)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in trainer.history:
-            writer.writerow({k: _fmt(row.get(k)) for k in self.COLUMNS})
-        write_text(Path(trainer.run_dir) / "metrics.csv", buf.getvalue())
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+        write_text(RunDir(trainer.run_dir).metrics_csv, buf.getvalue())
 
     def on_fit_end(self, trainer, logs):
         if dist.is_main():
-            from ocula.evaluation.plots import plot_training_curves
-
-            plot_training_curves(Path(trainer.run_dir) / "metrics.csv", Path(trainer.run_dir) / "curves.png")
+            run = RunDir(trainer.run_dir)
+            plot_training_curves(run.metrics_csv, run.curves_png)
 
 
 def _fmt(v):

@@ -17,29 +17,28 @@ import torch
 
 from ocula import environment
 from ocula.errors import BadWeightsError, OculaError, one_line
-from ocula.io import load_state, save_state, write_json
+from ocula.io import load_state, save_state
+from ocula.run_dir import RunDir
 from ocula.weights_file import load_into
-
-STATE_FILE = Path("state") / "last.safetensors"
 
 
 def write_run_files(trainer) -> None:
-    run = Path(trainer.run_dir)
-    (run / "weights").mkdir(parents=True, exist_ok=True)
+    run = RunDir(trainer.run_dir)
+    run.weights_dir.mkdir(parents=True, exist_ok=True)
     if not trainer.cfg.run.resume:
-        write_json(run / "config.json", trainer.cfg.to_dict())
-    write_json(run / "split.json", trainer.splits.split_info)
-    write_json(run / "environment.json", environment.describe(trainer.device, trainer.world))
+        run.write_config(trainer.cfg.to_dict())
+    run.write_split(trainer.splits.split_info)
+    run.write_environment(environment.describe(trainer.device, trainer.world))
     write_data_file(trainer)
 
 
 def write_data_file(trainer) -> None:
     """RUN/data.json: what was read and how, and every file that was skipped with its reason."""
     splits = trainer.splits
-    write_json(Path(trainer.run_dir) / "data.json",
-               {"source": splits.source, "classes": trainer.classes, "contract": trainer.contract.to_dict(),
-                "input": trainer.input_choice.to_dict(), "flips": trainer.flips,
-                "skipped": [{"path": p, "reason": r} for p, r in splits.skipped], "warnings": splits.warnings})
+    RunDir(trainer.run_dir).write_data(
+        {"source": splits.source, "classes": trainer.classes, "contract": trainer.contract.to_dict(),
+         "input": trainer.input_choice.to_dict(), "flips": trainer.flips,
+         "skipped": [{"path": p, "reason": r} for p, r in splits.skipped], "warnings": splits.warnings})
 
 
 def save_training_state(trainer) -> None:
@@ -53,13 +52,14 @@ def save_training_state(trainer) -> None:
         state["ema"] = t.ema.module.state_dict()
     if t.scaler is not None:
         state["scaler"] = t.scaler.state_dict()
-    save_state(Path(t.run_dir) / STATE_FILE, state)
+    save_state(RunDir(t.run_dir).state, state)
 
 
 def load_training_state(trainer) -> None:
-    path = Path(trainer.run_dir) / STATE_FILE
+    run = RunDir(trainer.run_dir)
+    path = run.state
     if not path.is_file():
-        raise OculaError(f"{trainer.run_dir}: nothing to resume (no {STATE_FILE.as_posix()})")
+        raise OculaError(f"{trainer.run_dir}: nothing to resume (no {path.relative_to(run.path).as_posix()})")
     state = load_state(path)
     try:
         _restore(trainer, path, state)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ocula.evaluation.report import PathLike, class_names_of
 from ocula.io import atomic_path
+from ocula.run_dir import is_monitor
 
 ANNOTATE_MAX = 20  # write the value in each cell up to this many classes
 TICKS_MAX = 60  # beyond this many classes tick labels overlap into a black band
@@ -112,8 +113,8 @@ def _groups(columns: dict[str, np.ndarray]) -> list[tuple[str, list[str]]]:
     def is_lr(c):
         return c == "lr" or c.startswith("lr") or c.endswith("_lr")
 
-    def is_acc(c):
-        return "acc" in c or c.split("_")[-1].startswith("top")
+    def is_acc(c):  # and the monitor however it is named (val/mAP)
+        return "acc" in c or c.split("_")[-1].startswith("top") or is_monitor(c)
 
     usable = [c for c, v in columns.items() if c != "epoch" and np.isfinite(v).any()]
     groups = [("loss", [c for c in usable if "loss" in c]),
