@@ -145,6 +145,9 @@ class RunDir:
     def gate_reports(self) -> list[Path]:
         return sorted(self.path.glob("*" + GATE_SUFFIX))
 
+    def benchmark_reports(self) -> list[Path]:  # `ocula benchmark RUN --json RUN/benchmark*.json`
+        return sorted(self.path.glob("benchmark*.json"))
+
     def evaluation(self, data: str) -> "EvalDir":
         """Where `ocula evaluate RUN DATA` writes by default: RUN/eval-<the data's name>."""
         return EvalDir(self.path / f"eval-{Path(str(data).rstrip('/')).stem}")

@@ -17,6 +17,7 @@ import time
 from ocula.names import display_name
 from ocula.report import quality, training
 from ocula.report.files import Reader, find_eval_dir, find_run
+from ocula.run_dir import EvalDir
 
 
 def collect_run(run, *, eval_dir=None, audit_dir=None, summary=None) -> dict:
@@ -26,7 +27,7 @@ def collect_run(run, *, eval_dir=None, audit_dir=None, summary=None) -> dict:
     run = find_run(run)
     reader = Reader(run)
     evaluation_dir = find_eval_dir(run, eval_dir)
-    evaluation = reader.json(evaluation_dir / "report.json") if evaluation_dir else None
+    evaluation = reader.json(EvalDir(evaluation_dir).report) if evaluation_dir else None
     card = training.summary_section(reader, evaluation, summary)
     audit = quality.audit_section(reader, audit_dir, card.data.get("data", {}).get("source"))
     training.add_class_counts(card, audit.data.get("class_counts") or {})

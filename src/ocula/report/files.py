@@ -12,8 +12,7 @@ from typing import Any, Optional
 
 from ocula.errors import OculaError
 from ocula.names import clean, display_name
-
-RUN_MARKERS = ("config.json", "model.json", "summary.json")
+from ocula.run_dir import MARKERS, EvalDir, RunDir
 
 
 @dataclass
@@ -31,6 +30,7 @@ class Reader:
 
     def __init__(self, run: Path):
         self.run = run
+        self.run_dir = RunDir(run)  # the named paths of its files
         self.notes: list[str] = []
 
     def json(self, path: Path) -> Optional[Any]:
@@ -67,23 +67,22 @@ def find_run(path) -> Path:
     if not p.is_dir():
         raise OculaError(f"{display_name(path, line=True)}: a file, not a run directory (pass the folder "
                          "`ocula train` wrote)")
-    if not any((p / m).is_file() for m in RUN_MARKERS):
-        raise OculaError(f"{display_name(path, line=True)}: not an ocula run (no config.json, model.json or "
-                         "summary.json); `ocula runs` lists the runs under runs/")
+    if not RunDir.is_run(p):
+        raise OculaError(f"{display_name(path, line=True)}: not an ocula run (no {', '.join(MARKERS[:-1])} or "
+                         f"{MARKERS[-1]}); `ocula runs` lists the runs under runs/")
     return p
 
 
 def find_eval_dir(run: Path, eval_dir=None) -> Optional[Path]:
     """--eval DIR if given, else the run's newest folder holding an evaluation report.json."""
     if eval_dir:
-        d = Path(eval_dir)
-        if not (d / "report.json").is_file():
-            raise OculaError(f"--eval {display_name(eval_dir, line=True)}: no report.json there "
+        d = EvalDir(eval_dir)
+        if not d.report.is_file():
+            raise OculaError(f"--eval {display_name(eval_dir, line=True)}: no {d.report.name} there "
                              "(written by `ocula evaluate RUN DATA --out DIR`)")
-        return d
-    found = [p.parent for p in run.glob("*/report.json") if (p.parent / "per_class.csv").is_file()
-             or p.parent.name.startswith("eval")]
-    return max(found, key=lambda d: (d / "report.json").stat().st_mtime, default=None)
+        return d.path
+    newest = RunDir(run).newest_evaluation()
+    return newest.path if newest else None
 
 
 # Old flat config names → the sectioned ones (config.json of runs saved before and after the change).

@@ -13,6 +13,7 @@ from typing import Optional
 
 from ocula.names import display_name
 from ocula.report.files import Reader, Section
+from ocula.run_dir import ERRORS_JSON, ERRORS_PNG, EvalDir
 
 EVALUATE = "`ocula evaluate {run} DATA`"
 
@@ -27,12 +28,13 @@ def calibration_section(reader: Reader, eval_dir: Optional[Path], report: Option
     run = display_name(reader.run)
     if report is None:
         return Section("calibration", title, ran=False, reason=f"no evaluation: {EVALUATE.format(run=run)}")
-    calibration, where = report.get("calibration"), "report.json" if report.get("calibration") else None
-    for d in (eval_dir, reader.run):
-        if calibration:
-            break
-        calibration = reader.json(d / "calibration.json")
-        where = reader.rel(d / "calibration.json") if calibration else None
+    calibration = report.get("calibration")
+    where = EvalDir(eval_dir or reader.run).report.name if calibration else None
+    for path in (EvalDir(eval_dir).calibration if eval_dir else None, reader.run_dir.calibration):
+        if calibration or path is None:
+            continue
+        calibration = reader.json(path)
+        where = reader.rel(path) if calibration else None
     calibration = calibration or {}
     before = {k: report.get(k) for k in ("ece", "nll", "reliability")} | (calibration.get("before") or {})
     fitted = calibration.get("after") and calibration.get("method") not in (None, "none")
@@ -52,8 +54,8 @@ def calibration_section(reader: Reader, eval_dir: Optional[Path], report: Option
 
 def not_fitted(reader: Reader) -> str:
     """Why there is no "after": the run's own reason when training tried, else that nothing was tried."""
-    for name in ("summary.json", "model.json"):
-        reason = ((reader.json(reader.run / name) or {}).get("calibration") or {}).get("reason")
+    for path in (reader.run_dir.summary, reader.run_dir.model):
+        reason = ((reader.json(path) or {}).get("calibration") or {}).get("reason")
         if reason:
             return f"after calibration: not fitted: {reason}"
     return "after calibration: no calibration.json in the evaluation folder or the run (temperature scaling writes it)"
@@ -79,10 +81,10 @@ def bin_rows(before: Optional[dict], after: Optional[dict]) -> list[dict]:
 def errors_section(reader: Reader, eval_dir: Optional[Path]) -> Section:
     title = "Worst errors and their explanation maps"
     how = f"`ocula evaluate {display_name(reader.run)} DATA --explain-errors 16`"
-    gallery = reader.json(eval_dir / "errors" / "errors.json") if eval_dir else None
+    gallery = reader.json(EvalDir(eval_dir).errors / ERRORS_JSON) if eval_dir else None
     if gallery is None:
         return Section("errors", title, ran=False, reason=f"no error gallery: {how}")
-    png = eval_dir / "errors" / "errors.png"
+    png = EvalDir(eval_dir).errors / ERRORS_PNG
     data = {k: gallery.get(k) for k in ("data", "split", "method", "evaluated", "errors", "shown")}
     data["items"] = gallery.get("items") or []
     if not png.is_file():
@@ -93,12 +95,12 @@ def errors_section(reader: Reader, eval_dir: Optional[Path]) -> Section:
 # ---------------------------------------------------------------------- data audit
 def find_audit(reader: Reader, audit_dir, source: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
     """--audit DIR, else RUN/audit/, else ./audit/ when it audited the same data as the run."""
-    candidates = [Path(audit_dir)] if audit_dir else [reader.run / "audit", Path("audit")]
+    candidates = [Path(audit_dir)] if audit_dir else [reader.run_dir.audit, Path("audit")]
     for d in candidates:
         issues = reader.json(d / "issues.json")
         if issues is None:
             continue
-        if audit_dir or d == reader.run / "audit" or (source and issues.get("source") == source):
+        if audit_dir or d == reader.run_dir.audit or (source and issues.get("source") == source):
             return issues, d
     return None, None
 
@@ -130,7 +132,7 @@ def export_section(reader: Reader) -> Section:
     title = "Export, int8 gates and latency"
     run = display_name(reader.run)
     gates = []
-    for path in sorted(reader.run.glob("*.gate.json")):
+    for path in reader.run_dir.gate_reports():
         gate = reader.json(path)
         if gate:
             gates.append({"file": reader.rel(path), **{k: gate.get(k) for k in (
@@ -138,7 +140,7 @@ def export_section(reader: Reader) -> Section:
                 "delta_accuracy_points", "max_drop_points", "top1_agreement", "max_abs_logit_diff",
                 "passed", "reason", "data", "split")}})
     gates.sort(key=lambda g: (g.get("precision") != "fp32", g["file"]))
-    bench = [(path, reader.json(path)) for path in sorted(reader.run.glob("benchmark*.json"))]
+    bench = [(path, reader.json(path)) for path in reader.run_dir.benchmark_reports()]
     bench = [(p, b) for p, b in bench if b and b.get("results")]
     data = {"gates": gates, "gates_reason": "" if gates else f"not run: `ocula export {run} --int8`",
             "benchmarks": [bench_summary(reader, p, b) for p, b in bench],

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.errors import OculaError
+from ocula.io import write_text
 from ocula.report import charts
 from ocula.report.collect import collect_run
+from ocula.run_dir import RunDir
 
 TEMPLATE = "report.html.j2"
 
@@ -107,11 +109,10 @@ def render_report(run, *, eval_dir=None, audit_dir=None, summary=None) -> str:
 
 def write_report(run, out=None, *, eval_dir=None, audit_dir=None, summary=None) -> str:
     """Write RUN/report.html (or `out`); → its path."""
-    from ocula.io import write_text
-
     html = render_report(run, eval_dir=eval_dir, audit_dir=audit_dir, summary=summary)
-    path = Path(out) if out else Path(run) / "report.html"
+    default = RunDir(run).report_html
+    path = Path(out) if out else default
     if path.is_dir():
-        path = path / "report.html"
+        path = path / default.name
     write_text(path, html)
     return str(path)

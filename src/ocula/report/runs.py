@@ -11,12 +11,13 @@ from typing import Optional
 
 from ocula.errors import OculaError, did_you_mean
 from ocula.names import display_name
-from ocula.report.files import RUN_MARKERS, Reader, config_value, find_eval_dir
+from ocula.report.files import Reader, config_value, find_eval_dir
 from ocula.report.training import flatten
+from ocula.run_dir import EvalDir, RunDir, best_score
 
 COLUMNS = ("run", "data", "model", "epochs", "best", "eval_acc", "ece", "ece_cal", "export", "size_mb", "time_s",
            "finished")
-HELP = {"best": "best validation accuracy", "eval_acc": "accuracy of the newest evaluation",
+HELP = {"best": "best validation score (the task's monitor: accuracy, or mAP for multi-label runs)", "eval_acc": "accuracy of the newest evaluation",
         "ece": "its calibration error", "ece_cal": "ECE after calibration (calibration.json)",
         "export": "accuracy gates of ocula export", "size_mb": "weights/best.safetensors",
         "time_s": "training time"}
@@ -34,7 +35,7 @@ def find_runs(root) -> list[Path]:
     for _ in range(MAX_DEPTH + 1):
         nxt = []
         for d in frontier:
-            if any((d / m).is_file() for m in RUN_MARKERS):
+            if RunDir.is_run(d):
                 found.append(d)  # a run's own sub-folders (eval-*, weights) are not runs
                 continue
             try:
@@ -46,23 +47,23 @@ def find_runs(root) -> list[Path]:
 
 
 def run_row(run: Path, root: Path) -> dict:
-    reader = Reader(run)
-    config = flatten(reader.json(run / "config.json") or {})
-    model = reader.json(run / "model.json") or {}
-    summary = reader.json(run / "summary.json")
-    data = reader.json(run / "data.json") or {}
+    reader, files = Reader(run), RunDir(run)
+    config = flatten(reader.json(files.config) or {})
+    model = reader.json(files.model) or {}
+    summary = reader.json(files.summary)
+    data = reader.json(files.data) or {}
     try:
         eval_dir = find_eval_dir(run)
     except OculaError:
         eval_dir = None
-    evaluation = reader.json(eval_dir / "report.json") if eval_dir else None
-    calibration = next((c for c in (reader.json(d / "calibration.json") for d in filter(None, (eval_dir, run)))
-                        if c), None)
-    weights = run / "weights" / "best.safetensors"
+    evaluation = reader.json(EvalDir(eval_dir).report) if eval_dir else None
+    calibration = next((c for c in (reader.json(EvalDir(eval_dir).calibration) if eval_dir else None,
+                                    reader.json(files.calibration)) if c), None)
+    weights = files.weights("best")
     name = display_name(run.relative_to(root)) if run != root else display_name(run.name)
     return {"run": name or ".", "data": data.get("source") or config_value(config, "data"),
             "model": (model.get("arch") or {}).get("name") or config_value(config, "model"),
-            "epochs": (summary or {}).get("epochs_run"), "best": (summary or {}).get("best_val_acc"),
+            "epochs": (summary or {}).get("epochs_run"), "best": best_score(summary)[1],
             "eval_acc": (evaluation or {}).get("accuracy"), "ece": (evaluation or {}).get("ece"),
             "ece_cal": ((calibration or {}).get("after") or {}).get("ece"), "export": export_status(reader),
             "size_mb": round(weights.stat().st_size / 1e6, 3) if weights.is_file() else None,
@@ -71,7 +72,7 @@ def run_row(run: Path, root: Path) -> dict:
 
 
 def export_status(reader: Reader) -> Optional[str]:
-    gates = [reader.json(p) or {} for p in sorted(reader.run.glob("*.gate.json"))]
+    gates = [reader.json(p) or {} for p in reader.run_dir.gate_reports()]
     parts = [f"{g.get('precision', '?')} {'pass' if g.get('passed') else 'FAIL'}" for g in gates if g]
     return ", ".join(parts) or None
 

@@ -7,15 +7,16 @@ from typing import Optional
 
 from ocula.names import display_name
 from ocula.report.files import RENAMED, Reader, Section, config_value
+from ocula.run_dir import EvalDir, RunDir, best_score, monitor_in, monitor_label
 
 
 # ---------------------------------------------------------------------- summary and model card
 def summary_section(reader: Reader, evaluation: Optional[dict], summary: Optional[dict] = None) -> Section:
-    run = reader.run
-    config, model = reader.json(run / "config.json") or {}, reader.json(run / "model.json") or {}
-    summary = summary or reader.json(run / "summary.json")
-    data = reader.json(run / "data.json") or {}
-    split, env = reader.json(run / "split.json") or {}, reader.json(run / "environment.json")
+    run = reader.run_dir
+    config, model = reader.json(run.config) or {}, reader.json(run.model) or {}
+    summary = summary or reader.json(run.summary)
+    data = reader.json(run.data) or {}
+    split, env = reader.json(run.split) or {}, reader.json(run.environment)
     classes = model.get("classes") or data.get("classes") or []
     flat = flatten(config)
     out = {
@@ -83,12 +84,12 @@ def add_class_counts(card: Section, counts: dict) -> None:
         row["splits"] = {s: counts[s].get(row["name"]) for s in splits}
 
 
-def weights_info(run: Path) -> dict:
+def weights_info(run: RunDir) -> dict:
     """Size and parameter count of weights/best.safetensors, read from its header only."""
-    path = run / "weights" / "best.safetensors"
+    path = RunDir(run).weights("best")
     if not path.is_file():
         return {}
-    info = {"file": "weights/best.safetensors", "size_mb": path.stat().st_size / 1e6}
+    info = {"file": path.relative_to(RunDir(run).path).as_posix(), "size_mb": path.stat().st_size / 1e6}
     try:
         with open(path, "rb") as f:
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
@@ -112,8 +113,10 @@ def training_info(summary: Optional[dict], flat: dict) -> dict:
         return {}
     final = summary.get("final") or {}
     epochs = config_value(flat, "epochs")
+    monitor, best = best_score(summary)
     return {"epochs_run": summary.get("epochs_run"), "epochs": epochs, "best_epoch": summary.get("best_epoch"),
-            "best_val_acc": summary.get("best_val_acc"), "train_time_s": summary.get("train_time_s"),
+            "best_score": best, "best_label": "best " + monitor_label(monitor),
+            "train_time_s": summary.get("train_time_s"),
             "img_per_s": final.get("train_img_per_s"), "precision": summary.get("precision"),
             "world_size": summary.get("world_size"), "skipped_files": summary.get("skipped_files")}
 
@@ -121,12 +124,14 @@ def training_info(summary: Optional[dict], flat: dict) -> dict:
 # ---------------------------------------------------------------------- learning curves
 def curves_section(reader: Reader) -> Section:
     title = "Learning curves"
-    rows = reader.csv(reader.run / "metrics.csv")
+    run = reader.run_dir
+    rows = reader.csv(run.metrics_csv)
     if not rows:
-        return Section("curves", title, ran=False, reason="no metrics.csv: no epoch has finished yet")
-    png = reader.run / "curves.png"
-    images = {"curves": png} if png.is_file() else {"curves": ("training_curves", reader.run / "metrics.csv")}
-    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_s")
+        return Section("curves", title, ran=False, reason=f"no {run.metrics_csv.name}: no epoch has finished yet")
+    png = run.curves_png
+    images = {"curves": png} if png.is_file() else {"curves": ("training_curves", run.metrics_csv)}
+    monitor = monitor_in(rows[0])  # val/accuracy, val/mAP, or an old run's val_acc
+    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", monitor, "val_top5", "lr", "epoch_s")
                if c in rows[0]]
     return Section("curves", title, data={"columns": columns, "rows": rows}, images=images)
 
@@ -138,7 +143,7 @@ def evaluation_section(reader: Reader, eval_dir: Optional[Path], report: Optiona
         return Section("evaluation", title, ran=False,
                        reason=f"no evaluation in the run: `ocula evaluate {display_name(reader.run)} DATA`")
     names = report.get("class_names") or [r.get("class") for r in report.get("per_class") or []]
-    png = eval_dir / "confusion_matrix.png"
+    png = EvalDir(eval_dir).confusion_png
     matrix = report.get("confusion_matrix") or []
     images = {"confusion": png} if png.is_file() else (
         {"confusion": ("confusion_matrix", report)} if matrix else {})
