@@ -4,15 +4,27 @@ Labels are multi-hot (N, K), probabilities (N, K) independent per class (sigmoid
 is scikit-learn's (the step-wise area under the precision-recall curve, no interpolation); AUROC is the
 Mann-Whitney statistic with ties counted half. A class without positives (or without negatives, for
 AUROC) has no AP (AUROC): it is None in the per-class rows and left out of the macro means.
+
+Per-class temperatures and thresholds (`fit_class_temperatures`, `fit_class_thresholds`) are only used
+for a class with MIN_CLASS_SUPPORT positives and negatives, and only when they beat the default
+(T = 1, threshold 0.5) out of sample, on folds of the samples (the caller's, or stratified by each
+sample's rarest label); every class's record says which it got and why.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ocula.errors import OculaError
-from ocula.evaluation.metrics import NLL_EPS, to_numpy
+from ocula.evaluation.calibration import LOG_T_BOUNDS, _minimise, cross_validate, fold_ids, out_of_sample_check
+from ocula.evaluation.metrics import NLL_EPS, reliability_table, to_numpy
+
+# Positives and negatives a class needs for its own temperature or threshold. With fewer, one sample
+# moves an F1-optimal threshold by a tenth of the recall or more, and five folds leave held-out parts
+# with one or two positives to judge the fit on.
+MIN_CLASS_SUPPORT = 10
 
 
 def check_multilabel(labels, probs) -> tuple[np.ndarray, np.ndarray]:
@@ -210,8 +222,6 @@ def calibration_measures(labels, probs, n_bins: int = 15) -> dict:
     (every (sample, label) pair pooled, equal-width bins: mean probability against the share of positives),
     adaptive_ece (pooled, equal-mass bins), classwise_ece (mean over classes), nll (mean BCE), brier, and the
     reliability table in `metrics.reliability_table`'s form ("accuracy" = share of positives per bin)."""
-    from ocula.evaluation.metrics import reliability_table
-
     y, p = check_multilabel(labels, probs)
     conf, pos = p.ravel(), y.ravel()
     bins = _binned(conf, pos, n_bins)
@@ -221,3 +231,104 @@ def calibration_measures(labels, probs, n_bins: int = 15) -> dict:
     classwise = float(np.mean([_ece(_binned(p[:, k], y[:, k], n_bins)) for k in range(p.shape[1])])) if p.size else 0.0
     return {"ece": _ece(bins), "adaptive_ece": adaptive, "classwise_ece": classwise, "nll": bce_nll(y, p),
             "brier": float(((p - y) ** 2).mean()) if y.size else 0.0, "reliability": reliability_table(bins)}
+
+
+# ----------------------------------------------------------------------------- per-class calibration
+def multilabel_folds(labels, groups=None, seed: int = 0) -> np.ndarray:
+    """A fold id per sample: the caller's `groups`, or seeded folds stratified by each sample's rarest
+    positive label (no label: a stratum of its own), so a rare class's positives spread over the folds."""
+    y = np.asarray(labels) > 0.5
+    rarity = np.where(y, y.sum(0)[None, :], np.inf)
+    strata = np.where(y.any(1), rarity.argmin(1), -1) if y.size else np.zeros(len(y), dtype=np.int64)
+    return fold_ids(strata, groups, seed)
+
+
+def _support(y: np.ndarray) -> tuple[dict, Optional[str]]:
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    short = min(pos, neg) < MIN_CLASS_SUPPORT
+    why = f"{pos} positives and {neg} negatives (needs {MIN_CLASS_SUPPORT} of each)" if short else None
+    return {"positives": pos, "negatives": neg}, why
+
+
+def _bce_per_sample(z: np.ndarray, y: np.ndarray, log_t: float) -> np.ndarray:
+    x = z / math.exp(log_t)
+    return np.logaddexp(0.0, x) - y * x
+
+
+def _class_temperature(z: np.ndarray, y: np.ndarray, folds: np.ndarray, given: bool) -> dict:
+    counts, short = _support(y)
+    kept = {**counts, "temperature": 1.0, "fitted": False}
+    if short:
+        return {**kept, "reason": f"{short}: keeps T = 1"}
+
+    def fit(part):
+        return _minimise(lambda v: float(_bce_per_sample(z[part], y[part], v).sum()), *LOG_T_BOUNDS)
+
+    log_t = fit(np.ones(len(y), dtype=bool))
+    if min(abs(log_t - LOG_T_BOUNDS[0]), abs(log_t - LOG_T_BOUNDS[1])) < 1e-3:
+        return {**kept, "reason": "no interior optimum (too few errors to fit a temperature): keeps T = 1"}
+    fitted, default = cross_validate(fit, lambda part, v: _bce_per_sample(z[part], y[part], v), folds)
+    check = out_of_sample_check(fitted, default, folds, given)
+    t = math.exp(log_t)
+    cv = f"cross-validated NLL {check['cv_nll_fitted']:.3f} vs {check['cv_nll_t1']:.3f} at T = 1"
+    if not check["cv_accepted"]:
+        return {**kept, **check, "reason": f"temperature {t:.2f} did not beat T = 1 out of sample ({cv}): keeps T = 1"}
+    return {**kept, **check, "temperature": t, "fitted": True, "reason": f"temperature {t:.3f} ({cv})"}
+
+
+def fit_class_temperatures(logits, labels, groups=None, seed: int = 0) -> dict:
+    """Per-class temperatures of sigmoid(logits / T) by BCE → report: temperature (K,), fitted (any class
+    got its own), nll_before/after (mean BCE per label), per_class records, reason."""
+    y, z = check_multilabel(labels, logits)
+    folds = multilabel_folds(y, groups, seed)
+    rows = [_class_temperature(z[:, k], y[:, k], folds, groups is not None) for k in range(y.shape[1])]
+    temps = np.array([r["temperature"] for r in rows], dtype=np.float64)
+    own = sum(r["fitted"] for r in rows)
+    nll = lambda t: float(np.mean(np.logaddexp(0.0, z / t) - y * z / t)) if y.size else 0.0  # noqa: E731
+    reason = (f"{own} of {len(rows)} classes have their own temperature (the others kept T = 1: too few positives "
+              f"or negatives, or no gain out of sample)" if own else
+              "no class's temperature beat T = 1 out of sample (or had the support to try); probabilities are "
+              "left as trained")
+    return {"fitted": bool(own), "temperature": temps.tolist(), "nll_before": nll(np.ones_like(temps)),
+            "nll_after": nll(temps), "per_class": rows, "reason": reason}
+
+
+def _prf_of(y: np.ndarray, chosen: np.ndarray) -> dict:
+    tp = int((chosen & (y > 0.5)).sum())
+    precision, recall, f1 = _prf(tp, int(chosen.sum()) - tp, int((y > 0.5).sum()) - tp)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _better(fitted: dict, default: dict, kind: str, target: Optional[float]) -> bool:
+    """Strictly better (a tie keeps 0.5): F1; or, for precision=P, reaching P first, then more recall
+    (both reaching it) or more precision (neither)."""
+    if kind == "f1":
+        return fitted["f1"] > default["f1"]
+    rank = lambda s: (s["precision"] >= target, s["recall"] if s["precision"] >= target else s["precision"])  # noqa: E731
+    return rank(fitted) > rank(default)
+
+
+def fit_class_thresholds(labels, probs, policy: str = "f1", groups=None, seed: int = 0) -> tuple[np.ndarray, list]:
+    """(K,) thresholds and a record per class: `fit_thresholds` on all samples, kept only for a class with
+    the support whose out-of-fold predictions (each fold at the threshold fitted without it) beat 0.5 on
+    the same samples; otherwise 0.5."""
+    y, p = check_multilabel(labels, probs)
+    kind, target = parse_policy(policy)
+    folds = multilabel_folds(y, groups, seed)
+    full = fit_thresholds(y, p, policy)
+    per_fold = {f: fit_thresholds(y[folds != f], p[folds != f], policy) for f in np.unique(folds)}
+    out, rows = np.full(y.shape[1], 0.5), []
+    for k in range(y.shape[1]):
+        counts, short = _support(y[:, k])
+        if short:
+            rows.append({**counts, "threshold": 0.5, "fitted": False, "reason": f"{short}: keeps 0.5"})
+            continue
+        at_fold = np.array([per_fold[f][k] for f in folds])
+        fitted, default = _prf_of(y[:, k], p[:, k] >= at_fold), _prf_of(y[:, k], p[:, k] >= 0.5)
+        won = _better(fitted, default, kind, target)
+        out[k] = full[k] if won else 0.5
+        how = f"out of sample {policy}: precision {fitted['precision']:.2f} recall {fitted['recall']:.2f} vs " \
+              f"{default['precision']:.2f} {default['recall']:.2f} at 0.5"
+        rows.append({**counts, "threshold": float(out[k]), "fitted": won, "cv_fitted": fitted, "cv_default": default,
+                     "reason": f"threshold {full[k]:.3f} " + ("" if won else "did not beat 0.5 ") + f"({how})"})
+    return out, rows
