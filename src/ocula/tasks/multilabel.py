@@ -1,5 +1,6 @@
 """Several labels per sample: a sigmoid per class, binary cross-entropy (or ASL) on multi-hot targets,
-mAP as the validation metric, per-class thresholds and temperatures fitted on held-out data.
+mAP as the validation metric, per-class thresholds and temperatures fitted on held-out data (a class's
+own only with enough positives and negatives and a gain over T = 1 / 0.5 out of sample).
 
     task = MultiLabelTask(loss="bce", pos_weight=None, threshold_policy="f1")
     task.fit_calibration(val_logits, val_labels)   # temperatures (BCE NLL), then thresholds on them
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ocula.evaluation.multilabel import calibration_measures, fit_thresholds, multilabel_report, pr_curves
+from ocula.evaluation.multilabel import (calibration_measures, fit_class_temperatures, fit_class_thresholds,
+                                         multilabel_report, pr_curves)
 from ocula.tasks.base import Task
 
 ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}  # the paper's defaults (Ridnik et al. 2021)
@@ -30,34 +32,6 @@ def asymmetric_loss(logits: torch.Tensor, target: torch.Tensor, gamma_neg: float
     pos = target * torch.log(p.clamp_min(1e-8)) * (1 - p).pow(gamma_pos)
     neg = (1 - target) * torch.log((1 - p_neg).clamp_min(1e-8)) * p_neg.pow(gamma_neg)
     return -(pos + neg).mean()
-
-
-def fit_temperatures(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> tuple[torch.Tensor, dict]:
-    """Per-class temperatures T (K,) minimising the BCE of sigmoid(logits / T) → (T, report). The classes are
-    independent, so one L-BFGS run over log T fits them all. Not converged (gradient not small, loss not
-    below T = 1, or not finite) → T = 1 with the reason."""
-    z, y = logits.detach().double(), labels.detach().double()
-    log_t = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def nll():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y, reduction="sum") / z.shape[0]
-        loss.backward()
-        return loss
-
-    before = nll().item()
-    opt.step(nll)
-    after = nll().item()
-    grad = float(log_t.grad.abs().max())
-    temps = log_t.detach().exp()
-    report = {"nll_before": before / z.shape[1], "nll_after": after / z.shape[1], "grad": grad}
-    if not (np.isfinite(after) and torch.isfinite(temps).all()):
-        return torch.ones_like(temps), {**report, "fitted": False, "reason": "the fit diverged"}
-    if grad > 1e-3 or after > before + 1e-9:
-        return torch.ones_like(temps), {**report, "fitted": False,
-                                        "reason": f"did not converge (gradient {grad:.2g}, NLL {before:.4g} → {after:.4g})"}
-    return temps, {**report, "fitted": True, "reason": "per-class temperatures fitted on the validation split"}
 
 
 class MultiLabelTask(Task):
@@ -112,17 +86,21 @@ class MultiLabelTask(Task):
         return sorted(chosen, key=lambda t: -t[1])
 
     # ------------------------------------------------------------------ calibration and the bundle
-    def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Per-class temperatures (BCE NLL), then per-class thresholds on the calibrated probabilities."""
-        logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)  # numpy or tensors
-        labels = torch.as_tensor(np.asarray(labels)).float()
-        temps, report = fit_temperatures(logits, labels)
-        self.temperature = temps.float() if report["fitted"] else None
-        probs = self.probabilities(logits)
-        self.thresholds = torch.tensor(fit_thresholds(labels.numpy(), probs.numpy(), self.threshold_policy),
-                                       dtype=torch.float32)
+    def fit_calibration(self, logits, labels, groups=None) -> dict:
+        """Per-class temperatures (BCE NLL), then per-class thresholds on the calibrated probabilities; each
+        only for a class with the support and a gain over the default out of sample (`groups`: the caller's
+        folds, e.g. those of out-of-fold logits)."""
+        logits = np.asarray(logits, dtype=np.float32)  # numpy or tensors
+        labels = (np.asarray(labels) > 0.5).astype(np.float32)
+        report = fit_class_temperatures(logits, labels, groups)
+        self.temperature = torch.tensor(report["temperature"], dtype=torch.float32) if report["fitted"] else None
+        probs = self.probabilities(torch.from_numpy(logits)).numpy()
+        thresholds, threshold_rows = fit_class_thresholds(labels, probs, self.threshold_policy, groups)
+        self.thresholds = torch.tensor(thresholds, dtype=torch.float32)
+        per_class = [{"class": k, "temperature": t, "threshold": c}
+                     for k, (t, c) in enumerate(zip(report.pop("per_class"), threshold_rows))]
         return {**report, "samples": int(labels.shape[0]), "thresholds": self.thresholds.tolist(),
-                "threshold_policy": self.threshold_policy,
+                "threshold_policy": self.threshold_policy, "per_class": per_class,
                 "temperature": None if self.temperature is None else self.temperature.tolist()}
 
     def selective_report(self, labels, probs, logits) -> dict:

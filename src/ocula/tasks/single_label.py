@@ -42,10 +42,12 @@ class SingleLabelTask(Task):
 
         return classification_report(labels, probs, classes)
 
-    def fit_calibration(self, logits, labels) -> dict:
+    def fit_calibration(self, logits, labels, groups=None) -> dict:
+        """A temperature, used only when it beats T = 1 out of sample (`groups`: the caller's folds, e.g.
+        those of out-of-fold logits; otherwise stratified folds of these samples)."""
         from ocula.evaluation.calibration import fit_temperature
 
-        fit = fit_temperature(logits, labels)
+        fit = fit_temperature(logits, labels, groups)
         self.temperature = fit["temperature"] if fit["fitted"] else 1.0
         self.calibration = {"method": "temperature" if fit["fitted"] else "none", "temperature": self.temperature,
                             "fitted_on": fit["samples"], "reason": fit["reason"]}
