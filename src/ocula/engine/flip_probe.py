@@ -64,24 +64,21 @@ def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract
                  modality: Modality, *, seed: int = 0, device: Optional[torch.device] = None,
                  workers: Optional[int] = None) -> dict[str, FlipDecision]:
     """{"hflip": decision, "time_flip": decision} for a run's settings ('auto' runs the probe once).
-    A flip the modality does not have (time_flip for images) is "not used"."""
-    clips = "time_flip" in modality.flips
-    wanted = {"hflip": hflip, "time_flip": time_flip if clips else False}
-    decisions: dict[str, FlipDecision] = {}
+    A flip that is not among the modality's `flips` (time_flip for images) is "not used"."""
+    requested = {"hflip": hflip, "time_flip": time_flip}
     if augment == "none":
-        return {k: FlipDecision(False, "not used", "augment none: no flips") for k in wanted}
-    for key, value in wanted.items():
-        if value != "auto":
-            note = "clips only" if key == "time_flip" and not clips else f"{key}={str(bool(value)).lower()} set"
-            decisions[key] = FlipDecision(bool(value), "user" if clips or key == "hflip" else "not used", note)
-    todo = [k for k, v in wanted.items() if v == "auto"]
-    if not todo:
-        return decisions
-    scores = run_probe(samples, contract, num_classes, modality, seed=seed, device=device, workers=workers,
-                       transforms=todo)
-    for key in todo:
-        decisions[key] = _decide(key, scores)
-    return decisions
+        return {k: FlipDecision(False, "not used", "augment none: no flips") for k in requested}
+    decisions = {key: FlipDecision(False, "not used", f"{modality.noun} have no {key}")
+                 for key in requested if key not in modality.flips}
+    for key in modality.flips:
+        if requested[key] != "auto":
+            decisions[key] = FlipDecision(bool(requested[key]), "user", f"{key}={str(bool(requested[key])).lower()} set")
+    todo = [k for k in modality.flips if requested[k] == "auto"]
+    if todo:
+        scores = run_probe(samples, contract, num_classes, modality, seed=seed, device=device, workers=workers,
+                           transforms=todo)
+        decisions.update({key: _decide(key, scores) for key in todo})
+    return {key: decisions[key] for key in requested}
 
 
 def _decide(key: str, scores: dict) -> FlipDecision:

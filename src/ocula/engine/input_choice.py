@@ -22,8 +22,6 @@ from ocula.data.samples import DatasetSplits, FileSamples
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_data, for_model
 
-SMALL_FRAME_BACKBONE = "seed_cnn"  # flattens its last feature map: keeps where things are in a small frame
-SMALL_FRAME = 64  # below this a 32×-stride backbone (resnet18) pools a frame to 1×1 or 2×2
 MAX_SCRATCH_SIZE = 224  # large photographs train from scratch at this short side, not at 4,000 px
 MIN_TIMM_SIZE = 32  # timm's CNNs downsample 32×; below this some collapse to zero pixels
 
@@ -69,7 +67,7 @@ def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
                                 mean=splits.mean if same and not pretrained else None,
                                 std=splits.std if same and not pretrained else None)
     spec = get_spec(cfg.model.name)
-    contract = for_data(splits).complete_contract(contract, cfg.video.frames, spec.defaults.get("frames") if spec else None)
+    contract = for_data(splits).configured(cfg).complete_contract(contract, spec.defaults if spec else {})
     evidence = {"native_size": native, "data_channels": data_channels, "sampled": stats.to_dict() if stats else None,
                 "pretrained": pretrained}
     return InputChoice(contract, _reason(contract, splits, stats, why_size, why_channels, data_grey, pretrained),
@@ -77,22 +75,15 @@ def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
 
 
 def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional[str], str]:
-    """(per-frame encoder, why) for a video model, or (None, "") to keep the model's own default.
-
-    Trained from scratch on small frames, resnet18 (the default encoder, meant for pretrained
-    weights) pools each frame to 1×1 and the position of what moves is lost: on left/right clips at
-    32 px cnn_transformer stayed at chance for 10 epochs with it and reached 0.97 in 5 with seed_cnn.
-    """
+    """(per-frame encoder, why) for a model that runs one (`Modality.frame_encoder`: small frames trained from
+    scratch get one that keeps where things are), or (None, "") to keep the model's own default."""
     from ocula.models.registry import get_spec
 
     spec = get_spec(cfg.model.name)
-    if cfg.model.backbone or spec is None or "backbone" not in spec.defaults or uses_pretrained(cfg) or cfg.transfer.init_from:
+    if cfg.model.backbone:
         return None, ""
-    if contract.input_size >= SMALL_FRAME:
-        return None, ""
-    return SMALL_FRAME_BACKBONE, (f"backbone {SMALL_FRAME_BACKBONE}: {contract.input_size}-px frames from scratch "
-                                  f"({spec.defaults['backbone']} would pool each frame to 1×1 and lose where "
-                                  f"things are; --backbone overrides)")
+    from_scratch = not (uses_pretrained(cfg) or cfg.transfer.init_from)
+    return for_model(cfg.model.name).frame_encoder(spec.defaults if spec else {}, contract.input_size, from_scratch)
 
 
 def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]:

@@ -71,10 +71,10 @@ def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[s
         logger.info(f"weights: {load}")
 
     modality = for_model(name)
-    contract = modality.complete_contract(default_contract(name, channels=3), None, None)
+    contract = modality.complete_contract(default_contract(name, channels=3), {})
     task = SingleLabelTask()  # temperature 1, calibration "none": nothing held out was seen
     meta = bundle.make_meta(dict(model.ocula_arch), contract, names, **task.bundle_fields(),
-                            **modality.bundle_fields("repeat"),
+                            **modality.bundle_fields(),
                             imported={"weights": str(source.path) if source else "timm hub", "load": load,
                                       "classes": origin})
     bundle.save_weights(target / MODEL_FILES[0], model.eval(), meta)

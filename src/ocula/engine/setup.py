@@ -14,7 +14,7 @@ from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.errors import OculaError
-from ocula.modality import Modality, for_contract
+from ocula.modality import Modality, for_contract, for_model
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -45,26 +45,21 @@ def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = 
 
 
 def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
-    """create_model with the config's model options: backbone and frames for video models."""
+    """create_model with the config's model options and what the modality adds (video: frames, backbone)."""
     from ocula.models.registry import create_model, get_spec
 
     from ocula.engine.input_choice import default_backbone
 
-    kwargs = dict(cfg.model.kwargs)
     spec = get_spec(cfg.model.name)
-    small_frames, _ = default_backbone(cfg, contract)
-    if small_frames and "backbone" not in kwargs:
-        kwargs["backbone"] = small_frames
-    if cfg.model.backbone:
-        if spec is None or "backbone" not in spec.defaults:
-            raise OculaError(f"'{cfg.model.name}' has no --backbone option (video models have: cnn_lstm, "
-                             f"cnn_transformer, frame_avg)")
-        kwargs["backbone"] = cfg.model.backbone
-    if spec is not None:
-        kwargs.update(for_contract(contract).model_options(contract, spec.defaults))
-    encoder_hub = cfg.model.pretrained is True and spec is not None and "backbone" in spec.defaults
-    if encoder_hub:  # hub weights go to the per-frame encoder, not to the video model
-        kwargs["backbone_pretrained"] = True
+    defaults = spec.defaults if spec is not None else {}
+    modality = for_model(cfg.model.name)
+    takes_encoder = modality.default_frame_encoder(defaults) is not None
+    if cfg.model.backbone and not takes_encoder:
+        raise OculaError(f"'{cfg.model.name}' has no --backbone option (video models have: cnn_lstm, "
+                         f"cnn_transformer, frame_avg)")
+    encoder_hub = cfg.model.pretrained is True and takes_encoder
+    kwargs = modality.model_options(contract, defaults, cfg.model.kwargs, frame_encoder=cfg.model.backbone,
+                                    fallback_encoder=default_backbone(cfg, contract)[0], hub_weights=encoder_hub)
     model = create_model(cfg.model.name, num_classes, contract.channels, contract.input_size,
                          pretrained=cfg.model.pretrained is True and not encoder_hub, **kwargs)
     model.ocula_arch["kwargs"].pop("backbone_pretrained", None)  # the bundle holds the weights
@@ -75,10 +70,10 @@ def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, trai
               modality: Optional[Modality] = None):
     """File splits that fit (cache=auto) or are forced (cache=ram) are decoded once into RAM.
     Clips of a training split keep extra frames, for temporal jitter in RAM."""
-    modality = modality or for_contract(contract)
+    modality = (modality or for_contract(contract)).configured(cfg)
     if isinstance(samples, FileSamples) and (cfg.data.cache == "ram" or (
             cfg.data.cache == "auto" and modality.fits_in_memory(samples, contract, train))):
-        return modality.to_memory(samples, contract, workers=cfg.data.workers, pad=cfg.video.clip_pad, desc=desc, train=train)
+        return modality.to_memory(samples, contract, workers=cfg.data.workers, desc=desc, train=train)
     return samples, []
 
 
@@ -106,7 +101,7 @@ def balanced_sample_weights(samples, num_classes: int) -> torch.Tensor:
 def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: bool, num_classes: int,
                 rank: int, world: int, epoch: int = 0, modality: Optional[Modality] = None):
     """Batches of an in-memory split, or streamed from files (with DistributedSampler under DDP)."""
-    modality = modality or for_contract(contract)
+    modality = (modality or for_contract(contract)).configured(cfg)
     weights = None
     if train and cfg.data.balance == "sampler":
         weights = balanced_sample_weights(samples, num_classes)
@@ -116,7 +111,7 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
                                       seed=cfg.run.seed, rank=rank, world=world, sample_weights=weights)
     sampler = _file_sampler(len(samples), weights, cfg, train=train, rank=rank, world=world, epoch=epoch)
     return modality.file_loader(samples, contract, max(1, cfg.optim.batch_size // world), train=train, augment=augment,
-                                workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler, pad=cfg.video.clip_pad,
+                                workers=cfg.data.workers, seed=cfg.run.seed, epoch=epoch, sampler=sampler,
                                 stream=1 + rank)
 
 
@@ -133,9 +128,9 @@ def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int,
                  modality: Optional[Modality] = None) -> BatchAugment:
     """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
     modality = modality or for_contract(contract)
-    time_flip = _resolved(cfg.augment.time_flip, "time_flip") if "time_flip" in modality.flips else False
-    return modality.augment(contract, cfg.augment.preset, hflip=_resolved(cfg.augment.hflip, "hflip"), time_flip=time_flip,
-                            mixup=cfg.augment.mixup, cutmix=cfg.augment.cutmix, num_classes=num_classes)
+    flips = {key: _resolved(getattr(cfg.augment, key), key) for key in modality.flips}
+    return modality.augment(contract, cfg.augment.preset, flips=flips, mixup=cfg.augment.mixup,
+                            cutmix=cfg.augment.cutmix, num_classes=num_classes)
 
 
 def _resolved(value, name: str) -> bool:

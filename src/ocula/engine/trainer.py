@@ -72,7 +72,7 @@ class Trainer:
         self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
         cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
         self.cfg = cfg
-        self.modality = for_model(cfg.model.name)
+        self.modality = for_model(cfg.model.name).configured(cfg)  # + its options (video: frames, clip_pad)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
         self.contract = self.transfer.contract  # the source's preprocessing, unless overridden
@@ -394,7 +394,7 @@ class Trainer:
     def meta(self) -> dict:
         arch = dict(bundle_arch(self.model))
         return bundle.make_meta(arch, self.contract, self.classes, **self.task.bundle_fields(),
-                                **self.modality.bundle_fields(self.cfg.video.clip_pad),
+                                **self.modality.bundle_fields(),
                                 data={"source": self.splits.source, "fingerprint": self._fingerprint,
                                       "input": self.input_choice.reason,
                                       "flips": {k: d["use"] for k, d in self.flips.items()}},

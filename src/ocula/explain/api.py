@@ -24,6 +24,7 @@ from ocula import log
 from ocula.errors import BadImageError, OculaError, did_you_mean
 from ocula.explain.cam import CAM_METHODS
 from ocula.explain.reference import REFERENCE_METHODS
+from ocula.modality import Modality, for_module
 
 METHODS = CAM_METHODS + ("rollout", "attn-grad") + REFERENCE_METHODS
 
@@ -169,7 +170,7 @@ def explain(model_or_run, images, method: str = "auto", target=None, layer: Opti
     if isinstance(model_or_run, nn.Module):
         if not isinstance(images, torch.Tensor):
             raise OculaError("a bare nn.Module needs a preprocessed tensor; pass a run or Classifier for files")
-        x = images if images.dim() >= 4 else images[None]
+        x = for_module(model_or_run).batch(images)
         if isinstance(target, str):
             raise OculaError("a bare nn.Module knows no class names; pass target as an index")
         return list(explain_tensor(model_or_run, x, method, target, layer, **options)[0])
@@ -274,7 +275,7 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
     for i, r in enumerate(results):
         row = r.to_dict()
         if r.error is None:
-            picture = _panel(r)
+            picture = _panel(r, clf.modality)
             row["overlay"] = overlay.save_png(picture, out / f"{i:04d}_{_stem(r.source)}.png")
             row["map_key"] = f"map_{i:04d}"
             arrays[row["map_key"]] = r.map.astype(np.float16)  # 2 bytes a pixel is plenty for [0, 1]
@@ -291,13 +292,11 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
     return summary
 
 
-def _panel(r: Explanation):
+def _panel(r: Explanation, modality: Modality):
     from ocula.explain import overlay
 
     title = f"{r.label} {r.prob:.2f}" + ("" if r.label == r.predicted else f" (pred {r.predicted} {r.predicted_prob:.2f})")
-    if r.map.ndim == 3:
-        return overlay.clip_panel(list(r.view), r.map, title)
-    return overlay.panel(r.view, r.map, title)
+    return overlay.sample_panel(modality.stills(r.view), modality.stills(r.map), title)
 
 
 def _layer_name(model: nn.Module, method: str, layer: Optional[str]) -> Optional[str]:

@@ -37,7 +37,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],
     or (B, T, H, W), logits (B, K)). `classes` None explains each input's predicted class."""
     if method not in CAM_METHODS:
         raise OculaError(f"unknown CAM method '{method}' (choose from {', '.join(CAM_METHODS)})")
-    lead = map_dims(x)
+    lead = map_dims(model, x)
     if len(lead) > 1 and method == "scorecam":
         raise OculaError("scorecam is not supported for video models (it masks single images); "
                          "use gradcam, gradcam++, layercam or eigencam")
@@ -74,7 +74,7 @@ def _activations_and_gradients(model, x, classes, layer: TargetLayer, need_grads
                 grads = torch.autograd.grad(score, captured)
     finally:
         handle.remove()
-    lead = map_dims(x)
+    lead = map_dims(model, x)
     acts = _to_grid_numpy(_merge(captured, lead), layer)
     grads = _to_grid_numpy(_merge(list(grads), lead), layer) if grads is not None else None
     return acts, grads, logits.detach().float().cpu()
@@ -101,7 +101,7 @@ def _method_image(method, model, x, layer, acts, grads, classes, batch_size) -> 
     if method == "eigencam":
         return _eigen_projection(acts)
     engine = _library_method(method, model)
-    per_sample = int(np.prod(map_dims(x)[1:]))  # frames per clip; 1 for images
+    per_sample = int(np.prod(map_dims(model, x)[1:]))  # frames per clip; 1 for images
     classes = classes.repeat_interleave(per_sample)  # one target per frame (only for arity)
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     if method == "scorecam":

@@ -54,8 +54,7 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
             rows.append({"rank": rank, "source": names[i], "true": true_name, "predicted": pred_name, "prob": prob})
             if e.error is None:
                 title = f"{true_name} -> {pred_name} {prob:.2f}"
-                panels.append(overlay.clip_panel(e.view, e.map, title) if e.map.ndim == 3
-                              else overlay.panel(e.view, e.map, title))
+                panels.append(overlay.sample_panel(clf.modality.stills(e.view), clf.modality.stills(e.map), title))
                 arrays[f"map_{rank:04d}"] = e.map.astype(np.float16)
     if panels:
         overlay.save_png(overlay.grid(panels, cols), out / "errors.png")

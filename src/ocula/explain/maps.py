@@ -5,6 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ocula.modality import for_module
+
 
 def upsample(raw, size: tuple[int, int]) -> torch.Tensor:
     """(N, h, w) → (N, H, W). Negative evidence is clipped first: maps show what speaks *for* the class."""
@@ -27,10 +29,10 @@ def scale_01(t: torch.Tensor) -> torch.Tensor:
     return out.reshape(t.shape)
 
 
-def map_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """The leading dims of a model input batch (…, C, H, W) that index one map: (B,) for images,
-    (B, T) when every sample is several frames (each frame gets its own map)."""
-    return tuple(x.shape[:-3])
+def map_dims(model, x: torch.Tensor) -> tuple[int, ...]:
+    """The leading dims of a model input batch that index one map, as the model's modality lays a sample out:
+    (B,) for images, (B, T) when every sample is several frames (each frame gets its own map)."""
+    return for_module(model).map_dims(x)
 
 
 def fit_maps(raw, lead: tuple[int, ...], size: tuple[int, int]) -> np.ndarray:

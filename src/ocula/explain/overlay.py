@@ -60,6 +60,14 @@ def clip_panel(views: Sequence, heats: np.ndarray, title: str = "") -> Image.Ima
     return _titled(_enlarge(Image.fromarray(row)), title)
 
 
+def sample_panel(views: Sequence, heats: Sequence, title: str = "") -> Image.Image:
+    """One explained sample as its modality's stills (`Modality.stills`): a single still beside its overlay,
+    several (a clip's frames) as a strip of overlays."""
+    if len(views) == 1:
+        return panel(views[0], heats[0], title)
+    return clip_panel(views, np.stack(heats), title)
+
+
 def grid(panels: Sequence[Image.Image], cols: int = 4, margin: int = 12) -> Image.Image:
     """Panels of possibly different sizes → one image, row-major, on white, `margin` px apart."""
     cols = max(1, min(cols, len(panels)))

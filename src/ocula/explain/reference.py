@@ -37,7 +37,7 @@ def reference_maps(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Te
     else:
         attr = (_captum_ig if captum else integrated_gradients)(model, x, classes, steps)
         raw = attr.abs().sum(-3)
-    return fit_maps(raw.detach().cpu().numpy(), map_dims(x), tuple(x.shape[-2:])), logits.cpu()
+    return fit_maps(raw.detach().cpu().numpy(), map_dims(model, x), tuple(x.shape[-2:])), logits.cpu()
 
 
 def _captum_available() -> bool:
@@ -51,7 +51,7 @@ def _captum_available() -> bool:
 def _captum_occlusion(model, x, classes, window: int, stride: int) -> torch.Tensor:
     from captum.attr import Occlusion
 
-    lead = (1,) * (x.dim() - 4)  # clips: one frame at a time
+    lead = (1,) * (len(map_dims(model, x)) - 1)  # several maps per sample (clips): one frame at a time
     c = x.shape[-3]
     return Occlusion(model).attribute(x, target=classes.tolist(), baselines=0.0,
                                       sliding_window_shapes=lead + (c, window, window),
@@ -69,8 +69,8 @@ def occlusion(model, x: torch.Tensor, classes: torch.Tensor, window: int, stride
               chunk: int = 16) -> torch.Tensor:
     """Captum's Occlusion definition for images: each pixel gets the mean score drop of the windows
     covering it (the window spans all channels). → (B, C, H, W), the same value in every channel."""
-    if x.dim() != 4:
-        raise NotImplementedError("the built-in occlusion handles images; install captum for clips")
+    if len(map_dims(model, x)) > 1:
+        raise NotImplementedError("the built-in occlusion draws one map per sample; install captum for clips")
     b, c, h, w = x.shape
     window = min(window, h, w)
     rows = list(range(0, h - window + 1, stride))

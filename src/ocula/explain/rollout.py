@@ -35,12 +35,12 @@ def rollout_maps(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean", d
     vit = _rollout_vit(model)
     # Only the ViT's own layers: a video model's temporal transformer attends over frames, not patches.
     attentions, logits = collect_attention(model, x, attention_modules(vit))
-    return _grid_maps(rollout_grid(attentions, vit, head_fusion, discard_ratio), x), logits
+    return _grid_maps(rollout_grid(attentions, vit, head_fusion, discard_ratio), model, x), logits
 
 
-def _grid_maps(grid: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+def _grid_maps(grid: torch.Tensor, model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """(N, h, w) patch scores → maps in [0, 1] at the input size (per frame for clips)."""
-    return fit_maps(grid.numpy(), map_dims(x), tuple(x.shape[-2:]))
+    return fit_maps(grid.numpy(), map_dims(model, x), tuple(x.shape[-2:]))
 
 
 def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.ndarray, torch.Tensor]:
@@ -51,7 +51,7 @@ def _own_attention_maps(model: nn.Module, x: torch.Tensor, size) -> tuple[np.nda
         logits = model(x).float().cpu()
     flow = attention_rollout([weights[:, None]], "mean", 0.0, keep=0)  # (B, N, N)
     scores = flow.mean(1)  # (B, N): what the mean-pooled output takes from each token
-    lead = map_dims(x)
+    lead = map_dims(model, x)
     if len(lead) > 1:  # frames as tokens: one value per frame, spread over the frame
         frames = scores.reshape(-1, 1, 1).expand(-1, *size)
         return fit_maps(frames.numpy(), lead, size), logits
@@ -165,7 +165,7 @@ def attention_gradient_maps(model: nn.Module, x: torch.Tensor, classes: Optional
     for attn, grad in zip(attentions, grads):
         weighted = (grad.float() * attn.float()).clamp(min=0).mean(1)  # (N, T, T)
         relevance = relevance + weighted @ relevance
-    return _grid_maps(patch_scores(relevance, vit), x), logits
+    return _grid_maps(patch_scores(relevance, vit), model, x), logits
 
 
 def collect_attention_and_gradients(model: nn.Module, x: torch.Tensor, classes: Optional[torch.Tensor],

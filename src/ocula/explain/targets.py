@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ocula.errors import OculaError, did_you_mean
+from ocula.modality import for_module
 
 
 @dataclass
@@ -111,8 +112,6 @@ def frame_encoder(model: nn.Module) -> tuple[str, nn.Module]:
 
 def runs_per_frame(model: nn.Module) -> bool:
     """Whether the model takes sequences of frames (then CAMs look inside its per-frame encoder)."""
-    from ocula.modality import for_module
-
     return for_module(model).per_frame
 
 

@@ -32,6 +32,13 @@ class Modality:
         """What to train on this modality's data instead of `model`, which takes another."""
         return ""
 
+    # ------------------------------------------------------------------ its options
+    def configured(self, cfg) -> "Modality":
+        """This modality with a run's options from its own config section (video: `cfg.video`'s frames and
+        clip_pad), so the contract, the loaders and the bundle record take them from here and generic code
+        never reads that section. Images have no options: the shared instance."""
+        return self
+
     # ------------------------------------------------------------------ finding data
     def claims_folder(self, path: str, preferred: bool) -> bool:
         """Whether a class-folder tree holds this modality's samples (`preferred`: the model takes it)."""
@@ -52,21 +59,34 @@ class Modality:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ contract
-    def complete_contract(self, contract: DataContract, frames: Optional[int], model_default: Optional[int]
-                          ) -> DataContract:
-        """Fill in what this modality adds to an image contract (clips: the frame count)."""
+    def complete_contract(self, contract: DataContract, model_defaults: dict) -> DataContract:
+        """Fill in what this modality adds to an image contract (clips: the frame count, from the options or the
+        model's registry `defaults`)."""
         return contract
 
     def describe_shape(self, contract: DataContract) -> str:
         c = contract
         return f"{c.input_size}×{c.input_size}×{c.channels}"
 
-    def model_options(self, contract: DataContract, defaults: dict) -> dict:
-        """Builder keywords this modality sets from the contract (clips: the frame count)."""
-        return {}
+    def default_frame_encoder(self, defaults: dict) -> Optional[str]:
+        """The image model that a model with these registry `defaults` runs on every frame (`--backbone`), or
+        None when it takes no such option."""
+        return None
 
-    def bundle_fields(self, clip_pad: str) -> dict:
-        """What a saved model records beside its contract for this modality."""
+    def frame_encoder(self, defaults: dict, input_size: int, from_scratch: bool) -> tuple[Optional[str], str]:
+        """(the per-frame encoder a new run uses instead of the model's default, why), or (None, "")."""
+        return None, ""
+
+    def model_options(self, contract: DataContract, defaults: dict, given: Optional[dict] = None, *,
+                      frame_encoder: Optional[str] = None, fallback_encoder: Optional[str] = None,
+                      hub_weights: bool = False) -> dict:
+        """Builder keywords: `given` (the user's model kwargs) with what this modality sets from the contract
+        (clips: the frame count) and its frame encoder: `frame_encoder` (--backbone) over `given` over
+        `fallback_encoder`; `hub_weights` loads pretrained weights into that encoder, not the whole model."""
+        return dict(given or {})
+
+    def bundle_fields(self) -> dict:
+        """What a saved model records beside its contract for this modality (its options included)."""
         return {"modality": self.name}
 
     # ------------------------------------------------------------------ batches
@@ -74,14 +94,15 @@ class Modality:
         raise NotImplementedError
 
     def to_memory(self, samples: FileSamples, contract: DataContract, *, workers: Optional[int] = None,
-                  pad: str = "repeat", desc: str = "decode", train: bool = False
+                  pad: Optional[str] = None, desc: str = "decode", train: bool = False
                   ) -> tuple[TensorSamples, list[tuple[str, str]]]:
-        """Decode every file once → (uint8 TensorSamples, skipped (path, reason))."""
+        """Decode every file once → (uint8 TensorSamples, skipped (path, reason)). `pad` None: the options'."""
         raise NotImplementedError
 
-    def augment(self, contract: DataContract, preset: str, *, hflip: bool, time_flip: bool = False,
-                mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0) -> BatchAugment:
-        return BatchAugment(contract, preset, hflip, mixup, cutmix, num_classes)
+    def augment(self, contract: DataContract, preset: str, *, flips: dict[str, bool], mixup: float = 0.0,
+                cutmix: float = 0.0, num_classes: int = 0) -> BatchAugment:
+        """The training augmentation; `flips`: the run's decision for each of `flips` (missing ones: off)."""
+        return BatchAugment(contract, preset, bool(flips.get("hflip")), mixup, cutmix, num_classes)
 
     def eval_batch(self, contract: DataContract) -> Callable:
         """uint8 batch, labels, generator → (normalised float batch at the eval geometry, labels)."""
@@ -96,11 +117,11 @@ class Modality:
 
     def file_loader(self, samples: FileSamples, contract: DataContract, batch_size: int, *, train: bool,
                     augment: Optional[BatchAugment] = None, workers: Optional[int] = None, seed: int = 0,
-                    epoch: int = 0, sampler=None, pad: str = "repeat", stream: int = 1):
+                    epoch: int = 0, sampler=None, pad: Optional[str] = None, stream: int = 1):
         """Batches (x, y, idx, bad) streamed from files, decoded in DataLoader workers."""
         raise NotImplementedError
 
-    def preprocess(self, obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
+    def preprocess(self, obj, contract: DataContract, pad: Optional[str] = None) -> torch.Tensor:
         """One input (path, bytes, PIL, array; a clip for video) → the normalised sample tensor."""
         raise NotImplementedError
 
@@ -138,6 +159,16 @@ class Modality:
     def frames_of(self, batch: torch.Tensor) -> torch.Tensor:
         """A model input batch → its still images (N', C, H, W), for drawing explanations."""
         return batch
+
+    def map_dims(self, batch: torch.Tensor) -> tuple[int, ...]:
+        """The leading dims of a model input batch that index one explanation map: (B,) for images; clips
+        (B, T), a map per frame."""
+        return tuple(batch.shape[:1])
+
+    def stills(self, sample) -> list:
+        """One explained sample (the pixels the model saw, or its map) → the still images an explanation panel
+        draws: images one, clips one per frame."""
+        return [sample]
 
 
 def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:

@@ -36,11 +36,11 @@ class ImageModality(Modality):
     def fits_in_memory(self, samples: FileSamples, contract: DataContract, train: bool = False) -> bool:
         return fits_in_memory(samples, contract)
 
-    def to_memory(self, samples, contract, *, workers=None, pad="repeat", desc="decode", train=False):
+    def to_memory(self, samples, contract, *, workers=None, pad=None, desc="decode", train=False):
         return cache_in_memory(samples, contract, workers=workers, desc=desc)
 
     def file_loader(self, samples, contract, batch_size, *, train, augment=None, workers=None, seed=0, epoch=0,
-                    sampler=None, pad="repeat", stream=1):
+                    sampler=None, pad=None, stream=1):
         if not train:
             return file_loader(samples, eval_transform(contract), contract.channels, batch_size, train=False,
                                workers=workers, sampler=sampler, draft_size=contract.input_size)
@@ -51,7 +51,7 @@ class ImageModality(Modality):
         return StreamLoader(decoded, contract, augment or BatchAugment(contract, "none"), seed=seed, epoch=epoch,
                             stream=stream)
 
-    def preprocess(self, obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
+    def preprocess(self, obj, contract: DataContract, pad=None) -> torch.Tensor:
         from ocula.data.images import open_image, to_pil
 
         if isinstance(obj, (str, Path, bytes, bytearray)):
