@@ -216,3 +216,65 @@ def test_generic_code_is_not_a_modality_question():
 def test_config_and_cli_may_read_the_video_section():
     assert modality_questions("pad = cfg.video.clip_pad", "cli.py") == []
     assert [q.kind for q in modality_questions("pad = cfg.video.clip_pad", "api.py")] == ["option"]
+
+
+# ---------------------------------------------------------------------------- what the modality answers now
+def test_video_options_come_from_the_configured_modality():
+    from ocula.config import build_config
+    from ocula.data.contract import DataContract
+    from ocula.modality import IMAGE, named
+
+    cfg = build_config("clips/", model="cnn_lstm", frames=5, clip_pad="reject")
+    video = named("video").configured(cfg)
+    contract = video.complete_contract(DataContract(input_size=32, channels=3), {"frames": 8})
+    assert contract.frames == 5 and video.bundle_fields() == {"modality": "video", "clip_pad": "reject"}
+    default = named("video").complete_contract(DataContract(input_size=32, channels=3), {"frames": 8})
+    assert default.frames == 8 and named("video").bundle_fields()["clip_pad"] == "repeat"
+    assert IMAGE.configured(cfg) is IMAGE and IMAGE.bundle_fields() == {"modality": "image"}
+
+
+def test_the_frame_encoder_is_the_modality_s_choice():
+    from ocula.config import build_config
+    from ocula.data.contract import DataContract
+    from ocula.engine.input_choice import default_backbone
+    from ocula.engine.setup import build_model
+    from ocula.errors import OculaError
+    from ocula.models.registry import get_spec
+    from ocula.modality import IMAGE, named
+
+    small, large = DataContract(input_size=32, channels=3, frames=4), DataContract(input_size=112, channels=3, frames=4)
+    encoder, why = default_backbone(build_config("clips/", model="cnn_lstm"), small)
+    assert encoder == "seed_cnn" and "resnet18 would pool" in why
+    assert default_backbone(build_config("clips/", model="cnn_lstm"), large) == (None, "")
+    assert default_backbone(build_config("clips/", model="cnn_lstm", backbone="resnet18"), small) == (None, "")
+    assert default_backbone(build_config("clips/", model="seed_lstm"), small) == (None, "")  # runs no encoder
+    assert default_backbone(build_config("data/", model="seed_cnn"), small) == (None, "")
+
+    video, lstm = named("video"), get_spec("cnn_lstm").defaults
+    assert video.model_options(small, lstm, {"hidden": 8}, fallback_encoder="seed_cnn") == \
+        {"hidden": 8, "frames": 4, "backbone": "seed_cnn"}
+    assert video.model_options(small, lstm, {"backbone": "mine"}, fallback_encoder="seed_cnn")["backbone"] == "mine"
+    assert video.model_options(small, lstm, {"backbone": "mine"}, frame_encoder="resnet34", hub_weights=True) == \
+        {"backbone": "resnet34", "frames": 4, "backbone_pretrained": True}
+    assert video.model_options(small, get_spec("seed_lstm").defaults, {}, fallback_encoder="seed_cnn",
+                               hub_weights=True) == {"frames": 4}
+    assert IMAGE.model_options(small, {}, {"drop_rate": 0.1}, frame_encoder="x") == {"drop_rate": 0.1}
+    with pytest.raises(OculaError, match="no --backbone option"):
+        build_model(build_config("data/", model="seed_cnn", backbone="resnet18"), small, 3)
+    model = build_model(build_config("clips/", model="cnn_lstm"), small, 3)
+    assert model.ocula_arch["kwargs"]["backbone"] == "seed_cnn" and model.ocula_arch["kwargs"]["frames"] == 4
+
+
+def test_augmentation_receives_the_modality_s_flips():
+    from ocula.config import build_config
+    from ocula.data.contract import DataContract
+    from ocula.engine.setup import make_augment
+    from ocula.modality import IMAGE, named
+
+    clip = DataContract(input_size=16, channels=3, frames=4)
+    cfg = build_config("clips/", model="cnn_lstm", augment="light", hflip=False, time_flip=True)
+    clips = make_augment(cfg, clip, 2, named("video"))
+    assert clips.time_flip is True and clips.hflip is False
+    image = make_augment(build_config("data/", augment="light", hflip=True, time_flip="auto"),
+                         DataContract(input_size=16, channels=3), 2, IMAGE)  # images have no time_flip: its 'auto' is never asked for
+    assert image.hflip is True and not hasattr(image, "time_flip")
