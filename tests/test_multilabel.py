@@ -317,12 +317,13 @@ def test_augment_auto_is_light_for_single_label_and_none_for_label_sets():
     from ocula.config import build_config
     from ocula.engine.setup import balanced_sample_weights, resolve_augment
     from ocula.data.samples import TensorSamples
+    from ocula.tasks import MultiLabelTask, SingleLabelTask
 
     cfg = build_config("digits")
     assert cfg.augment.preset == "auto"
-    assert resolve_augment(cfg, False).augment.preset == "light"
-    assert resolve_augment(cfg, True).augment.preset == "none"
-    assert resolve_augment(build_config("digits", augment="strong"), True).augment.preset == "strong"
+    assert resolve_augment(cfg, SingleLabelTask).augment.preset == "light"
+    assert resolve_augment(cfg, MultiLabelTask).augment.preset == "none"
+    assert resolve_augment(build_config("digits", augment="strong"), MultiLabelTask).augment.preset == "strong"
     hot = torch.tensor([[1, 0], [1, 0], [1, 1], [0, 0]])
     w = balanced_sample_weights(TensorSamples(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), hot), 2)
     assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1.0, 1.0])  # the rarest label's 1/count; no label: its own

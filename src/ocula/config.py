@@ -56,6 +56,8 @@ class TrainConfig:
                 raise unknown("option", key, FLAT_KEYS)
             section, attr = FLAT_KEYS[key]
             parts[section][attr] = value
+        if parts["task"].get("name") == "margin" and parts["transfer"].get("margin", "none") == "none":
+            parts["transfer"]["margin"] = "arcface"  # task=margin alone: the kind `margin=` would default to
         return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()})
 
     @classmethod

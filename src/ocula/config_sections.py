@@ -127,7 +127,8 @@ class TransferConfig(Section):
     layer_decay: float = option(0.75, "llrd: each stage below gets this factor of the lr above it")
     head_lr: Optional[float] = option(None, "classifier head's lr; default: lr (linear-probe: 100x adamw, 10x sgd)")
     freeze_bn: Optional[bool] = option(None, "BatchNorm statistics: default held in frozen stages; true: everywhere")
-    margin: str = option("none", "embedding training: margin loss on the head", ("none", "arcface", "cosface"))
+    margin: str = option("none", "the margin task's loss (task=margin: arcface unless set; set alone, it chooses "
+                         "that task)", ("none", "arcface", "cosface"))
     margin_m: Optional[float] = option(None, "the margin; default 0.5 rad (arcface) or 0.35 (cosface)")
     margin_s: float = option(30.0, "scale of the cosine logits under a margin loss")
 
@@ -167,8 +168,9 @@ class RunConfig(Section):
 
 @dataclass
 class TaskConfig(Section):
-    name: str = option("auto", "the head: auto = multilabel when a row of the data has several labels (or none)",
-                       ("auto", "single-label", "multilabel"), flat="task")
+    name: str = option("auto", "the head: auto = multilabel when a row of the data has several labels (or none); "
+                       "margin = single-label with a margin loss for embeddings (--margin picks the kind)",
+                       ("auto", "single-label", "multilabel", "margin"), flat="task")
     loss: str = option("bce", "multilabel loss: binary cross-entropy or asymmetric loss (ASL, Ridnik et al. 2021)",
                        ("bce", "asl"))
     threshold_policy: str = option("f1", "multilabel: per-class thresholds on the validation split that maximise "

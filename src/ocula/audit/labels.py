@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ocula import tasks
 from ocula.audit.findings import Finding, SampleRef
 from ocula.audit.inventory import Inventory
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
@@ -83,56 +84,37 @@ def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, see
     """Train `folds` models (stratified folds of `rows`) and predict each held-out fold."""
     import time
 
-    from sklearn.model_selection import StratifiedKFold
-
     from ocula.config import build_config
 
-    multilabel = inv.label_sets is not None
-    labels = inv.labels[rows] if not multilabel else inv.label_sets[rows]
-    if multilabel:  # as `ocula train` does for label sets: BCE on sigmoid outputs, no shifts that crop objects
-        options = {**options, "task": "multilabel", "augment": "none"}
-        if len(rows) < 2 * folds:
-            raise OculaError(f"too few images ({len(rows)}) for {folds} folds")
-    else:
-        _check_foldable(labels, folds, inv.classes)
+    if folds < 2:
+        raise OculaError("folds must be at least 2 for the label check (0 turns it off)")
+    labels = inv.labels[rows] if inv.label_sets is None else inv.label_sets[rows]
+    task = tasks.for_labels(labels)  # the quick model trains as `ocula train` would on these labels
+    options = {**options, **task.quick_model_options()}
+    fold_pairs = task.fold_splitter(labels, folds, seed)
     cfg = build_config(inv.data.source or "audit", seed=seed, **options)
     pool, contract = _pool_samples(inv, rows, cfg)
-    cfg, options = _decide_flips(cfg, options, pool, contract, len(inv.classes), seed)
-    from sklearn.model_selection import KFold
-
-    splitter = (KFold if multilabel else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
+    cfg, options = _decide_flips(cfg, options, pool, contract, len(inv.classes), seed, task)
     probs, embeds, fold_of = None, None, np.zeros(len(rows), np.int64)
     t0, threads = time.perf_counter(), torch.get_num_threads()  # the Trainer sets it process-wide
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="ocula-audit-") as tmp:
         warnings.simplefilter("ignore")  # sklearn's small-class notes, the Trainer's skip notes
-        for k, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(labels)),
-                                                                 None if multilabel else labels)):
+        for k, (train_idx, held_idx) in enumerate(fold_pairs):
             p, e = _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp)
             if probs is None:
                 probs = np.zeros((len(rows), p.shape[1]), np.float32)
                 embeds = np.zeros((len(rows), e.shape[1]), np.float32)
             probs[held_idx], embeds[held_idx], fold_of[held_idx] = p, e, k
     torch.set_num_threads(threads)
-    # single-label: argmax accuracy; label sets: the share of the K binary labels the probabilities get right
-    accuracy = float((probs.argmax(1) == labels).mean()) if not multilabel else float(((probs > 0.5) == labels).mean())
+    accuracy = task.audit_score(probs, labels)
     return OutOfFold(rows, probs, embeds, fold_of, dict(options), accuracy, time.perf_counter() - t0)
 
 
-def _check_foldable(labels: np.ndarray, folds: int, classes: list[str]) -> None:
-    if folds < 2:
-        raise OculaError("folds must be at least 2 for the label check (0 turns it off)")
-    present = np.bincount(labels, minlength=len(classes))
-    if (present > 0).sum() < 2:
-        raise OculaError("the label check needs at least two classes with images")
-    if len(labels) < 2 * folds:
-        raise OculaError(f"too few images ({len(labels)}) for {folds} folds")
-
-
-def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: int):
+def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: int, task: tasks.Task):
     """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
     from ocula.engine.flip_probe import decide_flips
 
-    cfg = resolve_augment(cfg, False)  # the audit's quick model is single-label
+    cfg = resolve_augment(cfg, task)
     found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, for_contract(contract),
                          seed=seed)
     options = {**options, "flips": {k: d.reason for k, d in found.items()}}

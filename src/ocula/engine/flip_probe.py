@@ -17,8 +17,9 @@ B transformed is mostly taken for A ("b"/"d", "left"/"right"), the transform swa
 off whatever the retention.
 When the quick model learns too little to tell (accuracy within MIN_SIGNAL of chance) the flip
 stays off: a wrong flip destroys labels, a missing one only costs a little accuracy.
-Multi-label data (multi-hot labels) trains the quick model with BCE and reads accuracy per label at 0.5,
-chance being the all-majority guess of each label; swapped classes are not defined there.
+The quick model's loss, predictions and chance level are the task's that the labels call for
+(`tasks.for_labels`): multi-label data (multi-hot labels) trains with BCE and reads accuracy per label at 0.5,
+chance being the all-majority guess of each label; swapped classes are defined only for exclusive classes.
 
 Only training images are used, so validation stays untouched; the probe runs in a forked RNG so the
 run's own random stream is the same with or without it.
@@ -34,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ocula import tasks
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples
 from ocula.modality import Modality
@@ -121,22 +123,17 @@ def run_probe(samples, contract: DataContract, num_classes: int, modality: Modal
     torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 104729)
+        task = tasks.for_labels(y)
         model = _probe_net(x.shape[1], num_classes).to(device)
-        steps = _train(model, x[fit_idx], y[fit_idx], gen, device)
+        steps = _train(model, x[fit_idx], y[fit_idx], gen, device, task)
         y_hold = y[hold_idx]
-        multi = y.ndim == 2
-        scores = {"accuracy": float((_predict(model, x[hold_idx], device, multi) == y_hold).float().mean())}
+        scores = {"accuracy": float((_predict(model, x[hold_idx], device, task) == y_hold).float().mean())}
         for key in transforms:
-            pred = _predict(model, modality.probe_flip(x[hold_idx], key, small), device, multi)
+            pred = _predict(model, modality.probe_flip(x[hold_idx], key, small), device, task)
             scores[key] = float((pred == y_hold).float().mean())
-            scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes) if y.ndim == 1 else []
+            scores[f"{key}_swaps"] = swapped_pairs(pred, y_hold, num_classes) if task.exclusive_classes else []
     torch.set_num_threads(threads)
-    if y.ndim == 2:  # multi-hot: per-label accuracy of always answering each label's majority
-        freq = y_hold.float().mean(0)
-        chance = float(torch.maximum(freq, 1 - freq).mean())
-    else:
-        counts = torch.bincount(y[hold_idx], minlength=num_classes).float()
-        chance = float(counts.max() / counts.sum())
+    chance = task.chance_accuracy(y_hold, num_classes)
     scores.update(chance=chance, held_out=int(held), trained_on=int(len(fit_idx)),
                   steps=steps, seconds=round(time.perf_counter() - t0, 2))
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}
@@ -168,7 +165,7 @@ def _probe_net(in_chans: int, num_classes: int) -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
 
 
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device) -> int:
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device, task: tasks.Task) -> int:
     from ocula.data.batch_augment import random_affine
 
     n = len(y)
@@ -182,8 +179,7 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Genera
         idx = torch.randint(n, (batch,), generator=gen)
         xb = random_affine(x[idx], x.shape[-1], gen, translate_px=shift, hflip=False)
         out, target = model(xb.to(device)), y[idx].to(device)
-        loss = (F.binary_cross_entropy_with_logits(out, target.float()) if target.ndim == 2
-                else F.cross_entropy(out, target))
+        loss = task.loss(out, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,11 +188,11 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Genera
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, device, multilabel: bool = False) -> torch.Tensor:
-    """Class indices (N,), or multi-hot predictions (N, K) at 0.5 for a multi-label probe."""
+def _predict(model: nn.Module, x: torch.Tensor, device, task: tasks.Task) -> torch.Tensor:
+    """The task's hard predictions: class indices (N,), or multi-hot (N, K) at 0.5 for a multi-label probe."""
     model.eval()
     logits = torch.cat([model(x[i:i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
-    return (logits > 0).long() if multilabel else logits.argmax(1)
+    return task.hard_predictions(logits)
 
 
 def swapped_pairs(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, min_count: int = 10) -> list:

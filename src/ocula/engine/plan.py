@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch.nn as nn
 
+from ocula import tasks
 from ocula.config import ModelConfig, TrainConfig
 from ocula.data.contract import DataContract
 from ocula.engine import distributed as dist
@@ -57,7 +58,7 @@ class TransferPlan:
 
     @property
     def active(self) -> bool:
-        return self.source is not None or self.cfg.transfer.strategy != "full" or self.cfg.transfer.margin != "none" \
+        return self.source is not None or self.cfg.transfer.strategy != "full" or tasks.task_type(self.cfg).prepares_head \
             or self.cfg.transfer.head_lr is not None or bool(self.cfg.transfer.freeze_bn)
 
     # ------------------------------------------------------------------ source
@@ -87,10 +88,7 @@ class TransferPlan:
                 raise OculaError(f"{e}. The model is ocula's default '{DEFAULT_MODEL}': pass --model with the "
                                  f"architecture these weights are for (e.g. --model efficientnet_lite0)") from None
             logger.info(f"weights: {self.report.summary()}")
-        if self.cfg.transfer.margin != "none":
-            from ocula.tasks.margin import prepare_margin_head
-
-            self.fixed = prepare_margin_head(model)
+        self.fixed = tasks.task_type(self.cfg).prepare_head(model)  # a margin head: bias zeroed and fixed
         if self.cfg.transfer.strategy != "full" and self.source is None and self.cfg.model.pretrained is not True:
             warnings.warn(f"strategy={self.cfg.transfer.strategy} without pretrained weights (--from RUN or "
                           f"--pretrained): the frozen layers stay random", stacklevel=2)
@@ -207,7 +205,7 @@ def resolve_strategy(cfg: TrainConfig, images_per_class: Optional[float] = None)
     0.667, 0.648 vs 0.698); at 30 it gained (0.782 vs 0.766)."""
     if cfg.transfer.strategy != "auto":
         return cfg
-    if not (cfg.from_weights and cfg.transfer.margin == "none"):
+    if not (cfg.from_weights and tasks.task_type(cfg).linear_head):
         return cfg.replace(strategy="full")
     few = images_per_class is not None and images_per_class < PROBE_ONLY_BELOW
     return cfg.replace(strategy="linear-probe" if few else "lp-ft")

@@ -115,13 +115,12 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
                                 stream=1 + rank)
 
 
-def resolve_augment(cfg: TrainConfig, multilabel: bool) -> TrainConfig:
-    """augment=auto → light, or none when the labels are sets: in a multi-label image the labelled objects sit
-    anywhere, edges included, and a shift can crop one out while its label stays (measured: Fashion-MNIST
-    mosaics, val mAP 0.82 without against 0.72 with light shifts; docs/benchmarks.md, issue 16)."""
+def resolve_augment(cfg: TrainConfig, task_kind) -> TrainConfig:
+    """augment=auto → the task's default (`Task.default_augment`: light, or none for label sets); `task_kind`: the
+    Task class (tasks.task_type) or a task."""
     if cfg.augment.preset != "auto":
         return cfg
-    return cfg.replace(augment="none" if multilabel else "light")
+    return cfg.replace(augment=task_kind.default_augment()[0])
 
 
 def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int,

@@ -66,10 +66,10 @@ class Trainer:
         self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
                                              modality=for_model(cfg.model.name), task=cfg.task.name)
         self.classes = self.splits.classes
-        if cfg.augment.preset == "auto" and self.splits.multilabel and dist.is_main():
-            logger.info("augment none: multilabel data (augment=auto; a shift can crop a labelled object out of "
-                        "the frame); --augment light to shift anyway")
-        self.cfg = cfg = setup.resolve_augment(cfg, self.splits.multilabel)  # augment=auto, from the labels
+        task_kind = tasks.task_type(cfg, self.splits.multilabel)  # the task's class: its defaults, before it is built
+        if cfg.augment.preset == "auto" and dist.is_main():
+            logger.info(task_kind.default_augment()[1])
+        self.cfg = cfg = setup.resolve_augment(cfg, task_kind)  # augment=auto, from the task
         cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
         self.cfg = cfg
         self.modality = for_model(cfg.model.name).configured(cfg)  # + its options (video: frames, clip_pad)
@@ -174,14 +174,12 @@ class Trainer:
         """Say when the task was inferred from the labels, and warn of heavy class imbalance."""
         if not dist.is_main():
             return
-        if self.task.name == "multilabel" and self.cfg.task.name == "auto":
-            logger.info("task multilabel: inferred from the labels (rows with several labels, or none); "
-                        "sigmoid per class, mAP picks the best checkpoint")
+        if self.cfg.task.name == "auto" and self.task.describe_inferred():
+            logger.info(self.task.describe_inferred())
         present = counts[counts > 0]
         if len(present) > 1 and float(present.max()) > 10 * float(present.min()):
             big, small = int(counts.argmax()), int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
-            hint = ("weighted-loss or sampler" if self.task.name == "multilabel"
-                    else "weighted-loss, sampler, logit-adjust or balanced-softmax")
+            hint = self.task.imbalance_remedies
             logger.warning(f"class imbalance: '{self.classes[big]}' has {int(counts[big])} training samples, "
                            f"'{self.classes[small]}' {int(counts[small])} ({float(present.max() / present.min()):.0f}×)"
                            + (f"; consider --balance {hint}" if self.cfg.data.balance == "none" else ""))

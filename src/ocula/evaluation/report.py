@@ -37,9 +37,13 @@ def _headline(report: dict) -> str:
 
 
 def format_report(report: dict, max_classes: int = 50) -> str:
-    """A sklearn-like terminal table: headline, one row per class, then macro and weighted avg."""
-    if report.get("kind") == "multilabel":
-        return format_multilabel_report(report, max_classes)
+    """The report as text, in the format of its kind (`FORMATS`; a task's `score` names it): single-label reports,
+    which name none, as a sklearn-like table: headline, one row per class, then macro and weighted avg."""
+    return FORMATS.get(report.get("kind"), format_class_report)(report, max_classes)
+
+
+def format_class_report(report: dict, max_classes: int = 50) -> str:
+    """One class per sample: the headline, a row per class, macro and weighted averages."""
     rows = report["per_class"]
     shown = rows[:max_classes]
     total_support = sum(r["support"] for r in rows)
@@ -56,6 +60,9 @@ def format_report(report: dict, max_classes: int = 50) -> str:
     out.append("")
     out += [line(name, m, total_support) for name, m in footer]
     return "\n".join(out)
+
+
+FORMATS = {"multilabel": format_multilabel_report}  # a report's "kind" → its text; no kind: format_class_report
 
 
 def format_selective(report: dict) -> list[str]:

@@ -30,9 +30,9 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
     if n < 1:
         raise OculaError(f"--explain-errors needs a positive count, got {n}")
     clf = as_classifier(run)
-    if clf.task.multilabel:  # an error is per label there, not per image
-        raise OculaError("--explain-errors is for single-label models; for a multilabel model use `ocula explain`, "
-                         "which draws a map per predicted label")
+    if not clf.task.exclusive_classes:  # an error is per label there, not per image
+        raise OculaError(f"--explain-errors is for single-label models; for a {clf.task.name} model use "
+                         f"`ocula explain`, which draws a map per predicted label")
     chosen = labelled_split(clf, data, split)
     used, mapping = chosen.name, chosen.mapping
     items, labels, names = _items(chosen.samples, data)

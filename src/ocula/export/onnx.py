@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from ocula import tasks
 from ocula.errors import OculaError
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -41,8 +42,6 @@ class TaskLogits(torch.nn.Module):
     """The logits the bundle's task predicts with (a margin head: scaled cosines), as one module."""
 
     def __init__(self, model: torch.nn.Module, meta: dict):
-        from ocula import tasks
-
         super().__init__()
         self.model, self.task = model, tasks.for_meta(meta)
 
@@ -102,11 +101,8 @@ def write_onnx(proto, meta: dict, out) -> Path:
     props = {META_KEY: json.dumps(meta), "ocula.classes": json.dumps(meta["classes"]),
              "ocula.contract": json.dumps(meta["contract"]),
              "ocula.version": meta["export"]["ocula"], "ocula.arch": meta["arch"]["name"],
-             # The graph outputs logits; probabilities are softmax(logits / temperature).
-             "ocula.task": str(meta.get("task", "single-label")),
-             "ocula.temperature": str((meta.get("calibration") or {}).get("temperature", 1.0))}
-    if meta.get("thresholds") is not None:  # multilabel: sigmoid(logits / T_k) >= threshold_k is the label set
-        props["ocula.thresholds"] = json.dumps(meta["thresholds"])
+             # The graph outputs logits; the task says how to read them (task, temperature, thresholds).
+             **tasks.for_meta(meta).export_properties(meta)}
     keep = [p for p in proto.metadata_props if p.key not in props]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)

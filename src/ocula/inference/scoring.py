@@ -39,7 +39,7 @@ def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit
     else, when the data is the one the model was trained on, its recorded validation split (never
     training images); else all of it."""
     trained_on = clf.meta.get("data", {})
-    task = "multilabel" if clf.task.multilabel else "auto"  # a multi-label model reads labels as sets
+    task = clf.task.reads_labels_as  # a multi-label model reads one label per sample as a set of one
     splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, modality=clf.modality, task=task)
     if split:
         samples, name = splits.split(split), split

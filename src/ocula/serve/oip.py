@@ -66,7 +66,7 @@ def make_router(service):
         return {"name": service.name, "versions": [VERSION], "platform": service.platform,
                 "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *service.input_shape]}],
                 "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, k]} for out in OUTPUTS]
-                + [{"name": "labels", "datatype": "BOOL", "shape": [-1, k]} for _ in outputs_of(service.model)[2:]]
+                + [{"name": name, "datatype": "BOOL", "shape": [-1, k]} for name in service.model.task.label_outputs]
                 + [{"name": "abstained", "datatype": "BOOL", "shape": [-1]}],
                 "parameters": {"classes": list(service.model.classes),
                                "min_confidence": service.model.min_confidence,
@@ -149,8 +149,9 @@ def split_body(body: bytes, header_length: Optional[str]):
 
 
 def outputs_of(model) -> tuple:
-    """The outputs a request without `outputs` gets: logits, probabilities (+ labels for a multilabel model)."""
-    return OUTPUTS + (("labels",) if model.task.multilabel else ())
+    """The outputs a request without `outputs` gets: logits, probabilities (+ the task's label outputs: a
+    multilabel model's `labels`)."""
+    return OUTPUTS + tuple(model.task.label_outputs)
 
 
 def requested_outputs(req, num_classes: int, defaults: tuple = OUTPUTS) -> list:
@@ -263,8 +264,8 @@ def encode_response(service, req, wanted: list, logits: torch.Tensor):
             floor = service.model.min_confidence
             datatype = "BOOL"
             arr = (probs.max(1).values < floor).numpy() if floor is not None else np.zeros(len(probs), bool)
-        elif name == "labels":  # multilabel: the thresholded set as multi-hot
-            datatype, arr = "BOOL", service.model.task.label_mask(probs).numpy()
+        elif name in service.model.task.label_outputs:  # multilabel: the thresholded set as multi-hot
+            datatype, arr = "BOOL", service.model.task.label_output(name, probs).numpy()
         elif class_count:
             datatype, arr = "BYTES", _classification(values[name], class_count, service.model.classes)
         else:

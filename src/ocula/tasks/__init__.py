@@ -3,6 +3,7 @@ prediction format, bundle record). The engine and inference hold a `Task` and ca
 
     task = tasks.for_config(cfg, class_weights, class_counts=counts, multilabel=splits.multilabel)  # training
     task = tasks.for_meta(bundle_meta)            # a saved model
+    kind = tasks.task_type(cfg, multilabel=...)   # the class, before there is a task: default_augment, prepare_head
 """
 from __future__ import annotations
 
@@ -23,15 +24,35 @@ INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": MarginT
 LEGACY = ("image", "video")  # ocula-bundle/1 before tasks recorded the modality in "task"
 
 
+def task_name(cfg, multilabel: bool = False) -> str:
+    """The task a config trains: `task=` with auto resolved by the labels (`multilabel`: they are sets); a margin
+    kind set alone (`margin=arcface`, older configs) means the margin task."""
+    name = cfg.task.name
+    if name == "auto":
+        name = "multilabel" if multilabel else "single-label"
+    if name == "single-label" and cfg.transfer.margin != "none":
+        name = "margin"
+    if name == "margin" and multilabel:
+        raise OculaError("the margin task needs one label per sample; these data have label sets (task multilabel)")
+    return name
+
+
+def task_type(cfg, multilabel: bool = False) -> type:
+    """The Task class a config trains, for the questions asked before the task is built (default_augment,
+    prepare_head, linear_head)."""
+    return INFERENCE[task_name(cfg, multilabel)]
+
+
 def for_config(cfg, class_weights: Optional[torch.Tensor] = None, *, class_counts: Optional[torch.Tensor] = None,
                multilabel: bool = False, num_samples: int = 0) -> Task:
     """The training task. `class_counts` (K,): samples per class (multi-label: positives per class) of the
     training split, of `num_samples`; `multilabel`: the data's labels are sets (resolve_data found it)."""
-    if cfg.task.name == "multilabel" or (cfg.task.name == "auto" and multilabel):
+    name = task_name(cfg, multilabel)
+    if name == "multilabel":
         return _multilabel(cfg, class_counts, num_samples)
     if cfg.task.monitor == "mAP":
         raise OculaError("monitor=mAP is the multilabel task's metric; single-label: accuracy or balanced_accuracy")
-    task = _single_label(cfg, class_weights, class_counts)
+    task = _single_label(cfg, name, class_weights, class_counts)
     if cfg.task.monitor != "auto":
         task.monitor = cfg.task.monitor  # a key of the single-label report
     return task
@@ -49,13 +70,20 @@ def _multilabel(cfg, counts: Optional[torch.Tensor], n: int) -> MultiLabelTask:
     return MultiLabelTask(cfg.task.loss, pos_weight, cfg.task.threshold_policy)
 
 
-def _single_label(cfg, class_weights, counts) -> Task:
-    if cfg.transfer.margin != "none":
-        return MarginTask(cfg.transfer.margin, cfg.transfer.margin_m, cfg.transfer.margin_s, cfg.optim.label_smoothing, class_weights)
+def _single_label(cfg, name: str, class_weights, counts) -> Task:
+    if name == "margin":
+        kind = cfg.transfer.margin if cfg.transfer.margin != "none" else "arcface"
+        return MarginTask(kind, cfg.transfer.margin_m, cfg.transfer.margin_s, cfg.optim.label_smoothing, class_weights)
     if cfg.data.balance in ("logit-adjust", "balanced-softmax"):
         tau = cfg.task.logit_tau if cfg.data.balance == "logit-adjust" else 1.0
         return PriorAdjustedTask(counts, tau, cfg.optim.label_smoothing)
     return SingleLabelTask(cfg.optim.label_smoothing, class_weights)
+
+
+def for_labels(labels) -> Task:
+    """A plain task (no weights, no calibration) for labels shaped as given: multi-hot (N, K) → multilabel, class
+    indices (N,) → single-label. For quick models trained before the run's task exists (the flip probe)."""
+    return MultiLabelTask() if labels.ndim == 2 else SingleLabelTask()
 
 
 def for_meta(meta: dict) -> Task:
@@ -69,5 +97,5 @@ def for_meta(meta: dict) -> Task:
     return task
 
 
-__all__ = ["INFERENCE", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config",
+__all__ = ["INFERENCE", "for_labels", "task_name", "task_type", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config",
            "for_meta"]

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ocula.tasks.folds import Folds, stratified_folds
+
 
 class Task:
     name: str = ""
@@ -18,6 +20,27 @@ class Task:
     multilabel: bool = False  # labels are sets (multi-hot (N, K)) rather than one class index per sample
     supports_ddp: bool = True
     linear_head: bool = True  # logits are the head's affine map: a probe can be fitted on cached features
+    exclusive_classes: bool = True  # one true and one predicted class per sample: an error, a confusion, per sample
+    reads_labels_as: str = "auto"  # resolve_data's `task=` when a saved model of this task scores a labelled split
+    label_outputs: tuple = ()  # boolean (B, K) outputs beside logits and probabilities (serve's OIP, label_output)
+    imbalance_remedies: str = "weighted-loss, sampler, logit-adjust or balanced-softmax"  # the --balance hint
+
+    # ------------------------------------------------------------------ before training (on the class)
+    @classmethod
+    def default_augment(cls) -> tuple[str, str]:
+        """augment=auto → (preset, the reason said when it is chosen)."""
+        return "light", "augment light: small shifts (augment=auto)"
+
+    prepares_head: bool = False  # prepare_head changes a fresh classifier (the transfer plan calls it)
+
+    @staticmethod
+    def prepare_head(model: nn.Module) -> frozenset:
+        """Make the fresh classifier ready for this task's loss; → ids of parameters that must stay fixed."""
+        return frozenset()
+
+    def describe_inferred(self) -> str:
+        """The line said when `--task auto` chose this task from the labels; "" when there is nothing to say."""
+        return ""
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Model input batch → the logits the loss sees."""
@@ -37,6 +60,27 @@ class Task:
     def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
         """Labels and probabilities of a whole split → the evaluation report."""
         raise NotImplementedError
+
+    def hard_predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K) → what the labels look like: class indices (N,) here."""
+        return logits.argmax(1)
+
+    def chance_accuracy(self, labels: torch.Tensor, num_classes: int) -> float:
+        """The accuracy of always answering the majority, for labels shaped like `hard_predictions`."""
+        counts = torch.bincount(labels, minlength=num_classes).float()
+        return float(counts.max() / counts.sum())
+
+    def audit_score(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        """How often out-of-fold probabilities agree with the given labels (the audit's quick-model accuracy)."""
+        return float((probs.argmax(1) == labels).mean())
+
+    def fold_splitter(self, labels, k: int, seed: int) -> Folds:
+        """Labels of N samples → k pairs (train_idx, held_idx) that keep each fold's labels like the whole."""
+        return stratified_folds(labels, k, seed)
+
+    def quick_model_options(self) -> dict:
+        """Config options a model trained on the audit's folds takes for this task's labels (as `ocula train`)."""
+        return {}
 
     def top(self, probs: torch.Tensor, classes: list[str], k: int) -> list[tuple[str, float]]:
         """One sample's probabilities → [(label, prob), ...] best first: what predict returns."""

@@ -6,7 +6,8 @@ s · cos(feature, W_k) with the bias fixed at zero, and the true class gets a ma
 ordinary classifier with the usual state-dict keys, so saving, loading, embedding and verification
 work unchanged; the penultimate features (`forward_head(pre_logits=True)`) are the embedding.
 
-It plugs into the one Trainer as its `task` (`margin="arcface"` in the config does this). A saved
+It plugs into the one Trainer as its `task` (`task="margin"`, the kind in `margin=`, default arcface; a
+`margin="arcface"` alone, as in older configs, chooses this task too). A saved
 model predicts with the same scaled cosine logits (no margin), and its temperature is fitted on them.
 """
 from __future__ import annotations
@@ -56,6 +57,12 @@ class MarginTask(SingleLabelTask):
         super().__init__(label_smoothing, class_weights)
         self.kind, self.scale = kind, scale
         self.m = DEFAULT_M[kind] if margin is None else margin
+
+    prepares_head = True
+
+    @staticmethod
+    def prepare_head(model: nn.Module) -> frozenset:
+        return prepare_margin_head(model)
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         inner = getattr(model, "module", model)  # DDP is refused upstream; keep the names readable
