@@ -111,7 +111,8 @@ class _Finder(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
-        if (_is_rank(node.left) and _is_sample_rank(node.right)) or (_is_rank(node.right) and _is_sample_rank(node.left)):
+        sides = (node.left, node.right)
+        if any(_is_rank(a) and _is_sample_rank(b) for a, b in (sides, sides[::-1])):
             self._add(node, "rank")
         self.generic_visit(node)
 
@@ -276,5 +277,5 @@ def test_augmentation_receives_the_modality_s_flips():
     clips = make_augment(cfg, clip, 2, named("video"))
     assert clips.time_flip is True and clips.hflip is False
     image = make_augment(build_config("data/", augment="light", hflip=True, time_flip="auto"),
-                         DataContract(input_size=16, channels=3), 2, IMAGE)  # images have no time_flip: its 'auto' is never asked for
+                         DataContract(input_size=16, channels=3), 2, IMAGE)  # images have no time_flip: never asked
     assert image.hflip is True and not hasattr(image, "time_flip")

@@ -73,8 +73,9 @@ def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract
     decisions = {key: FlipDecision(False, "not used", f"{modality.noun} have no {key}")
                  for key in requested if key not in modality.flips}
     for key in modality.flips:
-        if requested[key] != "auto":
-            decisions[key] = FlipDecision(bool(requested[key]), "user", f"{key}={str(bool(requested[key])).lower()} set")
+        use = requested[key]
+        if use != "auto":
+            decisions[key] = FlipDecision(bool(use), "user", f"{key}={str(bool(use)).lower()} set")
     todo = [k for k in modality.flips if requested[k] == "auto"]
     if todo:
         scores = run_probe(samples, contract, num_classes, modality, seed=seed, device=device, workers=workers,
