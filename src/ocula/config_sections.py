@@ -55,6 +55,10 @@ class DataConfig(Section):
     img_size: Optional[int] = option(None, "default: pretrained weights' size, else the data's native size (<= 224)")
     channels: Optional[int] = option(None, "default: pretrained weights' (3), else the data's (grey: 1)")
     val_fraction: float = option(0.1, "stratified split when the data has no validation split")
+    cross_fit: Union[str, int] = option("auto", "small data with no validation split: choose the epoch, the lp-ft head refit and "
+                            "the temperature on k-fold out-of-fold predictions, then train on every image; auto: "
+                            "5 folds when a carved split would come from fewer than engine.cross_fit.SMALL_DATA "
+                            "images (the folds are timed and cut to a budget); K: K folds; off: carve val_fraction")
     balance: str = option("none", "class imbalance: a weighted loss (multilabel: pos_weight), a balanced sampler, "
                           "or (single-label) the logit-adjusted loss (Menon et al. 2021, --logit-tau) or balanced "
                           "softmax (Ren et al. 2020; the same loss at tau 1)",
@@ -65,6 +69,10 @@ class DataConfig(Section):
     def check(self) -> None:
         if not 0 <= self.val_fraction < 1:
             raise OculaError("val_fraction must be in [0, 1)")
+        text = str(self.cross_fit).strip().lower()
+        if text not in ("auto", "off") and not (text.isdigit() and 2 <= int(text) <= 20):
+            raise OculaError(f"cross_fit={self.cross_fit!r}: use auto, off, or a number of folds from 2 to 20")
+        self.cross_fit = text
 
 
 @dataclass

@@ -22,7 +22,8 @@ from ocula.weights_file import load_into, read_safetensors
 def calibrate_bundles(trainer) -> dict:
     """Fit the task's calibration (a temperature) on the validation split for each saved bundle
     (best, last), record it in the bundle, and write RUN/calibration.json."""
-    if trainer.cfg.run.calibrate == "none" or trainer.val_samples is None:
+    cross_fit = getattr(trainer, "cross_fit", None)  # out-of-fold logits (engine.cross_fit) stand in for val
+    if trainer.cfg.run.calibrate == "none" or (trainer.val_samples is None and cross_fit is None):
         why = "--calibrate none" if trainer.cfg.run.calibrate == "none" else "no validation split to fit on"
         result = {"method": "none", "fitted": False, "reason": why}
         write_json(Path(trainer.run_dir) / "calibration.json", result)
@@ -32,8 +33,12 @@ def calibrate_bundles(trainer) -> dict:
         path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
         if not path.is_file():
             continue
-        logits, labels = held_out_logits(trainer, path)
-        fit = trainer.task.fit_calibration(logits, labels)
+        if cross_fit is not None:
+            logits, labels, groups = cross_fit.held_out(tag)
+            fit = trainer.task.fit_calibration(logits, labels, groups=groups)
+        else:
+            logits, labels = held_out_logits(trainer, path)
+            fit = trainer.task.fit_calibration(logits, labels)
         meta = bundle.update_meta(path, trainer.task.bundle_fields())
         if tag == "best":
             write_json(Path(trainer.run_dir) / "model.json", meta)
@@ -41,13 +46,14 @@ def calibrate_bundles(trainer) -> dict:
                                              logits).get("calibration", {})  # the task's own measures
         fits[tag] = {**fit, "before": section.get("before"), "after": section.get("after")}
     best = fits.get("best") or fits.get("last") or {"fitted": False, "reason": "no saved bundle"}
-    result = {"method": "temperature" if best.get("fitted") else "none", "split": "val",
+    result = {"method": "temperature" if best.get("fitted") else "none",
+              "split": "out-of-fold (cross-fit)" if cross_fit is not None else "val",
               **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
               "bundles": {tag: {k: v for k, v in fit.items() if k not in ("before", "after")}
                           for tag, fit in fits.items()}}
     write_json(Path(trainer.run_dir) / "calibration.json", result)
     logger.info(f"calibration: {best.get('reason')}" + (
-        f"; validation ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
+        f"; {result['split']} ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
     return result
 
 def saved_model(trainer, weights: Path):

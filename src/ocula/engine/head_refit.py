@@ -28,15 +28,16 @@ from ocula.io import write_json
 from ocula.log import logger
 
 
-def refit_heads(trainer, c: float = 1.0) -> dict:
+def refit_heads(trainer, c: float = 1.0, decided: Optional[str] = None) -> dict:
     """Refit the head of every saved bundle (last, best) → the record written to RUN/head_refit.json.
-    When the best epoch is the last, both files hold the same backbone: it is fitted once."""
+    When the best epoch is the last, both files hold the same backbone: it is fitted once. `decided`: the
+    refit was already chosen on out-of-fold predictions (engine.cross_fit); this is the reason to record."""
     bundles, fitted = {}, None
     same = trainer.history and trainer.best_epoch + 1 == trainer.history[-1]["epoch"]
     for tag in ("best", "last"):
         path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
         if path.is_file():
-            bundles[tag], fitted = _refit_one(trainer, path, c, fitted if same else None)
+            bundles[tag], fitted = _refit_one(trainer, path, c, fitted if same else None, decided)
     best = bundles.get("best") or bundles.get("last") or {"kept": False, "reason": "no saved bundle"}
     result = {**best, "bundles": bundles}
     write_json(Path(trainer.run_dir) / "head_refit.json", result)
@@ -44,13 +45,16 @@ def refit_heads(trainer, c: float = 1.0) -> dict:
     return result
 
 
-def _refit_one(trainer, path: Path, c: float, fitted: Optional[tuple] = None) -> tuple[dict, tuple]:
+def _refit_one(trainer, path: Path, c: float, fitted: Optional[tuple] = None,
+               decided: Optional[str] = None) -> tuple[dict, tuple]:
     """→ (the record, (weight, bias, record) to reuse for a file with the same backbone)."""
     t0 = time.perf_counter()
     model, metadata = saved_model(trainer, path)
     head = linear_head(model)
     if fitted is None:
         fitted = _fit(trainer, model, head, c)
+        if decided is not None:
+            fitted = (*fitted[:2], {**fitted[2], "kept": True, "reason": decided})
     weight, bias, record = fitted
     record = {**record, "seconds": time.perf_counter() - t0}
     if record["kept"]:

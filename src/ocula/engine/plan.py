@@ -25,6 +25,7 @@ from ocula.config import ModelConfig, TrainConfig
 from ocula.data.contract import DataContract
 from ocula.engine import distributed as dist
 from ocula.engine.callbacks import Callback
+from ocula.engine.head_refit import refit_heads
 from ocula.engine.probe import can_probe, fit_linear_probe
 from ocula.errors import OculaError
 from ocula.log import logger
@@ -149,17 +150,24 @@ class TransferPlan:
         return {"epoch": 1, "train_loss": self.probe.loss, "train_acc": self.probe.train_acc, "lr": None,
                 "epoch_s": seconds, "train_img_per_s": self.probe.images / max(seconds, 1e-9)}
 
-    def refit_head(self, trainer) -> Optional[dict]:
-        """lp-ft: the head of each saved bundle refitted on the fine-tuned features (engine.head_refit), on the
-        main process after the last epoch → its record, or None when the run has no such step."""
+    def wants_refit(self, trainer) -> bool:
+        """Whether this run ends by refitting the head: lp-ft by default, or --refit-head true."""
         wanted = self.cfg.transfer.refit_head
         if wanted is None:
             wanted = self.cfg.transfer.strategy == "lp-ft"
-        if not wanted or self.probe_only or not can_probe(trainer.model, trainer.task):
-            return None
-        from ocula.engine.head_refit import refit_heads
+        return bool(wanted) and not self.probe_only and can_probe(trainer.model, trainer.task)
 
-        return refit_heads(trainer, self.cfg.transfer.probe_c)
+    def refit_head(self, trainer, decided: Optional[str] = None) -> Optional[dict]:
+        """lp-ft: the head of each saved bundle refitted on the fine-tuned features (engine.head_refit), on the
+        main process after the last epoch → its record, or None when the run has no such step. `decided`:
+        the reason when cross-fitting already chose to refit (so there is no validation check to make)."""
+        if not self.wants_refit(trainer):
+            return None
+        return refit_heads(trainer, self.cfg.transfer.probe_c, decided=decided)
+
+    def adopt_probe_only(self) -> None:
+        """Cross-fitting found the probe alone scores above fine-tuning: the run stops after the probe."""
+        self.cfg = self.cfg.replace(strategy="linear-probe", probe="lbfgs")
 
     def callbacks(self) -> list[Callback]:
         if not self.active:

@@ -27,6 +27,8 @@ from ocula.engine import distributed as dist
 from ocula.engine import run_files, setup
 from ocula.engine.calibrate import calibrate_bundles
 from ocula.engine.callbacks import Callback, default_callbacks
+from ocula.engine.cross_fit import load as load_cross_fit
+from ocula.engine.cross_fit import plan_cross_fit, run_cross_fit
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
@@ -72,6 +74,11 @@ class Trainer:
         self.cfg = cfg = setup.resolve_augment(cfg, task_kind)  # augment=auto, from the task
         cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
         self.cfg = cfg
+        self.cross_fit_plan = plan_cross_fit(cfg, self.splits, self.world) if splits is None else None
+        self.cross_fit = None  # engine.cross_fit.CrossFitResult once the folds have run
+        if self.cross_fit_plan is not None and self.splits.val is not None:  # decisions out of fold: train on all
+            self.splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
+                                       modality=for_model(cfg.model.name), task=cfg.task.name)
         self.modality = for_model(cfg.model.name).configured(cfg)  # + its options (video: frames, clip_pad)
         self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
         self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
@@ -233,6 +240,8 @@ class Trainer:
     def fit(self) -> dict:
         if dist.is_main():
             run_files.write_run_files(self)
+        if self.cross_fit_plan is not None:
+            self._cross_fit()
         probe_logs = self.transfer.fit_probe(self) if self.start_epoch == 0 else None  # lp-ft, linear-probe
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -245,7 +254,7 @@ class Trainer:
                 if self._end_epoch(epoch, self.train_one_epoch(epoch)):
                     break
         if dist.is_main():
-            self.head_refit = self.transfer.refit_head(self)  # lp-ft; before calibration, which fits the final head
+            self.head_refit = self._refit_head()  # lp-ft; before calibration, which fits the final head
             self.calibration = self.calibrate_bundles()  # before on_fit_end: trackers log the final bundle
         summary = self.summary()
         for cb in self.callbacks:
@@ -260,11 +269,30 @@ class Trainer:
         if self.val_samples is not None:
             report, val_loss = self.evaluate(self.val_samples)
             logs.update(val_loss=val_loss, val_acc=report[self.task.monitor], val_top5=report.get("top5"))
+        elif self.cross_fit is not None:  # no validation split: the folds' out-of-fold scores at this epoch
+            logs.update(self.cross_fit.epoch_logs(int(logs["epoch"])))
         self._track_best(epoch, logs)
         self.history.append(logs)
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, logs)
         return self.should_stop or self._hit_max_steps()
+
+    # ---------------------------------------------------------------- small data
+    def _cross_fit(self) -> None:
+        """k folds of this recipe first (engine.cross_fit); their out-of-fold choices steer this run."""
+        plan = self.cross_fit_plan
+        self.cross_fit = load_cross_fit(self.run_dir, plan) if self.cfg.run.resume else run_cross_fit(self, plan)
+        if self.cross_fit.probe_only:
+            self.transfer.adopt_probe_only()
+            self.cfg = self.cfg.replace(strategy="linear-probe", probe="lbfgs")
+
+    def _refit_head(self):
+        if self.cross_fit is None or self.cross_fit.refit is None:
+            return self.transfer.refit_head(self)
+        if not self.cross_fit.refit:
+            logger.info("head refit: not done; out of fold it scored below the fine-tuned head (cross_fit.json)")
+            return {"kept": False, "reason": "cross-fit: the refitted head scored below the fine-tuned head out of fold"}
+        return self.transfer.refit_head(self, decided="refitted on the fine-tuned features; cross-fit: kept out of fold")
 
     # ---------------------------------------------------------------- calibration
     def calibrate_bundles(self) -> dict:
@@ -373,6 +401,11 @@ class Trainer:
         for the last epoch; docs/benchmarks.md, issue 13)."""
         metric = logs.get("val_acc")
         tolerance = 0.0
+        if self.cross_fit is not None and not self.transfer.probe_only:  # the epoch chosen out of fold
+            self.is_best = epoch + 1 == self.cross_fit.best_epoch
+            self.best_epoch = epoch if self.is_best else self.best_epoch
+            logs["best"] = self.is_best
+            return
         if metric is None:
             metric = -logs["train_loss"]
         elif self.best_metric is not None and self.val_samples is not None and 0.0 <= self.best_metric <= 1.0:
@@ -396,6 +429,7 @@ class Trainer:
                                 data={"source": self.splits.source, "fingerprint": self._fingerprint,
                                       "input": self.input_choice.reason,
                                       "flips": {k: d["use"] for k, d in self.flips.items()}},
+                                **({"cross_fit": self.cross_fit.summary()} if self.cross_fit is not None else {}),
                                 split={k: self.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
                                 metrics=self.history[-1] if self.history else {},
                                 best_epoch=self.best_epoch + 1)
@@ -418,6 +452,7 @@ class Trainer:
                 "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
                 "world_size": self.world, "skipped_files": len(self.splits.skipped),
                 "calibration": {k: getattr(self, "calibration", {}).get(k) for k in ("method", "temperature", "reason")},
+                "cross_fit": self.cross_fit.summary() if self.cross_fit is not None else None,
                 "head_refit": {k: v for k, v in (getattr(self, "head_refit", None) or {}).items()
                                if k in ("kept", "reason", "val_acc_before", "val_acc_after")} or None}
 

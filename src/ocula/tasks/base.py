@@ -91,8 +91,18 @@ class Task:
         labels, at their thresholds); None for one label per sample."""
         return None
 
+    def label_output(self, name: str, probs: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, K) → the boolean output `name` of `label_outputs`."""
+        raise KeyError(f"the {self.name} task has no output {name!r}")
+
+    def export_properties(self, meta: dict) -> dict:
+        """A saved model's meta → the ONNX metadata a runtime needs to read the graph's logits as this task does:
+        probabilities are the activation of logits / temperature."""
+        return {"ocula.task": str(meta.get("task", self.name)),
+                "ocula.temperature": str((meta.get("calibration") or {}).get("temperature", 1.0))}
+
     # ------------------------------------------------------------------ calibration (issue 12)
-    def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor, groups=None) -> dict:
         """Fit the post-hoc calibration on held-out logits (N, K) and labels; → a report dict with
         "fitted" (bool) and "reason". Sets the state that `probabilities` applies and
         `bundle_fields` records. The default: no calibration."""

@@ -1,0 +1,128 @@
+"""Cross-fitting for small data (issue 23): decisions on out-of-fold predictions, then every image trained on."""
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import ocula
+from ocula import bundle
+from ocula.engine.cross_fit import CrossFitPlan, _choose, fold_indices
+from ocula.tasks.single_label import SingleLabelTask
+
+
+def write_digits_folder(root, per_class: int, val_per_class: int = 0):
+    """A class-per-folder tree of real digits (8×8 grey PNGs): `per_class` in train/, optionally val/."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(digits.target == c))
+        for split, chosen in (("train", idx[:per_class]), ("val", idx[per_class:per_class + val_per_class])):
+            for i in chosen:
+                (root / split / str(c)).mkdir(parents=True, exist_ok=True)
+                Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(root / split / str(c) / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    return write_digits_folder(tmp_path_factory.mktemp("small") / "digits", per_class=15)
+
+
+def test_a_small_folder_is_cross_fitted_then_trained_on_every_image(small_digits, tmp_path):
+    out = tmp_path / "run"
+    run = ocula.train(str(small_digits / "train"), model="seed_cnn", epochs=3, out=str(out), seed=0)
+    record = json.loads((out / "cross_fit.json").read_text())
+    assert record["folds"] == 5 and record["images"] == 150 and len(record["fold_s"]) == 5
+    assert 1 <= record["best_epoch"] <= 3 and record["last_epoch"] == 3
+    assert set(record["scores"]) >= {"1/plain", "2/plain", "3/plain"}
+    held = np.load(out / "cross_fit" / "held_out.npz")
+    assert sorted(np.bincount(held["groups"])) == [30] * 5  # every image held out exactly once, stratified
+    split = json.loads((out / "split.json").read_text())
+    assert split["counts"] == {"train": 150}  # nothing carved: the shipped model saw every image
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["split"].startswith("out-of-fold") and calibration["samples"] == 150
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [float(r["val_acc"]) for r in rows] == pytest.approx(
+        [record["scores"][f"{e}/plain"] for e in (1, 2, 3)], rel=1e-4)
+    meta = bundle.read_meta(out / "weights" / "best.safetensors")
+    assert meta["cross_fit"].startswith("cross-fit: 5 folds") and meta["best_epoch"] == record["best_epoch"]
+    assert run.summary["cross_fit"] == record["summary"]
+
+
+def test_off_or_a_given_validation_split_keep_the_carved_or_given_split(tmp_path):
+    data = write_digits_folder(tmp_path / "d", per_class=6, val_per_class=3)
+    ocula.train(str(data / "train"), model="seed_cnn", epochs=1, out=str(tmp_path / "off"), cross_fit="off")
+    assert not (tmp_path / "off" / "cross_fit.json").exists()
+    assert json.loads((tmp_path / "off" / "split.json").read_text())["val_from"] == "stratified"
+    ocula.train(str(data), model="seed_cnn", epochs=1, out=str(tmp_path / "given"))
+    assert not (tmp_path / "given" / "cross_fit.json").exists()  # the data brought its own validation split
+
+
+def test_lp_ft_chooses_the_refit_on_out_of_fold_predictions(digits_run, small_digits, tmp_path):
+    out = tmp_path / "lpft"
+    ocula.train(str(small_digits / "train"), init_from=digits_run, strategy="lp-ft", epochs=2, out=str(out),
+                cross_fit=3, seed=0)
+    record = json.loads((out / "cross_fit.json").read_text())
+    assert record["folds"] == 3 and "0/plain" in record["scores"]  # the probe's own out-of-fold score
+    transfer = json.loads((out / "transfer.json").read_text())
+    if record["probe_only"]:
+        assert transfer["strategy"] == "lp-ft" and not (out / "head_refit.json").exists()
+        assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+    else:
+        assert {"2/plain", "2/refit"} <= set(record["scores"]) and record["refit"] in (True, False)
+        refit = json.loads((out / "head_refit.json").read_text()) if record["refit"] else None
+        assert refit is None or "cross-fit" in refit["reason"]
+    assert json.loads((out / "calibration.json").read_text())["samples"] == 150
+
+
+def test_folds_are_stratified_and_cover_every_sample_once():
+    labels = np.repeat(np.arange(4), [10, 10, 5, 7])
+    folds = fold_indices(labels, 5, seed=0)
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held.tolist()) == list(range(len(labels)))
+    for train, h in folds:
+        assert not set(train) & set(h) and {int(labels[i]) for i in h} == {0, 1, 2, 3}
+    sets = np.array([[1, 0], [0, 1], [1, 1]] * 10)
+    held = np.concatenate([h for _, h in fold_indices(sets, 3, seed=1)])
+    assert sorted(held.tolist()) == list(range(30))
+
+
+def test_the_choice_takes_the_latest_epoch_within_one_standard_error_and_drops_a_worse_refit():
+    rng = np.random.default_rng(0)
+    n, k = 400, 4
+    labels = rng.integers(0, k, n)
+
+    def logits(accuracy):
+        z = rng.normal(0, 1, (n, k)).astype(np.float32)
+        right = np.zeros(n, dtype=bool)
+        right[rng.permutation(n)[:round(accuracy * n)]] = True  # exactly this accuracy
+        z[np.arange(n), labels] += np.where(right, 6.0, -6.0)
+        return z
+
+    stub = SimpleNamespace(task=SingleLabelTask(), classes=[str(c) for c in range(k)])
+    found = {1: {"plain": logits(0.5), "refit": logits(0.5)}, 2: {"plain": logits(0.90), "refit": logits(0.80)},
+             3: {"plain": logits(0.89), "refit": logits(0.78)}, 0: {"plain": logits(0.6)}}
+    result = _choose(stub, CrossFitPlan(5, "test"), labels, labels % 5, found, refit=True, fold_s=[1.0])
+    # refit scores: 0.5, 0.8, 0.78 → epoch 3 is within one SE of epoch 2; the refit then loses to the plain head
+    assert result.best_epoch == 3 and result.refit is False and not result.probe_only
+    assert result.held_out("best")[0] is found[3]["plain"]
+    found[0] = {"plain": logits(0.99)}
+    assert _choose(stub, CrossFitPlan(5, "test"), labels, labels % 5, found, refit=True, fold_s=[1.0]).probe_only
+
+
+def test_cross_fit_values_are_checked():
+    from ocula.config import build_config
+    from ocula.errors import OculaError
+
+    assert build_config("digits", cross_fit=3).data.cross_fit == "3"
+    with pytest.raises(OculaError, match="cross_fit"):
+        build_config("digits", cross_fit="many")
+    with pytest.raises(OculaError, match="cross_fit"):
+        build_config("digits", cross_fit=1)
