@@ -304,7 +304,11 @@ def _better(fitted: dict, default: dict, kind: str, target: Optional[float]) -> 
     (both reaching it) or more precision (neither)."""
     if kind == "f1":
         return fitted["f1"] > default["f1"]
-    rank = lambda s: (s["precision"] >= target, s["recall"] if s["precision"] >= target else s["precision"])  # noqa: E731
+
+    def rank(score: dict) -> tuple[bool, float]:
+        reached = score["precision"] >= target
+        return reached, score["recall"] if reached else score["precision"]
+
     return rank(fitted) > rank(default)
 
 
