@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Iterable, Optional, Union
 
 from ocula.engine import distributed as dist
 from ocula.engine.callbacks import Callback
 from ocula.errors import OculaError, did_you_mean
 from ocula.report.callback import ReportCallback
+from ocula.run_dir import RunDir, best_score, is_monitor
 
 TRACKERS = ("tensorboard", "mlflow")
-EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_s", "train_img_per_s")
-FINAL_KEYS = ("best_val_acc", "train_time_s", "epochs_run", "best_epoch")
+# besides these, the validation monitor under the name the logs give it (val/accuracy, val/mAP; val_acc before)
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_top5", "lr", "epoch_s", "train_img_per_s")
+FINAL_KEYS = ("best_val_acc", "train_time_s", "epochs_run", "best_epoch")  # best_val_acc: summaries before issue 24
 
 
 def parse_trackers(spec: Union[None, str, Iterable[str]]) -> list[str]:
@@ -54,7 +55,7 @@ def _backend(name: str):
 
 def _numbers(logs: dict, keys: Iterable[str]) -> dict[str, float]:
     out = {}
-    for k in keys:
+    for k in [*keys, *(k for k in logs if isinstance(k, str) and is_monitor(k) and k not in keys)]:
         v = logs.get(k)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             out[k] = float(v)
@@ -80,7 +81,7 @@ class TrackerCallback(Callback):
         if not dist.is_main():
             return
         self.backends = [_backend(name) for name in self.names]  # a missing package fails here, once
-        run = Path(trainer.run_dir)
+        run = RunDir(trainer.run_dir).path
         config = flat_config(trainer.cfg)
         for b in self.backends:
             b.start(run, config)
@@ -95,10 +96,12 @@ class TrackerCallback(Callback):
             return
         final = {**{f"final_{k}": v for k, v in _numbers(logs.get("final") or {}, EPOCH_KEYS).items()},
                  **_numbers(logs, FINAL_KEYS)}
-        run = Path(trainer.run_dir)
-        artifacts = [p for p in (run / "weights" / "best.safetensors", run / "model.json", run / "metrics.csv",
-                                 run / "curves.png") if p.is_file()]
-        report = run / "report.html"
+        monitor, best = best_score(logs)
+        if monitor and logs.get("monitor"):  # best_val/mAP: the best score, named by what it measures
+            final.update({f"best_{k}": v for k, v in _numbers({monitor: best}, (monitor,)).items()})
+        run = RunDir(trainer.run_dir)
+        artifacts = [p for p in (run.weights("best"), run.model, run.metrics_csv, run.curves_png) if p.is_file()]
+        report = run.report_html
         for b in self.backends:
             b.finish(final, artifacts, report if report.is_file() else None)
         self.backends = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.errors import OculaError
+from ocula.run_dir import RunDir
 
 MAX_PARAM = 500  # MLflow's limit on one parameter value's length (6000 on new servers; stay portable)
 
@@ -50,9 +51,7 @@ class MLflowBackend:
                                                                "ocula.data": str(config.get("data", ""))})
         self.run_id = active.info.run_id
         atexit.register(self._abandon)
-        from ocula.io import write_json
-
-        write_json(run / "mlflow.json", {"run_id": self.run_id, "tracking_uri": mlflow.get_tracking_uri()})
+        RunDir(run).write_mlflow({"run_id": self.run_id, "tracking_uri": mlflow.get_tracking_uri()})
         if previous:
             return
         params = flat_params(config)
@@ -63,8 +62,8 @@ class MLflowBackend:
     def _previous(self, run: Path) -> Optional[str]:
         """The MLflow run this ocula run logged to before, when it is in the same store."""
         try:
-            info = json.loads((run / "mlflow.json").read_text())
-        except (OSError, ValueError):
+            info = RunDir(run).read_mlflow() or {}
+        except OculaError:  # unreadable: start a new MLflow run rather than fail the training
             return None
         if info.get("tracking_uri") != self.mlflow.get_tracking_uri():
             return None
@@ -78,7 +77,7 @@ class MLflowBackend:
         mlflow.log_metrics(final)
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="bundle" if path.suffix == ".safetensors"
-                                or path.name == "model.json" else None)
+                                or path.name == RunDir(path.parent).model.name else None)
         if report is not None:
             mlflow.log_artifact(str(report))
         mlflow.end_run()

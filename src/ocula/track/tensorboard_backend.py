@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.errors import OculaError
+from ocula.run_dir import RunDir
 
+# the monitor keeps its own name (val/accuracy, val/mAP); runs before issue 24 logged it as val_acc → val/acc
 TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
         "val_top5": "val/top5", "lr": "lr", "epoch_s": "time/epoch_s", "train_img_per_s": "time/train_img_per_s"}
 
@@ -27,7 +29,7 @@ class TensorBoardBackend:
         self.epoch = 0
 
     def start(self, run: Path, config: dict) -> None:
-        self.logdir = run / "tensorboard"
+        self.logdir = RunDir(run).tensorboard
         self.writer = self._writer_class(log_dir=str(self.logdir))
         text = "\n".join(f"    {k}: {json.dumps(v, default=str)}" for k, v in config.items())
         self.writer.add_text("config", text, global_step=0)
