@@ -16,6 +16,7 @@ import torch
 from ocula.errors import OculaError
 from ocula.inference.predictor import Classifier
 from ocula.inference.scoring import labelled_split, score_split
+from ocula.run_dir import EvalDir, RunDir
 from ocula.track import training_callbacks
 
 
@@ -96,22 +97,21 @@ def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int =
 def write_evaluation(report: dict, out_dir) -> None:
     from ocula.evaluation import plots
     from ocula.evaluation.report import write_confusion_csv, write_per_class_csv
-    from ocula.io import write_json
 
-    out = Path(out_dir)
-    write_json(out / "report.json", report)
-    write_per_class_csv(report, out / "per_class.csv")
+    out = EvalDir(out_dir)
+    out.write_report(report)
+    write_per_class_csv(report, out.per_class_csv)
     if "confusion_matrix" in report:  # single-label
-        write_confusion_csv(report, out / "confusion_matrix.csv")
-        plots.plot_confusion_matrix(report, report["class_names"], out / "confusion_matrix.png")
+        write_confusion_csv(report, out.confusion_csv)
+        plots.plot_confusion_matrix(report, report["class_names"], out.confusion_png)
     if report.get("pr_curves"):  # multilabel
-        plots.plot_pr_curves(report["pr_curves"], out / "pr_curves.png")
+        plots.plot_pr_curves(report["pr_curves"], out.pr_curves_png)
     if report.get("calibration"):
-        write_json(out / "calibration.json", report["calibration"])
-        plots.plot_reliability(report["calibration"], out / "reliability.png")
+        out.write_calibration(report["calibration"])
+        plots.plot_reliability(report["calibration"], out.reliability_png)
     if report.get("risk_coverage"):
-        plots.write_risk_coverage_csv(report["risk_coverage"], out / "risk_coverage.csv")
-        plots.plot_risk_coverage({"model": report["risk_coverage"]}, out / "risk_coverage.png")
+        plots.write_risk_coverage_csv(report["risk_coverage"], out.risk_coverage_csv)
+        plots.plot_risk_coverage({"model": report["risk_coverage"]}, out.risk_coverage_png)
 
 
 def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 64,
@@ -120,7 +120,6 @@ def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 
     (`weights/best.safetensors` or the given file, and model.json)."""
     from ocula import bundle
     from ocula.inference.scoring import model_labels, predict_split
-    from ocula.io import write_json
 
     clf = load(run)
     chosen = labelled_split(clf, data, split)
@@ -130,12 +129,12 @@ def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 
     path = bundle.resolve_weights(run)
     meta = bundle.update_meta(path, clf.task.bundle_fields())
     if Path(run).is_dir():
-        write_json(Path(run) / "model.json", meta)
+        RunDir(run).write_model(meta)
     section = clf.task.selective_report(labels, clf.task.probabilities(torch.from_numpy(found.logits)).numpy(),
                                         found.logits).get("calibration", {})
     result = {**fit, **section, "data": str(data), "split": chosen.name, "bundle": str(path)}
     if Path(run).is_dir():
-        write_json(Path(run) / "calibration.json", result)
+        RunDir(run).write_calibration(result)
     return result
 
 

@@ -17,6 +17,7 @@ from dataclasses import fields
 
 from ocula import log
 from ocula.errors import OculaError, did_you_mean, one_line
+from ocula.run_dir import EvalDir, RunDir, monitor_in
 
 
 class Parser(argparse.ArgumentParser):
@@ -174,20 +175,19 @@ def cmd_train(args) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     final = run.summary["final"]
-    val = f", val_acc {final['val_acc']:.4f}" if final.get("val_acc") is not None else ""
+    key = monitor_in(final)  # val/accuracy, val/mAP (val_acc before issue 24)
+    val = f", {key} {final[key]:.4f}" if key and final.get(key) is not None else ""
     print(f"done: {run.summary['epochs_run']} epochs in {run.summary['train_time_s']:.1f} s of training{val}; "
           f"run saved to {run.dir}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
-
     from ocula import api
     from ocula.evaluation.report import format_report, format_selective
     from ocula.io import write_json
 
-    out = args.out or str(Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem}")
+    out = args.out or str(RunDir(args.run).evaluation(args.data).path)
     report = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, out_dir=out,
                           workers=args.workers, tta=args.tta)
     if args.json:
@@ -203,7 +203,7 @@ def cmd_evaluate(args) -> int:
     if args.explain_errors:
         from ocula.explain.gallery import explain_errors
 
-        shown = explain_errors(args.run, args.data, args.explain_errors, Path(out) / "errors", split=args.split)
+        shown = explain_errors(args.run, args.data, args.explain_errors, EvalDir(out).errors, split=args.split)
         print(f"{shown['shown']} of {shown['errors']} errors explained in {shown['out']}/ (errors.png, errors.csv)")
     return 0
 
