@@ -18,6 +18,7 @@ import torch.nn as nn
 from ocula.data.contract import DataContract
 from ocula.names import display_name
 from ocula.errors import BadWeightsError, OculaError, one_line
+from ocula.run_dir import RunDir
 
 FORMAT = "ocula-bundle/1"
 
@@ -52,8 +53,8 @@ def resolve_weights(path) -> Path:
     """A run directory, its weights/ folder, or a .safetensors file → the weights file to load."""
     p = Path(path)
     if p.is_dir():
-        for candidate in (p / "weights" / "best.safetensors", p / "best.safetensors",
-                          p / "weights" / "last.safetensors"):
+        run = RunDir(p)  # a run, or its weights/ folder
+        for candidate in (run.weights("best"), p / run.weights("best").name, run.weights("last")):
             if candidate.is_file():
                 return candidate
         raise OculaError(f"{display_name(path)}: no weights found (expected weights/best.safetensors)")

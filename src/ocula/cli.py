@@ -17,7 +17,6 @@ from dataclasses import fields
 
 from ocula import log
 from ocula.errors import OculaError, did_you_mean, one_line
-from ocula.run_dir import EvalDir, RunDir, monitor_in
 
 
 class Parser(argparse.ArgumentParser):
@@ -167,6 +166,7 @@ def _split_overrides(args) -> dict:
 
 def cmd_train(args) -> int:
     from ocula import api
+    from ocula.run_dir import monitor_in  # app layer: `ocula --help` must not import torch (ocula.io)
 
     overrides = _split_overrides(args)
     if not args.data and not overrides.get("resume"):
@@ -184,6 +184,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ocula import api
+    from ocula.run_dir import EvalDir, RunDir
     from ocula.evaluation.report import format_report, format_selective
     from ocula.io import write_json
 

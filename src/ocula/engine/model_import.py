@@ -22,9 +22,9 @@ from typing import Optional, Union
 
 from ocula.errors import OculaError
 from ocula.log import logger
+from ocula.run_dir import RunDir
 
 IMAGENET_CLASSES = 1000
-MODEL_FILES = ("weights/best.safetensors", "model.json")  # what an import writes under `out`
 
 
 def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[str] = None,
@@ -33,7 +33,6 @@ def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[s
     directory. `classes`: a text file naming the head's classes, one per line (default: ImageNet-1k)."""
     from ocula import bundle
     from ocula.engine.weights import classifier_keys, load_weights, read_weights
-    from ocula.io import write_json
     from ocula.models.registry import check_model_name, create_model, default_contract
     from ocula.modality import for_model
     from ocula.tasks import SingleLabelTask
@@ -77,8 +76,9 @@ def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[s
                             **modality.bundle_fields(),
                             imported={"weights": str(source.path) if source else "timm hub", "load": load,
                                       "classes": origin})
-    bundle.save_weights(target / MODEL_FILES[0], model.eval(), meta)
-    write_json(target / MODEL_FILES[1], meta)
+    run = RunDir(target)
+    bundle.save_weights(run.weights("best"), model.eval(), meta)
+    run.write_model(meta)
     return str(target)
 
 
@@ -153,7 +153,9 @@ def _default_out(name: str) -> str:
 
 
 def _check_out(target: Path) -> None:
-    if any((target / f).exists() for f in MODEL_FILES):
-        raise OculaError(f"{target} already holds a model ({MODEL_FILES[0]}): choose another --out")
+    run = RunDir(target)
+    if run.weights("best").exists() or run.model.exists():  # what an import writes
+        raise OculaError(f"{target} already holds a model ({run.weights('best').relative_to(target).as_posix()}): "
+                         "choose another --out")
     if target.exists() and not target.is_dir():
         raise OculaError(f"{target} is a file, not a directory: choose another --out")

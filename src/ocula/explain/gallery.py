@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ocula.errors import OculaError
+from ocula.run_dir import ERRORS_CSV, ERRORS_JSON, ERRORS_MAPS, ERRORS_PNG
 
 
 def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "auto", split: Optional[str] = None,
@@ -57,13 +58,13 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
                 panels.append(overlay.sample_panel(clf.modality.stills(e.view), clf.modality.stills(e.map), title))
                 arrays[f"map_{rank:04d}"] = e.map.astype(np.float16)
     if panels:
-        overlay.save_png(overlay.grid(panels, cols), out / "errors.png")
-        write_npz(out / "maps.npz", arrays)
-    write_text(out / "errors.csv", _csv(rows))
+        overlay.save_png(overlay.grid(panels, cols), out / ERRORS_PNG)
+        write_npz(out / ERRORS_MAPS, arrays)
+    write_text(out / ERRORS_CSV, _csv(rows))
     summary = {"data": str(data), "split": used, "method": method, "evaluated": int(readable.sum()),
                "errors": int(len(wrong)), "shown": len(rows), "out": str(out),
-               "gallery": str(out / "errors.png") if panels else None, "items": rows}
-    write_json(out / "errors.json", summary)
+               "gallery": str(out / ERRORS_PNG) if panels else None, "items": rows}
+    write_json(out / ERRORS_JSON, summary)
     return summary
 
 

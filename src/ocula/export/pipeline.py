@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.errors import OculaError
+from ocula.run_dir import GATE_SUFFIX, RunDir
 
 FORMATS = ("onnx",)
 
@@ -35,7 +36,7 @@ class ExportResult:
 
 def default_onnx_path(run) -> Path:
     p = Path(run)
-    return p / "model.onnx" if p.is_dir() else p.with_suffix(".onnx")
+    return RunDir(p).onnx if p.is_dir() else p.with_suffix(".onnx")
 
 
 def int8_path(fp32_path: Path) -> Path:
@@ -84,6 +85,6 @@ def export_model(run, *, format: str = "onnx", out=None, int8: bool = False, cal
         report.update(model=str(path), size_bytes=path.stat().st_size,
                       export=candidates[list(files).index(precision)].meta["export"])
         result.gates[precision] = report
-        result.reports[precision] = str(path.with_name(path.name[:-len(".onnx")] + ".gate.json"))
+        result.reports[precision] = str(path.with_name(path.name[:-len(".onnx")] + GATE_SUFFIX))
         write_json(result.reports[precision], report)
     return result

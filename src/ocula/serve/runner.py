@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ocula.errors import OculaError
+from ocula.run_dir import WEIGHTS_DIR
 
 
 def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optional[int] = None):
@@ -42,7 +43,7 @@ def model_name(run) -> str:
     p = Path(run).resolve()
     if p.is_dir():
         return p.name
-    if p.parent.name == "weights":
+    if p.parent.name == WEIGHTS_DIR:
         return p.parent.parent.name
     return p.stem
 
