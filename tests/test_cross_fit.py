@@ -10,7 +10,8 @@ import pytest
 
 import ocula
 from ocula import bundle
-from ocula.engine.cross_fit import CrossFitPlan, _choose, fold_indices
+from ocula.engine.cross_fit import CrossFitPlan, _choose
+from ocula.tasks.multilabel import MultiLabelTask
 from ocula.tasks.single_label import SingleLabelTask
 
 
@@ -84,14 +85,16 @@ def test_lp_ft_chooses_the_refit_on_out_of_fold_predictions(digits_run, small_di
 
 def test_folds_are_stratified_and_cover_every_sample_once():
     labels = np.repeat(np.arange(4), [10, 10, 5, 7])
-    folds = fold_indices(labels, 5, seed=0)
+    folds = SingleLabelTask().cross_fit_folds(labels, 5, seed=0)
     held = np.concatenate([h for _, h in folds])
     assert sorted(held.tolist()) == list(range(len(labels)))
     for train, h in folds:
         assert not set(train) & set(h) and {int(labels[i]) for i in h} == {0, 1, 2, 3}
     sets = np.array([[1, 0], [0, 1], [1, 1]] * 10)
-    held = np.concatenate([h for _, h in fold_indices(sets, 3, seed=1)])
-    assert sorted(held.tolist()) == list(range(30))
+    folds = MultiLabelTask(2).cross_fit_folds(sets, 3, seed=1)
+    assert sorted(np.concatenate([h for _, h in folds]).tolist()) == list(range(30))
+    for _, h in folds:  # label-set aware: each fold holds about a third of each label's positives
+        assert all(6 <= n <= 8 for n in sets[h].sum(0))
 
 
 def test_the_choice_takes_the_latest_epoch_within_one_standard_error_and_drops_a_worse_refit():

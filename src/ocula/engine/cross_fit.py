@@ -44,7 +44,6 @@ from ocula.log import logger
 # error of an accuracy of 0.9 is still 2.7 points.
 SMALL_DATA = 1200
 DEFAULT_FOLDS = 5
-MIN_PER_FOLD_CLASS = 2  # a class needs this many images in every fold to stratify on it
 BUDGET_S = 1800.0  # seconds of fold training before the final run; past it, fewer folds
 RECORD = "cross_fit.json"
 HELD_OUT = Path("cross_fit") / "held_out.npz"
@@ -90,25 +89,6 @@ def plan_cross_fit(cfg: TrainConfig, splits: DatasetSplits, world: int = 1) -> O
     if total < 2 * folds:
         return None
     return CrossFitPlan(folds, why)
-
-
-def fold_indices(labels, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train, held-out) index pairs covering every sample once as held-out: stratified by class, or by
-    label set for multi-hot labels (a label set too rare to stratify on is dealt out at random)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    y = np.asarray(labels)
-    keys = np.array(["".join(map(str, row)) for row in y.astype(int)]) if y.ndim == 2 else y
-    values, counts = np.unique(keys, return_counts=True)
-    rare = set(values[counts < k * 1])
-    if rare:
-        keys = np.array(["rare" if v in rare else str(v) for v in keys])
-        values, counts = np.unique(keys, return_counts=True)
-    everything = np.arange(len(y))
-    if counts.min() >= k:
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        return [(tr, te) for tr, te in splitter.split(everything, keys)]
-    return [(tr, te) for tr, te in KFold(n_splits=k, shuffle=True, random_state=seed).split(everything)]
 
 
 class HeldOutRecorder(Callback):
@@ -221,7 +201,7 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
     """Run the folds (quietly, each in RUN/cross_fit/fold-K), choose, and save the record."""
     samples = trainer.train_samples
     labels = _labels(samples)
-    folds = fold_indices(labels, plan.folds, trainer.cfg.run.seed)
+    folds = trainer.task.cross_fit_folds(labels, plan.folds, trainer.cfg.run.seed)
     refit = trainer.transfer.wants_refit(trainer)
     groups = np.zeros(len(labels), dtype=np.int64)
     logits: dict[int, dict[str, np.ndarray]] = {}

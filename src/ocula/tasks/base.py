@@ -78,6 +78,10 @@ class Task:
         """Labels of N samples → k pairs (train_idx, held_idx) that keep each fold's labels like the whole."""
         return stratified_folds(labels, k, seed)
 
+    def cross_fit_folds(self, labels, k: int, seed: int) -> Folds:
+        """The folds of cross-fitting (engine.cross_fit): by default the task's fold_splitter."""
+        return self.fold_splitter(labels, k, seed)
+
     def quick_model_options(self) -> dict:
         """Config options a model trained on the audit's folds takes for this task's labels (as `ocula train`)."""
         return {}

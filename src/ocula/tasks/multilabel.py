@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ocula.evaluation.multilabel import (calibration_measures, fit_class_temperatures, fit_class_thresholds,
                                          multilabel_report, pr_curves)
 from ocula.tasks.base import Task
-from ocula.tasks.folds import Folds, shuffled_folds
+from ocula.tasks.folds import Folds, iterative_folds, shuffled_folds
 
 ASL = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}  # the paper's defaults (Ridnik et al. 2021)
 
@@ -98,6 +98,11 @@ class MultiLabelTask(Task):
         """Shuffled folds, as the audit has always made them (`folds.iterative_folds` keeps each label's share
         but is not the default yet: see tasks.folds)."""
         return shuffled_folds(len(labels), k, seed)
+
+    def cross_fit_folds(self, labels, k: int, seed: int) -> Folds:
+        """Cross-fitting chooses thresholds and temperatures per class on the held-out logits: iterative
+        stratification keeps every label's positives in every fold, rare ones included."""
+        return iterative_folds(labels, k, seed)
 
     def quick_model_options(self) -> dict:
         return {"task": self.name, "augment": self.default_augment()[0]}
