@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from ocula.version import __version__
+
 
 def cpu_name() -> str:
     """The CPU's marketing name from /proc/cpuinfo, else what `platform` knows."""
@@ -35,8 +37,6 @@ def _version(module: str) -> Optional[str]:
 
 def describe(device=None, world_size: int = 1) -> dict:
     """Versions and hardware of this process; `device` is the torch device training runs on."""
-    from ocula.version import __version__
-
     device = torch.device(device) if device is not None else torch.device("cpu")
     gpu = None
     if device.type == "cuda" and torch.cuda.is_available():

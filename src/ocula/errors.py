@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
+from ocula.names import display_name
+
 
 class OculaError(Exception):
     """A problem the user can fix (bad input, unknown name, missing data). Never a bug."""
@@ -13,8 +15,6 @@ class BadImageError(OculaError):
     """One input file cannot be used as an image; callers count and skip it."""
 
     def __init__(self, path: str, reason: str):
-        from ocula.names import display_name
-
         # the message goes into logs and reports: an odd name is escaped there; .path stays the real one
         super().__init__(f"{display_name(path, line=True)}: {reason}")
         self.path = str(path)
@@ -36,8 +36,6 @@ class BadWeightsError(OculaError):
     """A weights, bundle or training-state file that cannot be used; `reason` is one line."""
 
     def __init__(self, path, reason: str):
-        from ocula.names import display_name
-
         reason = one_line(reason)
         super().__init__(f"{display_name(path)}: {reason}")
         self.path = str(path)
@@ -54,8 +52,6 @@ def one_line(text) -> str:
 
 def disk_error(e: OSError, path=None) -> OculaError:
     """OSError from the disk (full, read-only, no permission) → a one-line error naming the path."""
-    from ocula.names import display_name
-
     where = path or e.filename
     what = e.strerror or {28: "No space left on device", 30: "Read-only file system",
                           13: "Permission denied"}.get(e.errno) or one_line(e) or type(e).__name__

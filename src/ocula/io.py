@@ -15,6 +15,10 @@ from typing import Any
 
 import torch
 
+from ocula.errors import BadWeightsError, disk_error as _disk_error
+from ocula.names import clean, display_name, has_odd_chars
+from ocula.weights_file import read_safetensors
+
 
 @contextmanager
 def atomic_path(path):
@@ -59,15 +63,11 @@ _UMASK_MODE = _umask_mode()  # read once at import: os.umask is process-wide and
 
 
 def disk_error(e: OSError, path):
-    from ocula.errors import disk_error as _disk_error
-
     return _disk_error(e, path)
 
 
 def write_text(path, text: str) -> None:
     """UTF-8 text, atomically; lone surrogates (undecodable filenames) are written as \\x escapes."""
-    from ocula.names import display_name, has_odd_chars
-
     if has_odd_chars(text):
         text = display_name(text)
     with atomic_path(path) as tmp:
@@ -83,7 +83,6 @@ def write_output(path, text: str) -> None:
     if str(path) != STDOUT:
         write_text(path, text)
         return
-    from ocula.names import display_name, has_odd_chars
 
     sys.stdout.write(display_name(text) if has_odd_chars(text) else text)
     sys.stdout.flush()
@@ -99,8 +98,6 @@ def write_json(path, obj: Any, exact_names: bool = False) -> None:
 def dumps_json(obj: Any, indent=2, exact_names: bool = False) -> str:
     """json.dumps for ocula's files: numpy/Path/sets handled, undecodable filenames made readable
     (`caf\\xe9.png`, not the '\\udce9' escape json would write) unless `exact_names`."""
-    from ocula.names import clean
-
     return json.dumps(obj if exact_names else clean(obj), indent=indent, default=_json_default) + "\n"
 
 
@@ -122,8 +119,6 @@ def _json_default(o):
     if isinstance(o, (set, tuple)):
         return list(o)
     if isinstance(o, Path):
-        from ocula.names import display_name
-
         return display_name(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
@@ -160,8 +155,6 @@ def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
 
 def load_tensors(path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file (BadWeightsError, one line, when it is unusable)."""
-    from ocula.weights_file import read_safetensors
-
     return read_safetensors(path)[1]
 
 
@@ -216,9 +209,6 @@ def save_state(path, state: Any) -> None:
 
 def load_state(path) -> Any:
     """What save_state wrote; a missing, truncated or foreign file is one BadWeightsError."""
-    from ocula.errors import BadWeightsError
-    from ocula.weights_file import read_safetensors
-
     metadata, tensors = read_safetensors(path)
     if "ocula_state" not in metadata:
         raise BadWeightsError(path, "not an ocula training state (no 'ocula_state' metadata)")
