@@ -126,3 +126,21 @@ def test_a_few_colour_files_make_a_folder_colour(mostly_grey_folder, seed):
 def test_risk_coverage_of_no_samples_is_empty():
     rc = risk_coverage(np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
     assert rc["n"] == 0 and rc["curve"] == [] and rc["accuracy_at_90"] is None
+
+
+def test_a_systematic_confidence_bias_is_named_and_noise_is_not():
+    from ocula.evaluation.calibration import before_and_after, confidence_bias
+    from ocula.evaluation.report import format_selective
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    logits = np.zeros((400, 2))
+    logits[np.arange(400), labels] = 0.9  # always right, about 71 % sure: under-confident
+    section = before_and_after(labels, logits, None)
+    assert section["bias"]["verdict"] == "under-confident" and section["bias"]["accuracy"] == pytest.approx(1.0)
+    lines = format_selective({"calibration": {**section, "reason": "not calibrated: too few images"}})
+    assert any(line.startswith("note: on these images the model is under-confident") for line in lines)
+    calibrated = rng.random(400) < 0.8  # right 80 % of the time at confidence 0.8: no bias to name
+    probs = np.where(calibrated[:, None] == (np.arange(2) == labels[:, None]), 0.8, 0.2)
+    assert confidence_bias(labels, probs)["verdict"] is None
+    assert confidence_bias([], np.zeros((0, 2)))["verdict"] is None

@@ -215,11 +215,30 @@ def measures(labels, probs) -> dict:
 
 
 def before_and_after(labels, logits, temperature: Optional[float]) -> dict:
-    """The calibration section of an evaluation: every measure at T = 1 and at the model's T."""
+    """The calibration section of an evaluation: every measure at T = 1 and at the model's T, and whether the
+    probabilities the model gives are systematically under- or over-confident on these samples."""
     t = temperature or 1.0
-    before, after = measures(labels, softmax(logits)), measures(labels, softmax(logits, t))
+    shipped = softmax(logits, t)
+    before, after = measures(labels, softmax(logits)), measures(labels, shipped)
     return {"method": "temperature" if temperature else "none", "temperature": t, "bins": N_BINS,
-            "binning": "ece: equal-width; adaptive_ece: equal-mass", "before": before, "after": after}
+            "binning": "ece: equal-width; adaptive_ece: equal-mass", "before": before, "after": after,
+            "bias": confidence_bias(labels, shipped)}
+
+
+def confidence_bias(labels, probs) -> dict:
+    """Mean top-1 confidence against accuracy. A gap beyond two standard errors of the mean per-sample
+    difference (confidence − correct) is a systematic bias, not noise: say which way."""
+    y, p = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    if len(y) == 0:
+        return {"mean_confidence": None, "accuracy": None, "gap": None, "verdict": None}
+    conf = p.max(1)
+    diff = conf - (p.argmax(1) == y)
+    gap, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(y))) if len(y) > 1 else math.inf
+    verdict = None
+    if abs(gap) > 2 * se:
+        verdict = "over-confident" if gap > 0 else "under-confident"
+    return {"mean_confidence": float(conf.mean()), "accuracy": float(conf.mean() - gap), "gap": gap,
+            "gap_se": se if math.isfinite(se) else None, "verdict": verdict}
 
 
 # ------------------------------------------------------------------------------ selective prediction

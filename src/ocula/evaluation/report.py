@@ -77,6 +77,12 @@ def format_selective(report: dict) -> list[str]:
         lines.append(f"calibration ({how}): ECE {b['ece']:.4f} → {a['ece']:.4f}, adaptive ECE "
                      f"{b['adaptive_ece']:.4f} → {a['adaptive_ece']:.4f}, NLL {b['nll']:.4f} → {a['nll']:.4f}, "
                      f"Brier {b['brier']:.4f} → {a['brier']:.4f}")
+    bias = (cal or {}).get("bias") or {}
+    if bias.get("verdict"):
+        how = "with its temperature" if cal["method"] != "none" else "and it has no fitted temperature"
+        lines.append(f"note: on these images the model is {bias['verdict']} {how}: mean confidence "
+                     f"{bias['mean_confidence']:.3f} against accuracy {bias['accuracy']:.3f}"
+                     + (f" ({cal['reason']})" if cal.get("reason") else ""))
     rc = report.get("risk_coverage")
     if rc:
         lines.append(f"selective: accuracy {rc['accuracy_at_90'] * 100:.2f}% at 90% coverage (min confidence "

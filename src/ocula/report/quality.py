@@ -39,8 +39,12 @@ def calibration_section(reader: Reader, eval_dir: Optional[Path], report: Option
     before = {k: report.get(k) for k in ("ece", "nll", "reliability")} | (calibration.get("before") or {})
     fitted = calibration.get("after") and calibration.get("method") not in (None, "none")
     after = calibration["after"] if fitted else None
+    bias = (report.get("calibration") or {}).get("bias") or {}
+    warning = (f"On these images the model is {bias['verdict']}: mean confidence {bias['mean_confidence']:.3f} "
+               f"against accuracy {bias['accuracy']:.3f}." if bias.get("verdict") else "")
     data = {"before": before, "after": after, "file": where, "method": calibration.get("method"),
-            "temperature": calibration.get("temperature"), "after_reason": "" if after else not_fitted(reader),
+            "temperature": calibration.get("temperature"), "bias_warning": warning,
+            "after_reason": ("" if after else not_fitted(reader)) + (f" {warning}" if warning and not after else ""),
             "measures": [(k, label) for k, label in MEASURES if before.get(k) is not None],
             "bins": bin_rows(before.get("reliability"), (after or {}).get("reliability"))}
     images = {}

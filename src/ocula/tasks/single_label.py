@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ocula.evaluation import classification_report
+from ocula.evaluation.calibration import before_and_after, fit_temperature, risk_coverage
 from ocula.tasks.base import Task
 
 
@@ -38,15 +40,11 @@ class SingleLabelTask(Task):
         return int((logits.argmax(1) == self.hard_labels(target)).sum())
 
     def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-        from ocula.evaluation import classification_report
-
         return classification_report(labels, probs, classes)
 
     def fit_calibration(self, logits, labels, groups=None) -> dict:
         """A temperature, used only when it beats T = 1 out of sample (`groups`: the caller's folds, e.g.
         those of out-of-fold logits; otherwise stratified folds of these samples)."""
-        from ocula.evaluation.calibration import fit_temperature
-
         fit = fit_temperature(logits, labels, groups)
         self.temperature = fit["temperature"] if fit["fitted"] else 1.0
         self.calibration = {"method": "temperature" if fit["fitted"] else "none", "temperature": self.temperature,
@@ -54,10 +52,11 @@ class SingleLabelTask(Task):
         return fit
 
     def selective_report(self, labels, probs, logits) -> dict:
-        from ocula.evaluation.calibration import before_and_after, risk_coverage
-
         fitted = self.temperature if self.calibration.get("method") == "temperature" else None
-        return {"calibration": before_and_after(labels, logits, fitted), "risk_coverage": risk_coverage(labels, probs)}
+        section = before_and_after(labels, logits, fitted)
+        if fitted is None and self.calibration.get("reason"):  # why the probabilities are as trained
+            section["reason"] = f"not calibrated: {self.calibration['reason']}"
+        return {"calibration": section, "risk_coverage": risk_coverage(labels, probs)}
 
     def bundle_fields(self) -> dict:
         return {"task": self.name, "calibration": dict(self.calibration)}
