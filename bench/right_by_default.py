@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
+from ocula.run_dir import monitor_value  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "3ff4c1a"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
@@ -121,7 +123,7 @@ def run(data: Path, out: Path, flags: list[str], src: Path = ROOT / "src") -> di
     data_json = json.loads((out / "data.json").read_text())
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": round(os.getloadavg()[0], 2),
             "flags": flags, "printed": lines, "test_accuracy": report["accuracy"], "split": report["split"],
-            "val_acc_by_epoch": [float(r["val_acc"]) for r in rows if r.get("val_acc")],
+            "val_acc_by_epoch": [float(monitor_value(r)) for r in rows if monitor_value(r)],  # old and new runs
             "train_time_s": summary["train_time_s"], "wall_s": round(wall, 1),
             "epoch_s": [round(float(r["epoch_s"]), 2) for r in rows],
             "contract": data_json.get("contract"), "flips": data_json.get("flips")}

@@ -35,7 +35,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert len(one) == len(two) == 2
     for a, b in zip(one, two):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-4
-        assert abs(float(a["val_acc"]) - float(b["val_acc"])) < 0.01  # a near-tie may flip one image
+        assert abs(float(a["val/accuracy"]) - float(b["val/accuracy"])) < 0.01  # a near-tie may flip one image
 
     from ocula.io import load_tensors
 

@@ -33,7 +33,7 @@ def _run(tmp_path, out, kill_after):
 
 def _rows(run_dir):
     rows = list(csv.DictReader(open(Path(run_dir) / "metrics.csv")))
-    return [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")} for r in rows]
+    return [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val/accuracy")} for r in rows]
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):

@@ -25,7 +25,7 @@ def test_run_directory_is_complete_and_self_describing(digits_run):
     assert meta["contract"]["input_size"] == 8
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert float(rows[-1]["val_acc"]) > 0.5  # 10 classes: chance is 0.1
+    assert float(rows[-1]["val/accuracy"]) > 0.5  # 10 classes: chance is 0.1
     assert not list(run.rglob("*.tmp")), "atomic writes leave no temp files"
 
 
@@ -126,7 +126,7 @@ def test_engine_options_train_and_improve(tmp_path, options):
     run = ocula.train("digits", epochs=3, batch_size=32, hflip=False, seed=1, out=str(tmp_path / "r"),
                       callbacks=[], **options)
     assert np.isfinite(run.summary["final"]["train_loss"])
-    assert run.summary["final"]["val_acc"] > 0.3, run.summary
+    assert run.summary["final"]["val/accuracy"] > 0.3, run.summary
 
 
 def test_one_optimizer_step_per_accumulation_cycle(tmp_path):

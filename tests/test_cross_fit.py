@@ -50,7 +50,7 @@ def test_a_small_folder_is_cross_fitted_then_trained_on_every_image(small_digits
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["split"].startswith("out-of-fold") and calibration["samples"] == 150
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert [float(r["val_acc"]) for r in rows] == pytest.approx(
+    assert [float(r["val/accuracy"]) for r in rows] == pytest.approx(
         [record["scores"][f"{e}/plain"] for e in (1, 2, 3)], rel=1e-4)
     meta = bundle.read_meta(out / "weights" / "best.safetensors")
     assert meta["cross_fit"].startswith("cross-fit: 5 folds") and meta["best_epoch"] == record["best_epoch"]

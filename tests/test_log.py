@@ -72,7 +72,7 @@ def test_training_off_a_terminal_writes_one_line_per_epoch(tmp_path, capsys):
     assert "\r" not in out + err
     epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
-    assert all(" step in " in line and "val_acc=" in line for line in epochs)
+    assert all(" step in " in line and "val/accuracy=" in line for line in epochs)
     assert out.startswith("input ") and "run saved to" in out
 
 

@@ -35,12 +35,12 @@ def _check_mlflow_run(client, run_dir: Path) -> None:
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
     assert run.data.params["model.name" if "model.name" in run.data.params else "model"] == "seed_cnn"
     assert run.data.tags["ocula.run_dir"] == str(run_dir.resolve())
-    val = client.get_metric_history(run.info.run_id, "val_acc")
+    val = client.get_metric_history(run.info.run_id, "val/accuracy")
     lr = client.get_metric_history(run.info.run_id, "lr")
     assert sorted(m.step for m in val) == sorted(m.step for m in lr) == list(range(1, EPOCHS + 1))
     rows = list(__import__("csv").DictReader(open(run_dir / "metrics.csv")))
-    assert abs(max(val, key=lambda m: m.step).value - float(rows[-1]["val_acc"])) < 1e-5
-    for name in ("best_val_acc", "train_time_s", "final_val_acc", "epochs_run"):
+    assert abs(max(val, key=lambda m: m.step).value - float(rows[-1]["val/accuracy"])) < 1e-5
+    for name in ("best_val/accuracy", "train_time_s", "final_val/accuracy", "epochs_run"):
         assert name in run.data.metrics, name
     assert run.data.metrics["epochs_run"] == EPOCHS
     root = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -145,8 +145,8 @@ def test_tensorboard_event_files_load_in_tensorboards_reader(tracked_run):
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "final/best_val_acc"} <= scalars
-    assert [e.step for e in acc.Scalars("val/acc")] == list(range(1, EPOCHS + 1))
+    assert {"train/loss", "train/acc", "val/loss", "val/accuracy", "lr", "final/best_val/accuracy"} <= scalars
+    assert [e.step for e in acc.Scalars("val/accuracy")] == list(range(1, EPOCHS + 1))
     assert [e.step for e in acc.Scalars("lr")] == list(range(1, EPOCHS + 1))
     text = {t: acc.Tensors(t)[0].tensor_proto.string_val[0].decode() for t in acc.Tags()["tensors"]}
     config = next(v for k, v in text.items() if k.startswith("config"))
@@ -197,7 +197,7 @@ def test_other_ranks_log_nothing(monkeypatch, tmp_path):
         run_dir = tmp_path
 
     cb.on_fit_start(FakeTrainer())  # would import both and open a run on rank 0
-    cb.on_epoch_end(FakeTrainer(), 0, {"val_acc": 0.5})
+    cb.on_epoch_end(FakeTrainer(), 0, {"val/accuracy": 0.5})
     cb.on_fit_end(FakeTrainer(), {"final": {}})
     assert cb.backends == [] and not list(tmp_path.iterdir())
 
@@ -257,4 +257,4 @@ def test_resume_goes_on_logging_to_the_same_mlflow_run(mlflow_env, monkeypatch, 
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("ocula-test").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val/accuracy")) == [1, 2]

@@ -134,7 +134,7 @@ def test_from_run_adopts_architecture_and_preprocessing(digits_base, tmp_path):
     assert config["model"]["name"] == "vgg_bn" and config["model"]["kwargs"]["width"] == 8
     assert info["contract"]["input_size"] == 16 and info["contract"]["mean"] == source_contract["mean"]
     assert trainer.contract.input_size == 16 and info["load"]["loaded"] == info["load"]["total"]
-    assert trainer.history[0]["val_acc"] > 0.5  # the source's features already separate digits
+    assert trainer.history[0]["val/accuracy"] > 0.5  # the source's features already separate digits
 
 
 def test_linear_probe_trains_only_the_head_and_keeps_bn_statistics(digits_base, tmp_path):
@@ -231,7 +231,7 @@ def test_linear_probe_is_one_fit_on_cached_features_with_no_epochs(digits_base, 
     info = json.loads((tmp_path / "lp1" / "transfer.json").read_text())
     assert len(trainer.history) == 1 and trainer.global_step == 0  # no optimizer step at all
     assert info["probe"]["images"] == len(trainer.train_samples) and info["probe"]["steps"] > 0
-    assert trainer.history[0]["val_acc"] > 0.5
+    assert trainer.history[0]["val/accuracy"] > 0.5
     sgd = _finetune(digits_base, tmp_path / "lp2", strategy="linear-probe", probe="sgd", max_steps=2)
     assert sgd.global_step == 2 and json.loads((tmp_path / "lp2" / "transfer.json").read_text())["probe"] is None
 

@@ -38,6 +38,7 @@ from ocula.io import read_json, write_json
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 from ocula.models.registry import check_model_name
+from ocula.run_dir import monitor_key
 from ocula.log import logger
 
 
@@ -69,8 +70,8 @@ class Trainer:
                                              modality=for_model(cfg.model.name), task=cfg.task.name)
         self.classes = self.splits.classes
         task_kind = tasks.task_type(cfg, self.splits.multilabel)  # the task's class: its defaults, before it is built
-        if cfg.augment.preset == "auto" and dist.is_main():
-            logger.info(task_kind.default_augment()[1])
+        if cfg.augment.preset == "auto" and task_kind.default_augment()[0] == "none" and dist.is_main():
+            logger.info(task_kind.default_augment()[1])  # a preset that is on describes itself below
         self.cfg = cfg = setup.resolve_augment(cfg, task_kind)  # augment=auto, from the task
         cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
         self.cfg = cfg
@@ -268,9 +269,9 @@ class Trainer:
         """Validate, keep the best, run the callbacks → whether training should stop."""
         if self.val_samples is not None:
             report, val_loss = self.evaluate(self.val_samples)
-            logs.update(val_loss=val_loss, val_acc=report[self.task.monitor], val_top5=report.get("top5"))
+            logs.update({"val_loss": val_loss, self.monitor: report[self.task.monitor], "val_top5": report.get("top5")})
         elif self.cross_fit is not None:  # no validation split: the folds' out-of-fold scores at this epoch
-            logs.update(self.cross_fit.epoch_logs(int(logs["epoch"])))
+            logs.update(self.cross_fit.epoch_logs(int(logs["epoch"]), self.monitor))
         self._track_best(epoch, logs)
         self.history.append(logs)
         for cb in self.callbacks:
@@ -399,7 +400,7 @@ class Trainer:
         the differences between epochs are mostly noise (30 images: ±7 points), and the strict
         maximum picked a half-trained epoch (Fashion-MNIST, 30 per class: 0.736 on test, against 0.787
         for the last epoch; docs/benchmarks.md, issue 13)."""
-        metric = logs.get("val_acc")
+        metric = logs.get(self.monitor)
         tolerance = 0.0
         if self.cross_fit is not None and not self.transfer.probe_only:  # the epoch chosen out of fold
             self.is_best = epoch + 1 == self.cross_fit.best_epoch
@@ -416,6 +417,11 @@ class Trainer:
         if self.best_metric is None or metric > self.best_metric:
             self.best_metric = metric
         logs["best"] = self.is_best
+
+    @property
+    def monitor(self) -> str:
+        """The epoch logs' name for the validation score that picks the best checkpoint (val/accuracy, val/mAP)."""
+        return monitor_key(self.task.monitor)
 
     @property
     def epochs_since_best(self) -> int:
@@ -447,7 +453,8 @@ class Trainer:
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
         return {"run_dir": str(self.run_dir), "epochs_run": len(self.history), "best_epoch": self.best_epoch + 1,
-                "best_val_acc": next((h.get("val_acc") for h in self.history if h["epoch"] == self.best_epoch + 1), None),
+                "monitor": self.monitor,
+                "best_score": next((h.get(self.monitor) for h in self.history if h["epoch"] == self.best_epoch + 1), None),
                 "final": last, "train_time_s": self.elapsed_train_s,
                 "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
                 "world_size": self.world, "skipped_files": len(self.splits.skipped),
