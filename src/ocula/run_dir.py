@@ -26,6 +26,7 @@ from ocula.names import display_name
 MARKERS = ("config.json", "model.json", "summary.json")  # any one of them makes a folder a run
 WEIGHTS_DIR = "weights"
 WEIGHT_TAGS = ("best", "last")
+CROSS_FIT_DIR = "cross_fit"  # the folds' run folders and their held-out logits
 GATE_SUFFIX = ".gate.json"  # ocula export: MODEL.gate.json beside each exported file
 
 # ocula evaluate --explain-errors: the gallery's files, in EVAL/errors/ (or any folder it is given)
@@ -100,6 +101,18 @@ class RunDir:
     @property
     def transfer(self) -> Path:  # where the weights came from, what loaded, the groups' learning rates
         return self.path / "transfer.json"
+
+    @property
+    def cross_fit(self) -> Path:  # small data: the folds' out-of-fold choices (engine.cross_fit)
+        return self.path / "cross_fit.json"
+
+    @property
+    def cross_fit_held_out(self) -> Path:  # the out-of-fold logits the choices were made on
+        return self.path / CROSS_FIT_DIR / "held_out.npz"
+
+    def cross_fit_fold(self, k: int) -> "RunDir":
+        """Where fold k (1-based) of the cross-fit runs: a run folder of its own, inside this one."""
+        return RunDir(self.path / CROSS_FIT_DIR / f"fold-{k}")
 
     @property
     def mlflow(self) -> Path:  # --track mlflow: the MLflow run a resumed run goes on logging to
@@ -221,6 +234,12 @@ class RunDir:
 
     def write_transfer(self, record: dict) -> None:
         write_json(self.transfer, record)
+
+    def read_cross_fit(self) -> Optional[dict]:
+        return _read_record(self.cross_fit)
+
+    def write_cross_fit(self, record: dict) -> None:
+        write_json(self.cross_fit, record)
 
     def read_mlflow(self) -> Optional[dict]:
         return _read_record(self.mlflow)

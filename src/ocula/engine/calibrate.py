@@ -14,23 +14,24 @@ import torch
 from ocula import bundle
 from ocula.engine import distributed as dist
 from ocula.engine import setup
-from ocula.io import write_json
 from ocula.log import logger
+from ocula.run_dir import RunDir
 from ocula.weights_file import load_into, read_safetensors
 
 
 def calibrate_bundles(trainer) -> dict:
     """Fit the task's calibration (a temperature) on the validation split for each saved bundle
     (best, last), record it in the bundle, and write RUN/calibration.json."""
+    run = RunDir(trainer.run_dir)
     cross_fit = getattr(trainer, "cross_fit", None)  # out-of-fold logits (engine.cross_fit) stand in for val
     if trainer.cfg.run.calibrate == "none" or (trainer.val_samples is None and cross_fit is None):
         why = "--calibrate none" if trainer.cfg.run.calibrate == "none" else "no validation split to fit on"
         result = {"method": "none", "fitted": False, "reason": why}
-        write_json(Path(trainer.run_dir) / "calibration.json", result)
+        run.write_calibration(result)
         return result
     fits = {}
     for tag in ("last", "best"):  # best last: the task keeps the best bundle's state afterwards
-        path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
+        path = run.weights(tag)
         if not path.is_file():
             continue
         if cross_fit is not None:
@@ -41,7 +42,7 @@ def calibrate_bundles(trainer) -> dict:
             fit = trainer.task.fit_calibration(logits, labels)
         meta = bundle.update_meta(path, trainer.task.bundle_fields())
         if tag == "best":
-            write_json(Path(trainer.run_dir) / "model.json", meta)
+            run.write_model(meta)
         section = trainer.task.selective_report(labels, trainer.task.probabilities(torch.from_numpy(logits)).numpy(),
                                              logits).get("calibration", {})  # the task's own measures
         fits[tag] = {**fit, "before": section.get("before"), "after": section.get("after")}
@@ -51,7 +52,7 @@ def calibrate_bundles(trainer) -> dict:
               **{k: best.get(k) for k in ("fitted", "temperature", "reason", "samples", "before", "after")},
               "bundles": {tag: {k: v for k, v in fit.items() if k not in ("before", "after")}
                           for tag, fit in fits.items()}}
-    write_json(Path(trainer.run_dir) / "calibration.json", result)
+    run.write_calibration(result)
     logger.info(f"calibration: {best.get('reason')}" + (
         f"; {result['split']} ECE {best['before']['ece']:.4f} → {best['after']['ece']:.4f}" if best.get("fitted") else ""))
     return result

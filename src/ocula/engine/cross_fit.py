@@ -23,7 +23,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -35,8 +34,8 @@ from ocula.engine.callbacks import Callback
 from ocula.engine.calibrate import whole_split_loader
 from ocula.engine.probe import can_probe, captured_inputs, fit_head, linear_head
 from ocula.errors import OculaError
-from ocula.io import read_json, write_json
 from ocula.log import logger
+from ocula.run_dir import RunDir
 
 # Training images (train + what would be carved): below, a carved 10 % split holds fewer than 120 images.
 # Issue 23's failures were all there: 15 images could not calibrate at all, 30 dropped a good head refit,
@@ -45,8 +44,6 @@ from ocula.log import logger
 SMALL_DATA = 1200
 DEFAULT_FOLDS = 5
 BUDGET_S = 1800.0  # seconds of fold training before the final run; past it, fewer folds
-RECORD = "cross_fit.json"
-HELD_OUT = Path("cross_fit") / "held_out.npz"
 
 
 @dataclass
@@ -67,7 +64,7 @@ def plan_cross_fit(cfg: TrainConfig, splits: DatasetSplits, world: int = 1) -> O
         return None
     carved = splits.val is None or splits.split_info.get("val_from") == "stratified"
     total = len(splits.train) + (len(splits.val) if splits.val is not None and carved else 0)
-    if world > 1 or cfg.run.resume and not (Path(cfg.run.resume) / RECORD).is_file():
+    if world > 1 or cfg.run.resume and not RunDir(cfg.run.resume).cross_fit.is_file():
         return None
     if wanted == "auto":
         if not carved:
@@ -288,7 +285,7 @@ def _fold_config(trainer, k: int, share: float) -> TrainConfig:
     folds stayed at chance on face crops where the final run, at two steps, learned)."""
     c = trainer.contract
     batch = max(1, round(trainer.cfg.optim.batch_size * share))
-    return trainer.cfg.replace(batch_size=batch, out=str(Path(trainer.run_dir) / "cross_fit" / f"fold-{k + 1}"), cross_fit="off",
+    return trainer.cfg.replace(batch_size=batch, out=str(RunDir(trainer.run_dir).cross_fit_fold(k + 1)), cross_fit="off",
                                img_size=c.input_size, channels=c.channels, hflip=trainer.flips["hflip"]["use"],
                                time_flip=trainer.flips["time_flip"]["use"], calibrate="none", refit_head=False,
                                patience=None, track=None, report=False, resume=None)
@@ -306,20 +303,24 @@ class _quiet:
 
 
 def save(run_dir, result: CrossFitResult) -> None:
-    path = Path(run_dir) / HELD_OUT
+    run = RunDir(run_dir)
+    path = run.cross_fit_held_out
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"e{e}_{v}": a for e, d in result.logits.items() for v, a in d.items()}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, labels=result.labels, groups=result.groups, **arrays)
     tmp.replace(path)
-    write_json(Path(run_dir) / RECORD, result.to_dict())
+    run.write_cross_fit(result.to_dict())
 
 
 def load(run_dir, plan: CrossFitPlan) -> CrossFitResult:
     """A resumed run's cross-fit, as it was chosen when the run started."""
-    record = read_json(Path(run_dir) / RECORD)
+    run = RunDir(run_dir)
+    record = run.read_cross_fit()
     try:
-        with np.load(Path(run_dir) / HELD_OUT, allow_pickle=False) as found:
+        if record is None:
+            raise OSError(f"no {run.cross_fit.name}")
+        with np.load(run.cross_fit_held_out, allow_pickle=False) as found:
             logits: dict = {}
             for key in found.files:
                 if key.startswith("e"):

@@ -24,23 +24,24 @@ import torch
 from ocula import bundle
 from ocula.engine.calibrate import saved_model, whole_split_loader
 from ocula.engine.probe import captured_inputs, fit_head, linear_head
-from ocula.io import write_json
 from ocula.log import logger
+from ocula.run_dir import RunDir
 
 
 def refit_heads(trainer, c: float = 1.0, decided: Optional[str] = None) -> dict:
     """Refit the head of every saved bundle (last, best) → the record written to RUN/head_refit.json.
     When the best epoch is the last, both files hold the same backbone: it is fitted once. `decided`: the
     refit was already chosen on out-of-fold predictions (engine.cross_fit); this is the reason to record."""
+    run = RunDir(trainer.run_dir)
     bundles, fitted = {}, None
     same = trainer.history and trainer.best_epoch + 1 == trainer.history[-1]["epoch"]
     for tag in ("best", "last"):
-        path = Path(trainer.run_dir) / "weights" / f"{tag}.safetensors"
+        path = run.weights(tag)
         if path.is_file():
             bundles[tag], fitted = _refit_one(trainer, path, c, fitted if same else None, decided)
     best = bundles.get("best") or bundles.get("last") or {"kept": False, "reason": "no saved bundle"}
     result = {**best, "bundles": bundles}
-    write_json(Path(trainer.run_dir) / "head_refit.json", result)
+    run.write_head_refit(result)
     logger.info(f"head refit: {best['reason']}")
     return result
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Optional
 
 import torch.nn as nn
@@ -29,6 +28,7 @@ from ocula.engine.head_refit import refit_heads
 from ocula.engine.probe import can_probe, fit_linear_probe
 from ocula.errors import OculaError
 from ocula.log import logger
+from ocula.run_dir import RunDir
 from ocula.engine import strategies
 from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_weights
 
@@ -196,13 +196,11 @@ class TransferRecord(Callback):
         self.plan = plan
 
     def on_fit_start(self, trainer):
-        from ocula.io import write_json
-
         if dist.is_main():
             trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
             total = sum(p.numel() for p in trainer.model.parameters())
-            write_json(Path(trainer.run_dir) / "transfer.json",
-                       {**self.plan.to_dict(), "trainable_params_at_start": trainable, "params": total})
+            RunDir(trainer.run_dir).write_transfer({**self.plan.to_dict(), "trainable_params_at_start": trainable,
+                                                    "params": total})
 
 
 def resolve_strategy(cfg: TrainConfig, images_per_class: Optional[float] = None) -> TrainConfig:

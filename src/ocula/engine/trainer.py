@@ -13,7 +13,6 @@ import os
 import random
 import time
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -34,11 +33,10 @@ from ocula.engine.input_choice import choose_contract, default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
 from ocula.engine.plan import TransferPlan, choose_strategy
 from ocula.errors import OculaError
-from ocula.io import read_json, write_json
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 from ocula.models.registry import check_model_name
-from ocula.run_dir import monitor_key
+from ocula.run_dir import RunDir, monitor_key
 from ocula.log import logger
 
 
@@ -153,8 +151,7 @@ class Trainer:
 
     def _decide_flips(self) -> dict:
         if self.cfg.run.resume:  # the decision made when the run started
-            saved = Path(self.cfg.run.resume) / "data.json"
-            flips = read_json(saved).get("flips") if saved.is_file() else None
+            flips = (RunDir(self.cfg.run.resume).read_data() or {}).get("flips")
             if flips:
                 return flips
         decisions = None
@@ -262,7 +259,7 @@ class Trainer:
             cb.on_fit_end(self, summary)
         if dist.is_main():
             run_files.write_data_file(self)  # again: streaming may have found more unreadable files
-            write_json(Path(self.run_dir) / "summary.json", summary)
+            RunDir(self.run_dir).write_summary(summary)
         return summary
 
     def _end_epoch(self, epoch: int, logs: dict) -> bool:
@@ -442,10 +439,10 @@ class Trainer:
 
     def save_weights(self, tag: str) -> None:
         meta = self.meta()
-        bundle.save_weights(Path(self.run_dir) / "weights" / f"{tag}.safetensors", dist.unwrap(self.eval_model),
-                            meta)
+        run = RunDir(self.run_dir)
+        bundle.save_weights(run.weights(tag), dist.unwrap(self.eval_model), meta)
         if tag == "best":
-            write_json(Path(self.run_dir) / "model.json", meta)
+            run.write_model(meta)
 
     def save_training_state(self) -> None:
         run_files.save_training_state(self)
@@ -473,7 +470,11 @@ def load_run_config(run_dir: str, **overrides) -> TrainConfig:
     be extended)."""
     from ocula.config import coerce, read_config_file, read_values
 
-    values = read_values(read_json(Path(run_dir) / "config.json"), f"{run_dir}/config.json")
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    if saved is None:
+        raise OculaError(f"{run_dir}: not a run to resume (no {run.config.name})")
+    values = read_values(saved, str(run.config))
     config_file = overrides.pop("config", None)
     values.update(read_config_file(config_file) if config_file else {})
     values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
