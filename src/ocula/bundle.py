@@ -16,33 +16,29 @@ import torch
 import torch.nn as nn
 
 from ocula.data.contract import DataContract
+from ocula.io import save_tensors
 from ocula.names import display_name
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.run_dir import RunDir
+from ocula.version import __version__
+from ocula.weights_file import load_into, read_safetensors
 
 FORMAT = "ocula-bundle/1"
 
 
 def make_meta(arch: dict, contract: DataContract, classes: list[str], task: str = "image",
               **extra) -> dict:
-    from ocula.version import __version__
-
     return {"format": FORMAT, "task": task, "arch": arch, "contract": contract.to_dict(),
             "classes": list(classes), "versions": {"ocula": __version__, "torch": torch.__version__},
             **extra}
 
 
 def save_weights(path, model: nn.Module, meta: dict) -> None:
-    from ocula.io import save_tensors
-
     save_tensors(path, model.state_dict(), metadata={"ocula": json.dumps(meta)})
 
 
 def update_meta(path, changes: dict) -> dict:
     """Rewrite a bundle's metadata with `changes` (same tensors), atomically; → the new metadata."""
-    from ocula.io import save_tensors
-    from ocula.weights_file import read_safetensors
-
     metadata, tensors = read_safetensors(path)
     meta = {**parse_meta(metadata, path), **changes}
     save_tensors(path, tensors, metadata={"ocula": json.dumps(meta)})
@@ -67,8 +63,6 @@ def resolve_weights(path) -> Path:
 
 def read_meta(path) -> dict:
     """The bundle metadata of a run or .safetensors file, checked (BadWeightsError when unusable)."""
-    from ocula.weights_file import read_safetensors
-
     weights = resolve_weights(path)
     metadata, _ = read_safetensors(weights, tensors=False)
     return parse_meta(metadata, weights)
@@ -98,7 +92,7 @@ def parse_meta(metadata: dict, path) -> dict:
     if not isinstance(arch["name"], str) or not isinstance(arch["num_classes"], int) \
             or not isinstance(arch["in_chans"], int) or not isinstance(arch.get("kwargs", {}), dict):
         raise BadWeightsError(path, "ocula metadata 'arch' has values of the wrong type")
-    from ocula.models.registry import check_model_name
+    from ocula.models.registry import check_model_name  # lazy: ocula.models (every family) stays out of ocula --help
 
     try:
         check_model_name(arch["name"])
@@ -122,7 +116,7 @@ ARCH_KEYS = ("name", "num_classes", "in_chans", "input_size")
 
 
 def build_from_meta(meta: dict, path=None) -> nn.Module:
-    from ocula.models.registry import create_model
+    from ocula.models.registry import create_model  # lazy: as above
 
     arch = dict(meta["arch"])
     try:
@@ -143,8 +137,6 @@ def build_from_meta(meta: dict, path=None) -> nn.Module:
 
 def load_model(path, device: Optional[torch.device] = None) -> tuple[nn.Module, dict]:
     """→ (model in eval mode, metadata). Any problem with the file is one BadWeightsError."""
-    from ocula.weights_file import load_into, read_safetensors
-
     weights = resolve_weights(path)
     metadata, tensors = read_safetensors(weights)
     meta = parse_meta(metadata, weights)

@@ -107,7 +107,7 @@ class TrainConfig:
 
 
 def _is_attention_model(name: str) -> bool:
-    from ocula.models.registry import describe
+    from ocula.models.registry import describe  # lazy: ocula.models (every family) stays out of ocula --help
 
     try:
         return describe(name)["family"] in ("attention", "vit")

@@ -10,16 +10,16 @@ Imports are lazy so `ocula --help` does not pay for them.
 """
 from __future__ import annotations
 
+from ocula.audit import findings
+
 __all__ = ["audit", "AuditResult", "Finding", "SampleRef", "CATEGORIES"]
 
 
 def __getattr__(name):
     if name in ("audit", "AuditResult"):
-        from ocula.audit import api
+        from ocula.audit import api  # lazy: `ocula --help` imports this package (audit/cli.py); api pulls the engine
 
         return getattr(api, name)
     if name in ("Finding", "SampleRef", "CATEGORIES"):
-        from ocula.audit import findings
-
         return getattr(findings, name)
     raise AttributeError(f"module 'ocula.audit' has no attribute {name!r}")

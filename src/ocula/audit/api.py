@@ -17,7 +17,9 @@ import numpy as np
 from ocula.audit import duplicates, integrity, labels, outliers, stats
 from ocula.audit.findings import Finding, count_by_category, dropped_ids
 from ocula.audit.inventory import Inventory, load_inventory
+from ocula.audit.report import write_report
 from ocula.errors import OculaError
+from ocula.io import write_text
 
 
 @dataclass
@@ -50,8 +52,6 @@ class AuditResult:
         `exclude`: categories whose findings should not remove anything (e.g. ("outlier",)).
         File paths are absolute; in-memory datasets list their sample names instead.
         """
-        from ocula.io import write_text
-
         flagged = self.flagged(exclude)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -121,8 +121,6 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
                          {**count_by_category(findings), **extra}, inv, timings, notes, out,
                          oof)
     if out:
-        from ocula.audit.report import write_report
-
         write_report(result, out)
     return result
 

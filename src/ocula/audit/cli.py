@@ -1,6 +1,9 @@
 """`ocula audit DATA [--model M] [--folds K] [--epochs N] [--out DIR] [--write-clean CSV]`."""
 from __future__ import annotations
 
+from ocula.audit.findings import CATEGORIES
+from ocula.errors import unknown
+
 
 def register(subparsers) -> dict:
     p = subparsers.add_parser("audit", help="find broken files, duplicates, leakage, label errors and outliers",
@@ -22,9 +25,7 @@ def register(subparsers) -> dict:
 
 
 def run_audit(args) -> int:
-    from ocula.audit.api import audit
-    from ocula.audit.findings import CATEGORIES
-    from ocula.errors import unknown
+    from ocula.audit.api import audit  # lazy: the audit pulls the whole engine; ocula --help does not
 
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
     for k in keep:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ocula.audit.findings import Finding, SampleRef
+from ocula.audit.inventory import display_id
 from ocula.data.images import DEFAULT_MAX_PIXELS, open_image
 from ocula.errors import BadImageError
 from ocula.log import progress
@@ -139,8 +140,6 @@ def file_findings(infos: list[ImageInfo], refs: list[SampleRef]) -> list[Finding
 
 def skipped_findings(skipped: list[tuple[str, str]], root: Optional[str]) -> list[Finding]:
     """Files the folder scan left out (empty files, broken links) are findings too."""
-    from ocula.audit.inventory import display_id
-
     findings = []
     for path, reason in skipped:
         category = "zero-byte" if reason == "empty file" else "unreadable"

@@ -15,6 +15,7 @@ import torch
 from ocula.audit.findings import SampleRef
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
 from ocula.errors import OculaError
+from ocula.modality.sources import resolve_data
 
 SPLITS = ("train", "val", "test")
 
@@ -61,8 +62,6 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
     if isinstance(data, DatasetSplits):
         resolved = data
     else:
-        from ocula.modality.sources import resolve_data
-
         resolved = resolve_data(data, val_fraction=0.0, require_train=False)
     wanted = list(splits or SPLITS)
     unknown = [s for s in wanted if s not in SPLITS]

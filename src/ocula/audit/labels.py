@@ -19,10 +19,14 @@ import torch
 from ocula import tasks
 from ocula.audit.findings import Finding, SampleRef
 from ocula.audit.inventory import Inventory
+from ocula.config import build_config
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
+from ocula.engine import setup
 from ocula.engine.callbacks import Callback
+from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import choose_contract
 from ocula.engine.setup import resolve_augment
+from ocula.engine.trainer import Trainer
 from ocula.modality import for_contract
 from ocula.errors import OculaError
 from ocula.log import progress
@@ -84,8 +88,6 @@ def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, see
     """Train `folds` models (stratified folds of `rows`) and predict each held-out fold."""
     import time
 
-    from ocula.config import build_config
-
     if folds < 2:
         raise OculaError("folds must be at least 2 for the label check (0 turns it off)")
     labels = inv.labels[rows] if inv.label_sets is None else inv.label_sets[rows]
@@ -112,8 +114,6 @@ def out_of_fold(inv: Inventory, rows: np.ndarray, folds: int, options: dict, see
 
 def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: int, task: tasks.Task):
     """hflip/time_flip 'auto' decided once on the pool, as `ocula train` decides them, not once per fold."""
-    from ocula.engine.flip_probe import decide_flips
-
     cfg = resolve_augment(cfg, task)
     found = decide_flips(cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, pool, contract, num_classes, for_contract(contract),
                          seed=seed)
@@ -123,8 +123,6 @@ def _decide_flips(cfg, options: dict, pool, contract, num_classes: int, seed: in
 
 def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
     """All judged rows as one sample set; files are decoded into RAM once (not once per fold)."""
-    from ocula.engine import setup
-
     samples = inv.samples(rows.tolist())
     # Files are measured (size, grey or colour) by the rules `ocula train` uses.
     probe = DatasetSplits(classes=inv.classes, source=inv.data.source, channels=inv.data.channels,
@@ -141,8 +139,6 @@ def _pool_samples(inv: Inventory, rows: np.ndarray, cfg):
 
 
 def _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tmp):
-    from ocula.engine.trainer import Trainer
-
     splits = DatasetSplits(classes=inv.classes, train=pool.subset(train_idx.tolist()), source=inv.data.source,
                            channels=contract.channels, image_size=contract.input_size,
                            mean=contract.mean, std=contract.std, multilabel=inv.label_sets is not None)
@@ -155,8 +151,6 @@ def _fit_and_predict(inv, pool, contract, cfg, train_idx, held_idx, k, folds, tm
 @torch.inference_mode()
 def predict_with_embeddings(trainer, samples) -> tuple[np.ndarray, np.ndarray]:
     """→ (probabilities (N, K), embeddings (N, D)) in sample order, from one forward_features pass."""
-    from ocula.engine import setup
-
     model = trainer.eval_model.eval()
     loader = setup.make_loader(samples, trainer.contract, trainer.cfg, train=False,
                                num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)

@@ -10,6 +10,9 @@ from typing import Optional
 
 from ocula.audit.findings import CATEGORIES, Finding
 from ocula.audit.integrity import FATAL
+from ocula.data.images import open_image
+from ocula.errors import BadImageError
+from ocula.io import atomic_path, write_json, write_text
 
 HTML_PER_CATEGORY = 100  # findings shown with thumbnails per category (issues.json has all)
 MD_PER_CATEGORY = 25
@@ -18,8 +21,6 @@ THUMB = 96  # pixels, longest side
 
 def write_report(result, out) -> dict:
     """Write issues.json, report.md and report.html into `out`; → their paths."""
-    from ocula.io import write_json, write_text
-
     out = Path(out)
     paths = {"json": out / "issues.json", "md": out / "report.md", "html": out / "report.html"}
     write_json(paths["json"], result.to_dict())
@@ -33,8 +34,6 @@ def write_report(result, out) -> dict:
 
 def _write_out_of_fold(result, path) -> None:
     import numpy as np
-
-    from ocula.io import atomic_path
 
     oof = result.out_of_fold
     ids = np.array([result.inventory.refs[i].id for i in oof.indices])
@@ -166,9 +165,6 @@ class _Thumbnails:
 
     def _make(self, ref) -> Optional[str]:
         from PIL import Image
-
-        from ocula.data.images import open_image
-        from ocula.errors import BadImageError
 
         try:
             if ref.index is not None and self.inventory.kind == "tensors":

@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
+from ocula.data.images import open_image
 from ocula.data.samples import FileSamples, TensorSamples
+from ocula.data.transforms import eval_geometry
 from ocula.errors import BadImageError
 from ocula.log import progress
 
@@ -106,8 +108,6 @@ class FileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        from ocula.data.images import open_image
-
         path = self.samples.paths[i]
         try:
             img = open_image(path, channels=self.channels, draft_size=self.draft_size)
@@ -151,8 +151,6 @@ def fits_in_memory(samples: FileSamples, contract: DataContract) -> bool:
 def cache_in_memory(samples: FileSamples, contract: DataContract, workers: Optional[int] = None,
                     desc: str = "decode") -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Decode every file once at the eval geometry → (TensorSamples, skipped files)."""
-    from ocula.data.transforms import eval_geometry
-
     loader = file_loader(samples, eval_geometry(contract), contract.channels, 64, train=False, workers=workers,
                          draft_size=contract.input_size)
     empty = torch.zeros(0, contract.channels, contract.input_size, contract.input_size, dtype=torch.uint8)

@@ -17,6 +17,9 @@ from typing import Optional
 
 import numpy as np
 
+from ocula.data.images import open_image
+from ocula.errors import BadImageError
+
 MAX_SAMPLED = 1000
 GREY_CONTENT_CHECKS = 300  # colour-mode files decoded (small) at most, to see whether their channels are equal
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -105,9 +108,6 @@ def _palette_is_grey(palette) -> bool:
 
 def _content_is_grey(path: str, tolerance: float = 3.0) -> bool:
     """Decoded small: channels equal up to JPEG noise (mean abs difference <= tolerance of 255)."""
-    from ocula.data.images import open_image
-    from ocula.errors import BadImageError
-
     try:
         img = open_image(path, channels=3, draft_size=64)
     except BadImageError:

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ocula import tasks
+from ocula.data.batch_augment import random_affine
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples
 from ocula.modality import Modality
@@ -167,8 +168,6 @@ def _probe_net(in_chans: int, num_classes: int) -> nn.Module:
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device, task: tasks.Task) -> int:
-    from ocula.data.batch_augment import random_affine
-
     n = len(y)
     batch = min(BATCH, n)
     steps = int(min(STEPS[1], max(STEPS[0], math.ceil(8 * n / batch))))

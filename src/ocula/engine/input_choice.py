@@ -18,9 +18,11 @@ from typing import Optional
 
 from ocula.config import TrainConfig
 from ocula.data.contract import DataContract
+from ocula.data.native import measure_files
 from ocula.data.samples import DatasetSplits, FileSamples
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_data, for_model
+from ocula.models.registry import default_contract, get_spec
 
 MAX_SCRATCH_SIZE = 224  # large photographs train from scratch at this short side, not at 4,000 px
 MIN_TIMM_SIZE = 32  # timm's CNNs downsample 32×; below this some collapse to zero pixels
@@ -41,8 +43,6 @@ def uses_pretrained(cfg: TrainConfig) -> bool:
 
 
 def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
-    from ocula.models.registry import default_contract, get_spec
-
     check_model_kind(cfg.model.name, splits)
     stats = _measure(splits, for_data(splits))
     native = splits.image_size or (stats.short_side if stats else None)
@@ -77,8 +77,6 @@ def choose_contract(cfg: TrainConfig, splits: DatasetSplits) -> InputChoice:
 def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional[str], str]:
     """(per-frame encoder, why) for a model that runs one (`Modality.frame_encoder`: small frames trained from
     scratch get one that keeps where things are), or (None, "") to keep the model's own default."""
-    from ocula.models.registry import get_spec
-
     spec = get_spec(cfg.model.name)
     if cfg.model.backbone:
         return None, ""
@@ -88,8 +86,6 @@ def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional
 
 def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]:
     """(input size, why) for a model trained from scratch on data of this native size."""
-    from ocula.models.registry import get_spec
-
     spec = get_spec(model)
     if not native:
         fallback = (spec.input_size if spec else None) or 224
@@ -110,8 +106,6 @@ def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]
 
 
 def patch_size(model: str) -> Optional[int]:
-    from ocula.models.registry import get_spec
-
     spec = get_spec(model)
     if spec is not None:
         return spec.defaults.get("patch_size") if spec.family in ("vit", "attention") and \
@@ -135,7 +129,6 @@ def _measure(splits: DatasetSplits, modality: Modality):
                    None)
     if samples is None:
         return None
-    from ocula.data.native import measure_files
 
     return measure_files(samples.paths, header=modality.header)
 

@@ -20,9 +20,15 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from ocula import bundle
+from ocula.engine.setup import unique_run_dir
+from ocula.engine.weights import classifier_keys, load_weights, read_weights
 from ocula.errors import OculaError
 from ocula.log import logger
+from ocula.modality import for_model
+from ocula.models.registry import check_model_name, create_model, default_contract, get_spec
 from ocula.run_dir import RunDir
+from ocula.tasks import SingleLabelTask
 
 IMAGENET_CLASSES = 1000
 
@@ -31,12 +37,6 @@ def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[s
                  classes: Optional[str] = None) -> str:
     """Write an ocula bundle of `name` with `pretrained` weights (a file, or True: timm's hub) → its
     directory. `classes`: a text file naming the head's classes, one per line (default: ImageNet-1k)."""
-    from ocula import bundle
-    from ocula.engine.weights import classifier_keys, load_weights, read_weights
-    from ocula.models.registry import check_model_name, create_model, default_contract
-    from ocula.modality import for_model
-    from ocula.tasks import SingleLabelTask
-
     check_model_name(name)
     if pretrained is False or pretrained is None:
         raise OculaError("import needs weights: --pretrained FILE, or --pretrained alone for timm's hub weights")
@@ -85,8 +85,6 @@ def import_model(name: str, pretrained: Union[bool, str] = True, out: Optional[s
 def _check_hub_allowed(name: str, classes: Optional[str]) -> None:
     """Hub weights: refused up front offline (as built-in datasets are), and when timm's pretrained
     head is not ImageNet-1k and no class names are given."""
-    from ocula.models.registry import get_spec
-
     if get_spec(name) is not None:
         raise OculaError(f"'{name}' is one of ocula's own families: it has no hub weights; pass --pretrained FILE")
     if os.environ.get("OCULA_OFFLINE", "").lower() in ("1", "true", "yes"):
@@ -147,8 +145,6 @@ def _file_head_outputs(state: dict, head_keys: set) -> Optional[int]:
 
 
 def _default_out(name: str) -> str:
-    from ocula.engine.setup import unique_run_dir
-
     return unique_run_dir(str(Path("runs") / f"imported-{name}"))
 
 

@@ -13,8 +13,10 @@ from ocula.config import TrainConfig
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
+from ocula.engine.input_choice import default_backbone
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
+from ocula.models.registry import create_model, get_spec
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -46,10 +48,6 @@ def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = 
 
 def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     """create_model with the config's model options and what the modality adds (video: frames, backbone)."""
-    from ocula.models.registry import create_model, get_spec
-
-    from ocula.engine.input_choice import default_backbone
-
     spec = get_spec(cfg.model.name)
     defaults = spec.defaults if spec is not None else {}
     modality = for_model(cfg.model.name)

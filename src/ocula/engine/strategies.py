@@ -25,6 +25,8 @@ import torch.nn as nn
 
 from ocula.config import TransferConfig, choices_of
 from ocula.engine.callbacks import Callback
+from ocula.engine.optim import param_groups as plain_groups
+from ocula.engine.weights import classifier_keys
 from ocula.errors import OculaError
 from ocula.log import logger
 
@@ -34,8 +36,6 @@ POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2
 
 def layer_groups(model: nn.Module, coarse: bool = True) -> list[list[str]]:
     """Parameter names grouped bottom → top; the classifier is always the last group on its own."""
-    from ocula.engine.weights import classifier_keys
-
     head = {k for k in classifier_keys(model) if k in dict(model.named_parameters())}
     if hasattr(model, "group_matcher"):
         from timm.models import group_parameters
@@ -86,8 +86,6 @@ class _WithMatcher:
 def param_groups(model: nn.Module, strategy: str, lr: float, weight_decay: float,
                  layer_decay: float = 0.75, head_lr: Optional[float] = None) -> list[dict]:
     """Optimizer groups with an explicit `lr` each (the scheduler scales them all together)."""
-    from ocula.engine.optim import param_groups as plain_groups
-
     if strategy == "llrd":
         from timm.optim import param_groups_layer_decay
 

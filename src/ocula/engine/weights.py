@@ -28,7 +28,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ocula.errors import OculaError
+from ocula import bundle
+from ocula.errors import BadWeightsError, OculaError, one_line
+from ocula.weights_file import read_safetensors
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Where training scripts nest the weights, EMA first (timm's load_checkpoint prefers it too).
@@ -98,8 +100,6 @@ def read_weights(path, use_ema: bool = True) -> WeightsSource:
     """A run directory, an ocula bundle, a .safetensors file or a PyTorch checkpoint → tensors."""
     p = Path(path).expanduser()
     if p.is_dir():
-        from ocula import bundle
-
         return _read_safetensors(bundle.resolve_weights(p))
     if not p.is_file():
         raise OculaError(f"no such weights file or run: {path}")
@@ -112,9 +112,6 @@ def read_weights(path, use_ema: bool = True) -> WeightsSource:
 
 
 def _read_safetensors(path: Path) -> WeightsSource:
-    from ocula import bundle
-    from ocula.weights_file import read_safetensors
-
     metadata, tensors = read_safetensors(path)
     meta = bundle.parse_meta(metadata, path) if "ocula" in metadata else None
     return WeightsSource(str(path), tensors, meta, None, "safetensors")
@@ -125,8 +122,6 @@ def _read_torch(path: Path, use_ema: bool) -> WeightsSource:
     import pickle
     import warnings
     import zipfile
-
-    from ocula.errors import BadWeightsError, one_line
 
     try:
         size = path.stat().st_size

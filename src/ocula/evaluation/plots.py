@@ -13,8 +13,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ocula.evaluation.metrics import to_numpy
 from ocula.evaluation.report import PathLike, class_names_of
-from ocula.io import atomic_path
+from ocula.io import atomic_path, write_text
 from ocula.run_dir import is_monitor
 
 ANNOTATE_MAX = 20  # write the value in each cell up to this many classes
@@ -43,8 +44,6 @@ def _confusion_inputs(report_or_cm, class_names) -> tuple[np.ndarray, list[str]]
         cm = np.asarray(report_or_cm["confusion_matrix"], dtype=np.int64)
         names = class_names if class_names is not None else class_names_of(report_or_cm)
     else:
-        from ocula.evaluation.metrics import to_numpy
-
         cm = to_numpy(report_or_cm).astype(np.int64)
         names = class_names if class_names is not None else [str(i) for i in range(len(cm))]
     return cm, [str(n) for n in names]
@@ -208,8 +207,6 @@ def plot_risk_coverage(curves: dict, path: PathLike) -> Optional[str]:
 
 
 def write_risk_coverage_csv(rc: dict, path: PathLike) -> None:
-    from ocula.io import write_text
-
     lines = ["coverage,accuracy,risk,min_confidence"]
     lines += [f"{r['coverage']:.6f},{r['accuracy']:.6f},{r['risk']:.6f},{r['min_confidence']:.6f}" for r in rc["curve"]]
     write_text(path, "\n".join(lines) + "\n")

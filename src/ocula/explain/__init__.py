@@ -14,11 +14,11 @@ __all__ = ["explain", "explain_images", "explain_tensor", "explain_to_folder", "
 
 def __getattr__(name):
     if name in ("explain", "explain_images", "explain_tensor", "explain_to_folder", "Explanation", "METHODS"):
-        from ocula.explain import api
+        from ocula.explain import api  # lazy: `ocula --help` imports this package (explain/cli.py), not its code
 
         return getattr(api, name)
     if name == "explain_errors":
-        from ocula.explain.gallery import explain_errors
+        from ocula.explain.gallery import explain_errors  # lazy: as above
 
         return explain_errors
     raise AttributeError(f"module 'ocula.explain' has no attribute {name!r}")

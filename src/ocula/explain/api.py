@@ -22,8 +22,13 @@ import torch.nn as nn
 
 from ocula import log
 from ocula.errors import BadImageError, OculaError, did_you_mean
-from ocula.explain.cam import CAM_METHODS
-from ocula.explain.reference import REFERENCE_METHODS
+from ocula.explain import overlay
+from ocula.explain.cam import CAM_METHODS, cam_maps
+from ocula.explain.reference import REFERENCE_METHODS, reference_maps
+from ocula.explain.rollout import attention_gradient_maps, rollout_maps
+from ocula.explain.targets import default_method, resolve_target_layer
+from ocula.inference.predictor import Classifier
+from ocula.io import write_json, write_npz
 from ocula.modality import Modality, for_module
 
 METHODS = CAM_METHODS + ("rollout", "attn-grad") + REFERENCE_METHODS
@@ -55,8 +60,6 @@ def explain_tensor(model: nn.Module, x: torch.Tensor, method: str = "auto", clas
     `classes`: None (each input's predicted class), an int, or one index per input.
     `layer`: CAM methods only; a module name overriding the architecture's default target layer.
     """
-    from ocula.explain.targets import resolve_target_layer
-
     method = resolve_method(model, method)
     if layer and method not in CAM_METHODS:
         raise OculaError(f"--layer applies to CAM methods ({', '.join(CAM_METHODS)}), not '{method}'")
@@ -65,25 +68,16 @@ def explain_tensor(model: nn.Module, x: torch.Tensor, method: str = "auto", clas
     chosen = _class_tensor(classes, x.shape[0])
     with _eval_mode(model):
         if method in CAM_METHODS:
-            from ocula.explain.cam import cam_maps
-
             return cam_maps(model, x, chosen, method, resolve_target_layer(model, layer))
         if method == "rollout":
-            from ocula.explain.rollout import rollout_maps
-
             return rollout_maps(model, x, head_fusion, discard_ratio)
         if method == "attn-grad":
-            from ocula.explain.rollout import attention_gradient_maps
-
             return attention_gradient_maps(model, x, chosen)
-        from ocula.explain.reference import reference_maps
 
         return reference_maps(model, x, chosen, method, window=window, steps=steps)
 
 
 def resolve_method(model: nn.Module, method: str) -> str:
-    from ocula.explain.targets import default_method
-
     name = (method or "auto").lower().replace("_", "").replace("-", "")
     aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "integratedgradients": "ig",
                "attentionrollout": "rollout", "attngrad": "attn-grad", "chefer": "attn-grad"}
@@ -182,8 +176,6 @@ def explain(model_or_run, images, method: str = "auto", target=None, layer: Opti
 
 
 def as_classifier(model_or_run):
-    from ocula.inference.predictor import Classifier
-
     if isinstance(model_or_run, Classifier):
         return model_or_run
     if isinstance(model_or_run, (str, Path)):
@@ -264,9 +256,6 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
                       layer: Optional[str] = None, batch_size: int = 16, cols: int = 4, **options) -> dict:
     """Explain inputs and write, under `out`: one overlay PNG per input, grid.png (several inputs),
     maps.npz (map_0000, … in input order) and summary.json. → the summary."""
-    from ocula.explain import overlay
-    from ocula.io import write_json, write_npz
-
     clf = as_classifier(model_or_run)
     chosen = resolve_method(clf.model, method)
     results = explain_images(clf, inputs, chosen, target, layer, batch_size=batch_size, **options)
@@ -293,8 +282,6 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
 
 
 def _panel(r: Explanation, modality: Modality):
-    from ocula.explain import overlay
-
     title = f"{r.label} {r.prob:.2f}" + ("" if r.label == r.predicted else f" (pred {r.predicted} {r.predicted_prob:.2f})")
     return overlay.sample_panel(modality.stills(r.view), modality.stills(r.map), title)
 
@@ -302,7 +289,6 @@ def _panel(r: Explanation, modality: Modality):
 def _layer_name(model: nn.Module, method: str, layer: Optional[str]) -> Optional[str]:
     if method not in CAM_METHODS:
         return None
-    from ocula.explain.targets import resolve_target_layer
 
     return resolve_target_layer(model, layer).name
 

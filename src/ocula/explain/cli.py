@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ocula.names import display_name
+
 METHOD_CHOICES = ("auto", "gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "rollout", "attn-grad", "occlusion", "ig")
 
 
@@ -25,13 +27,11 @@ def register(subparsers) -> dict:
 
 
 def cmd_explain(args) -> int:
-    from ocula.explain.api import explain_to_folder
+    from ocula.explain.api import explain_to_folder  # lazy: ocula --help loads no explain code
 
     summary = explain_to_folder(args.run, args.inputs, args.out, method=args.method, target=args.target,
                                 layer=args.layer, batch_size=args.batch_size, head_fusion=args.head_fusion,
                                 discard_ratio=args.discard_ratio)
-    from ocula.names import display_name
-
     for item in summary["items"]:
         shown = f"ERROR: {item['error']}" if item["error"] else f"{item['label']} {item['prob']:.3f}"
         print(f"{display_name(item['source'], line=True)[-60:]:<60}  {shown}")

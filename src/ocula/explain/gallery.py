@@ -16,18 +16,18 @@ from typing import Optional
 
 import numpy as np
 
+from ocula.data.samples import TensorSamples
 from ocula.errors import OculaError
+from ocula.explain import overlay
+from ocula.explain.api import as_classifier, explain_images, resolve_method
+from ocula.inference.scoring import labelled_split
+from ocula.io import write_json, write_npz, write_text
 from ocula.run_dir import ERRORS_CSV, ERRORS_JSON, ERRORS_MAPS, ERRORS_PNG
 
 
 def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "auto", split: Optional[str] = None,
                    batch_size: int = 64, cols: int = 4) -> dict:
     """→ summary dict (also written as errors.json); files under `out`."""
-    from ocula.explain import overlay
-    from ocula.explain.api import as_classifier, explain_images, resolve_method
-    from ocula.inference.scoring import labelled_split
-    from ocula.io import write_json, write_npz, write_text
-
     if n < 1:
         raise OculaError(f"--explain-errors needs a positive count, got {n}")
     clf = as_classifier(run)
@@ -70,8 +70,6 @@ def explain_errors(run, data: str, n: int = 32, out="errors", method: str = "aut
 
 def _items(samples, data: str) -> tuple[list, np.ndarray, list[str]]:
     """Samples → (what Classifier.predict accepts, labels, a readable name per sample)."""
-    from ocula.data.samples import TensorSamples
-
     if isinstance(samples, TensorSamples):
         images = samples.images.movedim(-3, -1).numpy()  # (N, H, W, C), or clips (N, T, H, W, C); uint8
         names = samples.names or [f"{data}/{i}" for i in range(len(images))]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ocula.io import write_text
+
 CLASSES = {  # name: (shape, RGB)
     "red_circle": ("circle", (230, 30, 30)),
     "green_square": ("square", (30, 200, 40)),
@@ -27,8 +29,6 @@ def make_pointing_dataset(root, per_class: int = 300, size: int = 64, object_siz
                           seed: int = 0) -> list[dict]:
     """Write `root/<class>/<i>.png` and `root/boxes.csv` (path, label, x0, y0, x1, y1; x1, y1 exclusive).
     → the rows of boxes.csv."""
-    from ocula.io import write_text
-
     rng = np.random.default_rng(seed)
     root = Path(root)
     rows = []

@@ -21,7 +21,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ocula.errors import OculaError
+from ocula.errors import OculaError, did_you_mean
+from ocula.export.onnx import export_onnx
+from ocula.export.pipeline import default_onnx_path, int8_path
+from ocula.export.runtime import OnnxClassifier
+from ocula.inference.predictor import Classifier
 from ocula.log import progress
 
 BACKENDS = ("eager", "compiled", "onnx", "onnx-int8")
@@ -112,8 +116,6 @@ def _compiled(model: torch.nn.Module, example: torch.Tensor):
 
 
 def _onnx(path, threads: Optional[int]):
-    from ocula.export.runtime import OnnxClassifier
-
     clf = OnnxClassifier.load(path, threads=threads)
     return clf.logits
 
@@ -141,9 +143,6 @@ class _Skip(Exception):
 
 def _onnx_files(run, model, meta, workdir) -> tuple[dict, list]:
     """The run's exported files; an fp32 one is exported to a temp folder when the run has none."""
-    from ocula.export.onnx import export_onnx
-    from ocula.export.pipeline import default_onnx_path, int8_path
-
     fp32, notes = default_onnx_path(run), []
     files = {"fp32": fp32} if fp32.is_file() else {}
     if int8_path(fp32).is_file():
@@ -176,11 +175,8 @@ def benchmark(run, backends=("eager", "onnx"), batches=(1, 32), *, threads: Opti
     """
     import tempfile
 
-    from ocula.inference.predictor import Classifier
-
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        from ocula.errors import did_you_mean
         bad = unknown[0] if unknown else ""
         raise OculaError(f"unknown backend '{bad}'{did_you_mean(bad, BACKENDS)}: choose from {', '.join(BACKENDS)}")
     if not batches or min(batches) < 1:

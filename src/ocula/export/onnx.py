@@ -17,7 +17,10 @@ from typing import Optional
 import torch
 
 from ocula import tasks
+from ocula.data.contract import DataContract
 from ocula.errors import OculaError
+from ocula.io import atomic_path
+from ocula.version import __version__
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 META_KEY = "ocula"
@@ -27,8 +30,6 @@ EXAMPLE_BATCH = 2  # a batch of 1 would let the exporter specialise the batch ax
 def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int] = None) -> Path:
     """Export `model` (eval mode) with the bundle `meta` written into the file; returns the path."""
     import onnx
-
-    from ocula.data.contract import DataContract
 
     contract = DataContract.from_dict(meta["contract"])
     example = torch.randn(EXAMPLE_BATCH, contract.channels, contract.input_size, contract.input_size)
@@ -84,8 +85,6 @@ def _opset_of(proto) -> int:
 
 
 def _export_meta(meta: dict, *, precision: str, opset: int, **extra) -> dict:
-    from ocula.version import __version__
-
     out = dict(meta)
     out["export"] = {"format": "onnx", "precision": precision, "opset": opset, "input": INPUT_NAME,
                      "output": OUTPUT_NAME, "ocula": __version__, "torch": torch.__version__, **extra}
@@ -95,8 +94,6 @@ def _export_meta(meta: dict, *, precision: str, opset: int, **extra) -> dict:
 def write_onnx(proto, meta: dict, out) -> Path:
     """Replace the file's ocula metadata with `meta` and save it as one file, atomically."""
     import onnx
-
-    from ocula.io import atomic_path
 
     props = {META_KEY: json.dumps(meta), "ocula.classes": json.dumps(meta["classes"]),
              "ocula.contract": json.dumps(meta["contract"]),

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.errors import OculaError
+from ocula.export.gate import accuracy_gate, gate_data as resolve_gate_data
+from ocula.export.onnx import export_onnx
+from ocula.export.quantize import SCHEMES, quantize_int8
+from ocula.export.runtime import OnnxClassifier
+from ocula.inference.predictor import Classifier
+from ocula.io import write_json
 from ocula.run_dir import GATE_SUFFIX, RunDir
 
 FORMATS = ("onnx",)
@@ -55,13 +61,6 @@ def export_model(run, *, format: str = "onnx", out=None, int8: bool = False, cal
     `int8_scheme`: auto (static QDQ for convolution-heavy graphs, dynamic for matmul-heavy ones such as
     ViTs), static or dynamic.
     """
-    from ocula.export.gate import accuracy_gate, gate_data as resolve_gate_data
-    from ocula.export.onnx import export_onnx
-    from ocula.export.quantize import SCHEMES, quantize_int8
-    from ocula.export.runtime import OnnxClassifier
-    from ocula.inference.predictor import Classifier
-    from ocula.io import write_json
-
     if format not in FORMATS:
         raise OculaError(f"export format '{format}': supported: {', '.join(FORMATS)}")
     if int8 and int8_scheme not in SCHEMES:  # before the slow export, not after

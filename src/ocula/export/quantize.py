@@ -36,6 +36,10 @@ from typing import Optional
 import numpy as np
 
 from ocula.errors import OculaError
+from ocula.export.onnx import load_proto, parse_meta, write_onnx
+from ocula.export.runtime import OnnxClassifier
+from ocula.inference.scoring import split_batches
+from ocula.modality.sources import resolve_data
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("auto", "static", "dynamic")
@@ -44,8 +48,6 @@ SCHEMES = ("auto", "static", "dynamic")
 def choose_scheme(proto) -> str:
     """static for convolution-heavy graphs (CNNs), dynamic for matmul-heavy ones (ViTs, MLPs);
     `proto`: a loaded ONNX model or a path to one."""
-    from ocula.export.onnx import load_proto
-
     graph = (load_proto(proto) if isinstance(proto, (str, Path)) else proto).graph
     ops = [n.op_type for n in graph.node]
     convs = sum(op in ("Conv", "ConvTranspose") for op in ops)
@@ -55,8 +57,6 @@ def choose_scheme(proto) -> str:
 
 def calibration_samples(data: str, size: int):
     """Images to calibrate on: the data's val split, else train, else test; `size` evenly spaced."""
-    from ocula.modality.sources import resolve_data
-
     splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False)
     name = next(s for s in ("val", "train", "test") if getattr(splits, s) is not None)
     samples = getattr(splits, name)
@@ -71,8 +71,6 @@ class _Batches:
     so memory holds one batch of activations rather than all of them."""
 
     def __init__(self, clf, samples, input_name: str, batch_size: int, workers: Optional[int]):
-        from ocula.inference.scoring import split_batches
-
         self.batches = [np.ascontiguousarray(b[0].numpy(), dtype=np.float32)
                         for b in split_batches(clf, samples, batch_size, workers) if b[0] is not None]
         self.input_name = input_name
@@ -96,9 +94,6 @@ def quantize_int8(fp32_path, out, calibrate: Optional[str], *, calib_size: int =
     """Quantize an exported fp32 file to int8; returns what was done (also written into the file).
     `calibrate` (images) is needed by the static scheme only; `keep_fp32` (static only): "auto" (the
     nodes `fp32_nodes` picks) or a list of node names to leave in fp32 ([] quantizes every node)."""
-    from ocula.export.onnx import load_proto, parse_meta, write_onnx
-    from ocula.export.runtime import OnnxClassifier
-
     if scheme not in SCHEMES:
         raise OculaError(f"int8 scheme '{scheme}': choose one of {', '.join(SCHEMES)}")
     if method not in CALIBRATION_METHODS:
@@ -181,8 +176,6 @@ def fp32_nodes(proto) -> list[str]:
     without depthwise convolutions (resnet18, seed_cnn) quantize everything as before: their stem is a
     bigger share of the work and they passed the gate quantized.
     `proto`: a loaded ONNX model or a path to one."""
-    from ocula.export.onnx import load_proto
-
     graph = (load_proto(proto) if isinstance(proto, (str, Path)) else proto).graph
     convs = [n for n in graph.node if n.op_type == "Conv"]
     if not any(_group(n) > 1 for n in convs):

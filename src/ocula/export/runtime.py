@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ocula.errors import OculaError
+from ocula.export.onnx import parse_meta
 from ocula.inference.predictor import Predictor
 
 # What a run directory's exports are called (`ocula export RUN` writes them).
@@ -65,8 +66,6 @@ class OnnxClassifier(Predictor):
     @classmethod
     def load(cls, path, threads: Optional[int] = None, int8: bool = False) -> "OnnxClassifier":
         """`path`: a .onnx file or a run directory (its model.onnx; model.int8.onnx with int8=True)."""
-        from ocula.export.onnx import parse_meta
-
         onnx_path = resolve_onnx(path, int8=int8)
         session = make_session(onnx_path, threads)
         meta = parse_meta(session.get_modelmeta().custom_metadata_map, onnx_path)

@@ -38,7 +38,7 @@ def named(name: str) -> Modality:
 
 def for_model(model: str) -> Modality:
     """What a model name takes: its registry spec says; any timm model takes images."""
-    from ocula.models.registry import get_spec
+    from ocula.models.registry import get_spec  # lazy: ocula.models (every family) stays out of ocula --help
 
     spec = get_spec(model)
     return named(spec.modality) if spec is not None else IMAGE

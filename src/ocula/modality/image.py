@@ -8,6 +8,7 @@ import torch
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.folders import FolderScan, scan_image_folder
+from ocula.data.images import open_image, to_pil
 from ocula.data.inputs import expand_inputs
 from ocula.data.loaders import StreamLoader, cache_in_memory, file_loader, fits_in_memory
 from ocula.data.native import image_header
@@ -52,8 +53,6 @@ class ImageModality(Modality):
                             stream=stream)
 
     def preprocess(self, obj, contract: DataContract, pad=None) -> torch.Tensor:
-        from ocula.data.images import open_image, to_pil
-
         if isinstance(obj, (str, Path, bytes, bytearray)):
             img = open_image(obj, channels=contract.channels, draft_size=contract.input_size)
         else:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ocula.models.base import ClassifierModel
-from ocula.models.registry import register_model
+from ocula.models.registry import create_model, register_model
 
 DEFAULT_BACKBONE = "resnet18"
 
@@ -26,7 +26,6 @@ class FrameEncoder(nn.Module):
     def __init__(self, backbone: str, in_chans: int, input_size: int, pretrained: bool = False,
                  backbone_kwargs: Optional[dict] = None):
         super().__init__()
-        from ocula.models.registry import create_model
 
         self.net = create_model(backbone, 1, in_chans, input_size, pretrained=pretrained, **(backbone_kwargs or {}))
         self.num_features = int(self.net.num_features)

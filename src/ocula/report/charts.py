@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ocula.evaluation.plots import plot_confusion_matrix, plot_training_curves
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,14 +39,10 @@ def _via_file(draw) -> Optional[bytes]:
 
 
 def training_curves(metrics_csv: Path) -> Optional[bytes]:
-    from ocula.evaluation.plots import plot_training_curves
-
     return _via_file(lambda out: plot_training_curves(metrics_csv, out))
 
 
 def confusion_matrix(report: dict) -> Optional[bytes]:
-    from ocula.evaluation.plots import plot_confusion_matrix
-
     return _via_file(lambda out: plot_confusion_matrix(report, report.get("class_names"), out))
 
 

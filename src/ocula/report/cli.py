@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import sys
 
+from ocula.io import write_text
+from ocula.report.render import write_report
+from ocula.report.runs import format_runs, list_runs, runs_json
+
 
 def register(sub) -> dict:
     p = sub.add_parser("report", help="one self-contained HTML page for a run: model card, curves, metrics, "
@@ -29,8 +33,6 @@ def register(sub) -> dict:
 def cmd_report(args) -> int:
     import time
 
-    from ocula.report.render import write_report
-
     start = time.perf_counter()
     path = write_report(args.run, args.out, eval_dir=args.eval, audit_dir=args.audit)
     print(f"report: {path} ({time.perf_counter() - start:.2f} s)")
@@ -38,15 +40,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from ocula.report.runs import format_runs, list_runs, runs_json
-
     rows = list_runs(args.dir, sort=args.sort, reverse=args.reverse)
     if args.json == "-":
         sys.stdout.write(runs_json(rows))
         return 0
     if args.json:
-        from ocula.io import write_text
-
         write_text(args.json, runs_json(rows))
     if not rows:
         print(f"no runs under {args.dir}")

@@ -16,6 +16,7 @@ from ocula.io import write_text
 from ocula.report import charts
 from ocula.report.collect import collect_run
 from ocula.run_dir import RunDir
+from ocula.version import __version__
 
 TEMPLATE = "report.html.j2"
 
@@ -98,8 +99,6 @@ def inline_images(sections) -> dict:
 
 def render_report(run, *, eval_dir=None, audit_dir=None, summary=None) -> str:
     """The report page of `run` as HTML text."""
-    from ocula.version import __version__
-
     info = collect_run(run, eval_dir=eval_dir, audit_dir=audit_dir, summary=summary)
     sections = {s.key: s for s in info["sections"]}
     return _environment().get_template(TEMPLATE).render(

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ocula.config import TrainConfig
 from ocula.names import display_name
 from ocula.report.files import RENAMED, Reader, Section, config_value
 from ocula.run_dir import EvalDir, RunDir, best_score, monitor_in, monitor_label
@@ -55,8 +56,6 @@ def flatten(obj: dict, prefix: str = "") -> dict:
 def changed_from_defaults(flat: dict) -> dict:
     """The settings whose value differs from TrainConfig's defaults (all of them when defaults are unknown)."""
     try:
-        from ocula.config import TrainConfig
-
         defaults = flatten(TrainConfig().to_dict())
     except Exception:  # noqa: BLE001 - a config layout this report does not know: show everything
         return dict(flat)

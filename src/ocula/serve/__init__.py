@@ -2,16 +2,16 @@
 FastAPI app itself (tests, embedding in another ASGI server). See docs/serve.md."""
 from __future__ import annotations
 
+from ocula.serve.runner import serve as _serve
+
 
 def create_app(model, name=None, **options):
-    from ocula.serve.app import create_app as _create_app
+    from ocula.serve.app import create_app as _create_app  # lazy: fastapi stays out of ocula --help
 
     return _create_app(model, name, **options)
 
 
 def serve(run, **options) -> None:
-    from ocula.serve.runner import serve as _serve
-
     _serve(run, **options)
 
 

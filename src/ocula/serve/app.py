@@ -33,6 +33,9 @@ from ocula.serve.batching import BatcherBusy, BatcherClosed, MicroBatcher
 from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, images_to_batch,
                                 read_image_bodies, send_error)
 from ocula.serve.metrics import Metrics, MetricsMiddleware
+from ocula.serve.oip import make_router
+from ocula.serve.schemas import Error, PredictResponse
+from ocula.version import __version__
 
 MB = 2 ** 20
 OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready")  # no API key needed: the page and probes
@@ -131,8 +134,6 @@ def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wa
                decode_workers: Optional[int] = None, platform: str = "pytorch", max_header_bytes: int = 8192,
                max_headers: int = 100, max_in_flight: int = 256):
     """The FastAPI app serving `model`. Its lifespan starts the batcher and, on shutdown, drains it."""
-    from ocula.serve.oip import make_router
-
     service = Service(model, name or model.meta.get("name") or "model", platform, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, timeout_s=timeout_s, max_pixels=max_pixels,
                       max_images=max_images, max_queue=max_queue, decode_workers=decode_workers)
@@ -144,8 +145,6 @@ def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wa
             yield
         finally:
             await service.stop()
-
-    from ocula.version import __version__
 
     app = FastAPI(title=f"ocula: {service.name}", version=__version__, lifespan=lifespan)
     app.state.service = service
@@ -163,8 +162,6 @@ def create_app(model, name: Optional[str] = None, *, max_batch: int = 32, max_wa
 
 
 def _add_routes(app, service: Service, key_required: bool) -> None:
-    from ocula.serve.schemas import Error, PredictResponse
-
     page = _page(service, key_required)
     errors = {code: {"model": Error} for code in (401, 408, 413, 415, 422, 503, 504)}
 

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ocula.data.images import open_image
 from ocula.errors import BadImageError
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -164,8 +165,6 @@ async def _read_form(request, max_images: int) -> list[tuple[str, bytes]]:
 # ---------------------------------------------------------------------------- decoding
 def decode(data: bytes, label: str, channels: int, max_pixels: int, draft_size: int):
     """Encoded bytes → PIL image, or Rejected(415 not an image | 422 truncated, empty, too big)."""
-    from ocula.data.images import open_image
-
     try:
         return open_image(data, channels=channels, max_pixels=max_pixels, draft_size=draft_size)
     except BadImageError as e:

@@ -29,6 +29,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ocula.serve.limits import Rejected, is_count
+from ocula.serve.schemas import InferRequest, ModelMetadata, ServerMetadata
+from ocula.version import __version__
 
 OUTPUTS = ("logits", "probabilities")  # returned when a request names none
 ON_REQUEST = ("abstained",)  # BOOL [B]: top probability below the server's --min-confidence
@@ -36,9 +38,6 @@ VERSION = "1"
 
 
 def make_router(service):
-    from ocula.version import __version__
-    from ocula.serve.schemas import ModelMetadata, ServerMetadata
-
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
     def check(name: str, version: Optional[str]) -> None:
@@ -100,8 +99,6 @@ def make_router(service):
 def infer_body() -> dict:
     """The InferRequest JSON schema as an OpenAPI requestBody (the body is parsed by hand: binary tensors
     may follow the JSON header), with the pydantic $defs inlined so that the schema stands alone."""
-    from ocula.serve.schemas import InferRequest
-
     schema = InferRequest.model_json_schema()
     defs = schema.pop("$defs", {})
 
@@ -129,8 +126,6 @@ async def _infer(service, x):
 def split_body(body: bytes, header_length: Optional[str]):
     """Body → (InferRequest, the binary tensor data that follows the JSON header)."""
     from pydantic import ValidationError
-
-    from ocula.serve.schemas import InferRequest
 
     n = len(body)
     if header_length is not None:

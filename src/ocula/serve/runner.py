@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ocula.errors import OculaError
+from ocula.export.runtime import OnnxClassifier
+from ocula.inference.predictor import Classifier
 from ocula.run_dir import WEIGHTS_DIR
 
 
@@ -27,14 +29,11 @@ def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optio
     if int8 and not onnx:
         raise OculaError("--int8 serves the quantized ONNX export: add --onnx")
     if onnx:
-        try:
-            from ocula.export.runtime import OnnxClassifier
+        try:  # onnxruntime is imported by the load
+            return OnnxClassifier.load(run, threads=threads, int8=int8), "onnxruntime_onnx"
         except ModuleNotFoundError as e:
             raise OculaError(f"--onnx needs ocula's export support ({e.name} is missing; "
                              f"pip install 'ocula[export]')") from None
-        return OnnxClassifier.load(run, threads=threads, int8=int8), "onnxruntime_onnx"
-    from ocula.inference.predictor import Classifier
-
     return Classifier.load(run), "pytorch_libtorch"
 
 
@@ -122,7 +121,7 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
     import uvicorn
     from prometheus_client import disable_created_metrics
 
-    from ocula.serve.app import create_app
+    from ocula.serve.app import create_app  # lazy: fastapi, imported only to serve
 
     disable_created_metrics()  # *_created series are noise on dashboards; this process only serves
     if max_batch < 1 or max_wait_ms < 0 or timeout_s <= 0 or max_body_mb <= 0:

@@ -5,10 +5,12 @@ import math
 from typing import Iterable, Optional, Union
 
 from ocula.engine import distributed as dist
-from ocula.engine.callbacks import Callback
+from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.errors import OculaError, did_you_mean
 from ocula.report.callback import ReportCallback
 from ocula.run_dir import RunDir, best_score, is_monitor
+from ocula.track.mlflow_backend import MLflowBackend
+from ocula.track.tensorboard_backend import TensorBoardBackend
 
 TRACKERS = ("tensorboard", "mlflow")
 # besides these, the validation monitor under the name the logs give it (val/accuracy, val/mAP; val_acc before)
@@ -45,10 +47,7 @@ def require(name: str) -> None:
 
 def _backend(name: str):
     if name == "tensorboard":
-        from ocula.track.tensorboard_backend import TensorBoardBackend
-
         return TensorBoardBackend()
-    from ocula.track.mlflow_backend import MLflowBackend
 
     return MLflowBackend()
 
@@ -113,7 +112,6 @@ def training_callbacks(cfg, callbacks: Optional[list] = None, *, track=None, rep
     names = parse_trackers(track)
     if not names and not report:
         return callbacks
-    from ocula.engine.callbacks import default_callbacks
 
     out = list(default_callbacks(cfg) if callbacks is None else callbacks)
     if report:

@@ -20,7 +20,11 @@ import torch.nn.functional as F
 
 from ocula.errors import BadImageError, OculaError
 from ocula.inference.predictor import Classifier
+from ocula.inference.scoring import split_batches
+from ocula.io import atomic_path, write_json
 from ocula.log import progress
+from ocula.modality.sources import resolve_data
+from ocula.names import clean
 
 SPLITS = ("train", "val", "test")
 
@@ -53,8 +57,6 @@ class Embeddings:
         raise OculaError(f"{path}: write embeddings as .npy or .parquet")
 
     def _save_npy(self, path: Path) -> str:
-        from ocula.io import atomic_path, write_json
-
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, self.vectors.astype(np.float32))
@@ -65,11 +67,9 @@ class Embeddings:
 
     def _save_parquet(self, path: Path) -> str:
         pa, pq = _pyarrow()
-        from ocula.io import atomic_path
 
         dim = int(self.vectors.shape[1])
         flat = pa.array(self.vectors.astype(np.float32).reshape(-1))
-        from ocula.names import clean
 
         table = pa.table({"path": clean(list(self.paths)), "label": clean(list(self.labels)), "split": self.splits or [None] * len(self),
                           "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)})
@@ -152,16 +152,12 @@ class Embedder(Classifier):
         return torch.cat(vectors).numpy(), torch.cat(kept).numpy(), skipped
 
     def _loader(self, samples, batch_size: int, workers: Optional[int]):
-        from ocula.inference.scoring import split_batches
-
         return split_batches(self, samples, batch_size, workers)
 
 
 def embed_dataset(run, data: str, out: Optional[str] = None, split: Optional[str] = None,
                   batch_size: int = 64, workers: Optional[int] = None, device: str = "auto") -> Embeddings:
     """Embed every image of a folder, CSV manifest or built-in dataset (all splits, or `split`)."""
-    from ocula.modality.sources import resolve_data
-
     embedder = run if isinstance(run, Embedder) else Embedder.load(run, device)
     data_splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False)
     names = [split] if split else [s for s in SPLITS if getattr(data_splits, s) is not None]

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ocula import bundle
 from ocula.errors import OculaError
 from ocula.transfer.embed import Embedder, Embeddings, embed_dataset
 
@@ -128,8 +129,6 @@ def build_index(run, gallery, backend: str = "auto", cache: bool = True, batch_s
 
 
 def _cache_path(run, folder: Path) -> Optional[Path]:
-    from ocula import bundle
-
     if not Path(run).is_dir():
         return None
     weights = bundle.resolve_weights(run)

@@ -19,6 +19,8 @@ from typing import Optional
 import numpy as np
 
 from ocula.errors import OculaError
+from ocula.io import atomic_path, read_json, write_json, write_text
+from ocula.transfer.embed import Embedder, embed_dataset
 
 FAR_TARGETS = (0.001, 0.01, 0.1)
 MAX_PAIRS = 2_000_000  # pairs scored when calibrating; more are sampled down
@@ -95,8 +97,6 @@ def calibrate(run, data: str, split: Optional[str] = None, far: float = 0.01, cr
               out_dir=None, batch_size: int = 64, device: str = "auto") -> dict:
     """Choose the decision threshold of `run` on labelled data (identities may be unseen in training)
     and store it in RUN/verify.json (or out_dir), with roc.csv and roc.png beside it."""
-    from ocula.transfer.embed import Embedder, embed_dataset
-
     embedder = Embedder.load(run, device)
     emb = embed_dataset(embedder, data, split=split, batch_size=batch_size)
     scores, same = pair_scores(emb.vectors, emb.labels)
@@ -115,8 +115,6 @@ def _run_folder(run) -> Path:
 
 
 def _write_calibration(out: Path, result: dict, scores: np.ndarray, same: np.ndarray) -> None:
-    from ocula.io import write_json, write_text
-
     far, tar, thr = roc(scores, same)
     step = max(1, len(far) // 2000)  # a readable CSV and plot; the metrics used every point
     rows = ["threshold,far,tar"] + [f"{t:.6f},{f:.6f},{r:.6f}" for t, f, r in zip(thr[1::step], far[1::step],
@@ -134,7 +132,6 @@ def _plot_roc(far, tar, result: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    from ocula.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(np.clip(far, 1e-5, 1), tar)
@@ -151,15 +148,12 @@ def load_calibration(run) -> dict:
     if not path.is_file():
         raise OculaError(f"{run}: no decision threshold yet; run `ocula verify {run} --calibrate DATA` "
                          f"on labelled validation images first")
-    from ocula.io import read_json
 
     return read_json(path)
 
 
 def verify_pair(run, a, b, threshold: Optional[float] = None, device: str = "auto") -> dict:
     """Two images → {"score", "threshold", "same"}; the threshold from RUN/verify.json by default."""
-    from ocula.transfer.embed import Embedder
-
     threshold = load_calibration(run)["threshold"] if threshold is None else threshold
     va, vb = Embedder.load(run, device).embed([a, b])
     score = float(va @ vb)

@@ -45,7 +45,7 @@ class VideoModality(Modality):
         return VideoModality(frames=cfg.video.frames, clip_pad=cfg.video.clip_pad)
 
     def model_hint(self, model: str) -> str:
-        from ocula.models.registry import get_spec, list_models
+        from ocula.models.registry import get_spec, list_models  # lazy: ocula.models stays out of ocula --help
 
         video_models = ", ".join(n for n in list_models("*", include_timm=False)
                                  if get_spec(n).modality == self.name)

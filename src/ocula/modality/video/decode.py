@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 from ocula.data.contract import DataContract
+from ocula.data.folders import is_debris
+from ocula.data.images import is_image_path, open_image
+from ocula.data.transforms import interpolation, resize_size
 from ocula.errors import BadImageError
+from ocula.io import atomic_path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"})
 PAD_MODES = ("repeat", "reject")
@@ -37,9 +41,6 @@ def is_video_path(path) -> bool:
 
 def frame_files(folder) -> list[str]:
     """The images directly inside a frame folder, in natural order (frame_2 before frame_10)."""
-    from ocula.data.folders import is_debris
-    from ocula.data.images import is_image_path
-
     try:
         names = [e.name for e in os.scandir(folder) if e.is_file() and is_image_path(e.name)
                  and not is_debris(e.name)]
@@ -117,8 +118,6 @@ def fit_geometry(frames: torch.Tensor, contract: DataContract) -> torch.Tensor:
     """uint8 (T, C, H, W) → (T, channels, S, S): grey/RGB conversion, short-side resize, centre crop."""
     from torchvision.transforms.v2 import functional as TF
 
-    from ocula.data.transforms import interpolation, resize_size
-
     frames = _to_channels(frames, contract.channels)
     size = contract.input_size
     if frames.shape[-2:] != (size, size):
@@ -141,8 +140,6 @@ def _to_channels(frames: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _read_frame_folder(folder: str, pick: Callable, channels: int) -> torch.Tensor:
-    from ocula.data.images import open_image
-
     files = frame_files(folder)
     if not files:
         raise BadClipError(folder, "frame folder without images")
@@ -215,8 +212,6 @@ def _video_stream(container, path: str):
 def write_video(path, frames: np.ndarray, fps: int = 12, crf: int = 18) -> None:
     """uint8 (T, H, W, 3) → an H.264 .mp4 (yuv420p, even sizes), written atomically."""
     import av
-
-    from ocula.io import atomic_path
 
     frames = np.asarray(frames, dtype=np.uint8)
     t, h, w = frames.shape[:3]

@@ -23,6 +23,7 @@ from ocula.data.loaders import (CACHE_LIMIT_BYTES, StreamLoader, collate_skippin
 from ocula.data.samples import FileSamples, TensorSamples
 from ocula.errors import BadImageError
 from ocula.modality.video.augment import ClipAugment
+from ocula.modality.video.decode import fit_geometry, read_clip
 
 TRAIN_OVERSAMPLE = 2  # the RAM cache of a training split holds 2T frames per clip: room for temporal jitter
 
@@ -39,8 +40,6 @@ class ClipDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        from ocula.modality.video.decode import read_clip
-
         path = self.samples.paths[i]
         # Per clip and epoch: the same segments in every worker layout and after a resume.
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
@@ -87,8 +86,6 @@ def cache_clips(samples: FileSamples, contract: DataContract, *, frames: Optiona
 def preprocess_clip(obj, contract: DataContract, pad: str = "repeat") -> torch.Tensor:
     """One clip for prediction: a path (video file, frame folder) or a uint8 array (T, H, W, C) → float
     (T, C, S, S), normalised: exactly what evaluation feeds the model for that clip."""
-    from ocula.modality.video.decode import fit_geometry, read_clip
-
     if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
         clip = read_clip(obj, contract, pad=pad)
     else:

@@ -28,7 +28,9 @@ import torch
 from ocula.data.builtin import register_builtin
 from ocula.data.samples import DatasetSplits, TensorSamples
 from ocula.errors import OculaError, did_you_mean
+from ocula.io import write_json
 from ocula.log import progress
+from ocula.modality.video.decode import write_video
 
 MOTIONS = {"vertical": ("down", "up"), "horizontal": ("left", "right"), "scale": ("grow", "shrink")}
 FORWARD = {"vertical": "down", "horizontal": "right", "scale": "grow"}  # the coordinate increases
@@ -134,8 +136,6 @@ def write_moving_shapes(out, *, per_class: int = 60, test_per_class: Optional[in
     """Write out/{train,test}/<class>/clip_NNNN.mp4 (H.264) or .../clip_NNNN/frame_NN.png.
 
     Returns {"train": n, "test": n, ...} and writes out/moving_shapes.json with the parameters."""
-    from ocula.io import write_json
-
     if fmt not in ("mp4", "frames"):
         raise OculaError(f"format '{fmt}': choose mp4 or frames")
     if fmt == "mp4" and size % 2:
@@ -156,8 +156,6 @@ def write_moving_shapes(out, *, per_class: int = 60, test_per_class: Optional[in
 
 def _write_clip(stem: Path, clip: np.ndarray, fmt: str) -> None:
     if fmt == "mp4":
-        from ocula.modality.video.decode import write_video
-
         write_video(stem.with_suffix(".mp4"), clip)
         return
     from PIL import Image

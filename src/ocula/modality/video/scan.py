@@ -16,6 +16,7 @@ import os
 
 from ocula.data.folders import SPLIT_NAMES, FolderScan, is_debris
 from ocula.data.images import is_image_path
+from ocula.data.inputs import expand_with
 from ocula.errors import OculaError
 from ocula.modality.video.decode import frame_files, is_video_path
 
@@ -106,8 +107,6 @@ def is_clip_manifest(scan: FolderScan) -> bool:
 # ------------------------------------------------------------------------------ predict inputs
 def expand_clip_inputs(items) -> tuple[list[str], list[tuple[str, str]]]:
     """Video files, frame folders, folders of either, globs and CSVs → (clip paths, [(item, reason)])."""
-    from ocula.data.inputs import expand_with
-
     return expand_with(items, _expand_one, empty_folder="no videos or frames found")
 
 
