@@ -174,3 +174,58 @@ def test_no_module_outside_the_modality_package_branches_on_modality(rule):
     spec.loader.exec_module(counter)
     found = counter.branching_modules(SRC / "ocula")
     assert not found, "\n".join(f"{m}: {hits}" for m, hits in found.items())
+
+
+APP_FILES = {"__init__.py", "api.py", "cli.py", "__main__.py"}  # src/ocula/<these>: the app layer
+REWRITING = {"engine/trainer.py", "engine/plan.py"}  # issue 24: being rewritten; their reasons come with that
+MAX_INSIDE_FUNCTIONS = 20  # issue 24: 188 before
+
+
+def _nested_internal_imports(source: str) -> list[int]:
+    """Lines of every `import ocula…`/`from ocula… import`/relative import nested in a function."""
+    found = []
+
+    def walk(node, inside):
+        for child in ast.iter_child_nodes(node):
+            internal = (isinstance(child, ast.Import) and any(a.name.split(".")[0] == "ocula" for a in child.names)
+                        or isinstance(child, ast.ImportFrom)
+                        and (child.level > 0 or (child.module or "").split(".")[0] == "ocula"))
+            if inside and internal:
+                found.append(child.lineno)
+            walk(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    walk(ast.parse(source), False)
+    return found
+
+
+def _internal_imports_inside_functions() -> list[tuple[str, int, str]]:
+    """(file under src/ocula, line, its text) for each nested internal import outside the app layer
+    (STYLE.md 11: ocula's modules import each other at the top of the file)."""
+    found = []
+    for path in sorted((SRC / "ocula").rglob("*.py")):
+        rel = path.relative_to(SRC / "ocula").as_posix()
+        if rel not in APP_FILES:
+            lines = path.read_text().splitlines()
+            found += [(rel, n, lines[n - 1]) for n in _nested_internal_imports("\n".join(lines))]
+    return found
+
+
+def test_internal_imports_sit_at_the_top_of_their_files():
+    found = _internal_imports_inside_functions()
+    assert len(found) <= MAX_INSIDE_FUNCTIONS, "\n".join(f"{f}:{n}: {t.strip()}" for f, n, t in found)
+
+
+def test_each_internal_import_inside_a_function_says_why():
+    """`# lazy: …` (keeps `import ocula`/`ocula --help` fast) or `# cycle: …`, on its line or the line above."""
+    wrong = []
+    for rel, line, text in _internal_imports_inside_functions():
+        above = (SRC / "ocula" / rel).read_text().splitlines()[line - 2].strip()
+        if rel not in REWRITING and not any(tag in text or above.startswith(tag) for tag in ("# lazy:", "# cycle:")):
+            wrong.append(f"{rel}:{line}: {text.strip()}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_import_counter_sees_internal_imports_in_functions_only():
+    source = ("import ocula.x\nimport os\ndef f():\n    from ocula import a\n    def g():\n        from . import b\n"
+              "    import os\n    import ocula.y\nclass C:\n    from ocula import c\n")
+    assert _nested_internal_imports(source) == [4, 6, 8]
