@@ -1,6 +1,6 @@
 """The layering of docs/architecture.md, proven from the code's AST (imports inside functions count).
 
-    app       api, cli, the `ocula` front door
+    app       api, cli (and cli_train), the `ocula` front door
     features  explain, export, serve, audit, transfer, report       (plug in; nothing below imports them)
     core      bundle, engine, inference    above    tasks, evaluation    above    modality
               above    data, models    above    errors, names, io, log, config, ...
@@ -24,7 +24,7 @@ LAYERS = [  # lowest first: top-level name under ocula → layer
     {"tasks", "evaluation"},
     {"bundle", "engine", "inference"},
     {"explain", "export", "serve", "audit", "transfer", "report", "track"},
-    {"api", "cli", "__main__", ""},
+    {"api", "cli", "cli_train", "__main__", ""},
 ]
 FEATURES = LAYERS[5]
 
@@ -176,7 +176,7 @@ def test_no_module_outside_the_modality_package_branches_on_modality(rule):
     assert not found, "\n".join(f"{m}: {hits}" for m, hits in found.items())
 
 
-APP_FILES = {"__init__.py", "api.py", "cli.py", "__main__.py"}  # src/ocula/<these>: the app layer
+APP_FILES = {"__init__.py", "api.py", "cli.py", "cli_train.py", "__main__.py"}  # src/ocula/<these>: the app layer
 REWRITING = {"engine/trainer.py", "engine/plan.py"}  # issue 24: being rewritten; their reasons come with that
 MAX_INSIDE_FUNCTIONS = 20  # issue 24: 188 before
 

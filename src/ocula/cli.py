@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
 import warnings
-from dataclasses import fields
 
 from ocula import log
+from ocula.cli_train import add_train_parser, split_overrides
 from ocula.errors import OculaError, did_you_mean, one_line
 
 
@@ -26,41 +25,6 @@ class Parser(argparse.ArgumentParser):
         bad = message.split(": ")[-1].split()[0] if "unrecognized arguments" in message else ""
         hint = did_you_mean(bad.split("=")[0], self._option_string_actions) if bad else ""
         self.exit(2, f"ocula: error: {message}{hint}\n")
-
-
-def _train_parser(sub) -> None:
-    """One flat option per config field (`--lr`, `--batch-size`), grouped by section, its help text
-    and choices read from the field's metadata (ocula.config_sections)."""
-    from ocula.config_sections import SECTIONS, flat_key
-
-    p = sub.add_parser("train", help="train or fine-tune a classifier", description="Train a model. "
-                       "Options may also be given as key=value.")
-    p.add_argument("data", nargs="?", default="", help="built-in name (fashion-mnist, digits), folder or CSV")
-    p.add_argument("--config", metavar="FILE", help="options from a JSON or YAML file, flat (lr: 0.1) or in "
-                   "sections (optim: {lr: 0.1}); a recipe's keys, then the file's, then the command line's")
-    for section, cls in SECTIONS.items():
-        group = p.add_argument_group(f"{section} options")
-        for f in fields(cls):
-            key = flat_key(f)
-            if key == "data":
-                continue
-            group.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, **_option_spec(f, key))
-    p.add_argument("--from", dest="init_from", default=None, metavar="RUN",  # the issue's spelling
-                   help="start from an ocula run or any weights file (same as --init-from)")
-    p.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
-
-
-def _option_spec(f, key: str) -> dict:
-    """argparse keywords for one config field: metavar, help (with choices and default), bare flags."""
-    text = f.metadata.get("help", "")
-    if key == "model_kwargs":
-        return {"metavar": "JSON", "help": f"""{text}, as JSON: '{{"patch_size": 2}}'"""}
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    choices = " | ".join(c if isinstance(c, str) else json.dumps(c) for c in f.metadata.get("choices", ()))
-    shown = f"({choices}; default: {default!r})" if choices else f"(default: {default!r})"
-    flag = f.type in ("bool", "Union[bool, str]")  # `--hflip` alone means true
-    return {"metavar": key.upper(), "nargs": "?" if flag else None, "const": "true" if flag else None,
-            "help": f"{text} {shown}" if text else shown}
 
 
 SUBPARSERS: dict = {}
@@ -80,7 +44,7 @@ def build_parser() -> Parser:
     parser.add_argument("--verbose", action="store_true", help="also debug messages")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub._parser_class = lambda **kw: Parser(allow_abbrev=False, **kw)
-    _train_parser(sub)
+    add_train_parser(sub)
     p = sub.add_parser("evaluate", help="metrics of a trained model on a labelled dataset")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("data", help="built-in name, folder or CSV with labels")
@@ -149,26 +113,11 @@ def _register_plugins(sub) -> None:
         COMMANDS.update(module.register(sub))
 
 
-def _split_overrides(args) -> dict:
-    from ocula.config import field_names
-
-    values = {f: getattr(args, f) for f in field_names() if hasattr(args, f) and getattr(args, f) is not None}
-    if args.config:
-        values["config"] = args.config
-    for item in args.overrides:
-        if "=" not in item:
-            raise OculaError(f"unexpected argument '{item}' (options are --key value or key=value)")
-        key, value = item.split("=", 1)
-        values[key.replace("-", "_")] = value
-    values.pop("data", None)
-    return values
-
-
 def cmd_train(args) -> int:
     from ocula import api
     from ocula.run_dir import monitor_in  # app layer: `ocula --help` must not import torch (ocula.io)
 
-    overrides = _split_overrides(args)
+    overrides = split_overrides(args)
     if not args.data and not overrides.get("resume"):
         raise OculaError("train needs DATA (a built-in name, folder or CSV) or --resume RUN")
     run = api.train(args.data, **overrides)
