@@ -128,7 +128,7 @@ def _finetune(source, out, **kw):
 
 def test_from_run_adopts_architecture_and_preprocessing(digits_base, tmp_path):
     trainer = _finetune(digits_base, tmp_path / "ft", max_steps=3)
-    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    config = json.loads((tmp_path / "ft" / "resolved.json").read_text())["config"]  # config.json: as given
     source_contract = json.loads((Path(digits_base) / "model.json").read_text())["contract"]
     info = json.loads((tmp_path / "ft" / "transfer.json").read_text())
     assert config["model"]["name"] == "vgg_bn" and config["model"]["kwargs"]["width"] == 8

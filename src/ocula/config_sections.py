@@ -52,12 +52,13 @@ class Section:
 @dataclass
 class DataConfig(Section):
     source: str = option("", "built-in name, class-per-folder directory or CSV manifest", flat="data")
-    img_size: Optional[int] = option(None, "default: pretrained weights' size, else the data's native size (<= 224)")
+    img_size: Optional[int] = option(None, "default: pretrained weights' size, else the data's native size (at most "
+                                                 "engine.input_choice.MAX_SCRATCH_SIZE)")
     channels: Optional[int] = option(None, "default: pretrained weights' (3), else the data's (grey: 1)")
     val_fraction: float = option(0.1, "stratified split when the data has no validation split")
     cross_fit: Union[str, int] = option("auto", "small data with no validation split: choose the epoch, the lp-ft head refit and "
                             "the temperature on k-fold out-of-fold predictions, then train on every image; auto: "
-                            "5 folds when a carved split would come from fewer than engine.cross_fit.SMALL_DATA "
+                            "engine.cross_fit.DEFAULT_FOLDS folds when a carved split would come from fewer than engine.cross_fit.SMALL_DATA "
                             "images (the folds are timed and cut to a budget); K: K folds; off: carve val_fraction")
     balance: str = option("none", "class imbalance: a weighted loss (multilabel: pos_weight), a balanced sampler, "
                           "or (single-label) the logit-adjusted loss (Menon et al. 2021, --logit-tau) or balanced "
@@ -87,7 +88,8 @@ class ModelConfig(Section):
 class OptimConfig(Section):
     epochs: int = option(10)
     batch_size: int = option(64, "global, summed over DDP ranks")
-    lr: Optional[float] = option(None, "peak; default adamw 3e-3 from scratch, 1e-3 from weights (lp-ft: 3e-4); sgd 0.1 per 256 images")
+    lr: Optional[float] = option(None, "peak; default: the rule of TrainConfig.peak_lr (adamw: from scratch or from "
+                                 "weights, lp-ft config.LPFT_LR; sgd: scaled with the batch); RUN/resolved.json says which")
     optimizer: str = option("adamw", choices=("adamw", "sgd"))
     weight_decay: float = option(0.05, "never applied to norms and biases")
     momentum: float = option(0.9, "sgd (Nesterov)")
@@ -121,8 +123,8 @@ class AugmentConfig(Section):
 class TransferConfig(Section):
     init_from: Optional[str] = option(None, "start from these weights (--from): an ocula run/bundle or any weights file")
     strategy: str = option("auto", "fine-tuning; auto: from pretrained weights lp-ft (a linear probe on cached "
-                           "features, then every layer at a gentle lr), or the probe alone below 20 images per "
-                           "class; from scratch full",
+                           "features, then every layer at a gentle lr), or the probe alone below "
+                           "engine.plan.PROBE_ONLY_BELOW images per class; from scratch full",
                            ("auto", "full", "lp-ft", "linear-probe", "partial", "llrd", "gradual"))
     probe: str = option("lbfgs", "linear-probe: lbfgs = fit the head once on cached features (scikit-learn's "
                         "LogisticRegression objective); sgd = train it for the epochs, with augmentation",
@@ -133,17 +135,20 @@ class TransferConfig(Section):
     unfreeze_stages: int = option(1, "partial: train the top N stages (+ head); gradual: N more per step")
     unfreeze_every: int = option(1, "gradual: epochs between unfreezing steps")
     layer_decay: float = option(0.75, "llrd: each stage below gets this factor of the lr above it")
-    head_lr: Optional[float] = option(None, "classifier head's lr; default: lr (linear-probe: 100x adamw, 10x sgd)")
-    freeze_bn: Optional[bool] = option(None, "BatchNorm statistics: default held in frozen stages; true: everywhere")
+    head_lr: Optional[float] = option(None, "classifier head's lr; default: lr (linear-probe --probe sgd: lr × "
+                                      "engine.plan.PROBE_LR_FACTOR of the optimizer)")
+    freeze_bn: Optional[bool] = option(None, "BatchNorm statistics: default held in frozen stages (lp-ft: everywhere); true: "
+                                        "everywhere; false: never")
     margin: str = option("none", "the margin task's loss (task=margin: arcface unless set; set alone, it chooses "
                          "that task)", ("none", "arcface", "cosface"))
-    margin_m: Optional[float] = option(None, "the margin; default 0.5 rad (arcface) or 0.35 (cosface)")
+    margin_m: Optional[float] = option(None, "the margin; default tasks.margin.DEFAULT_M of the kind")
     margin_s: float = option(30.0, "scale of the cosine logits under a margin loss")
 
 
 @dataclass
 class VideoConfig(Section):
-    frames: Optional[int] = option(None, "video: frames per clip the model sees; default the model's (8)")
+    frames: Optional[int] = option(None, "video: frames per clip the model sees; default the model's "
+                                   "(modality.video.DEFAULT_FRAMES)")
     clip_pad: str = option("repeat", "video: a clip shorter than frames is repeated (stretched in time) or rejected",
                            ("repeat", "reject"))
 

@@ -67,7 +67,7 @@ def saved_model(trainer, weights: Path):
 
 def whole_split_loader(trainer, samples):
     """Eval batches of every sample on this one rank (trainer.eval_loader shards them across ranks)."""
-    return setup.make_loader(samples, trainer.contract, trainer.loader_cfg, train=False,
+    return setup.make_loader(samples, trainer.contract, trainer.cfg, train=False,
                              num_classes=len(trainer.classes), rank=0, world=1, modality=trainer.modality)
 
 

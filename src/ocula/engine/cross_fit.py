@@ -285,7 +285,8 @@ def _fold_config(trainer, k: int, share: float) -> TrainConfig:
     folds stayed at chance on face crops where the final run, at two steps, learned)."""
     c = trainer.contract
     batch = max(1, round(trainer.cfg.optim.batch_size * share))
-    return trainer.cfg.replace(batch_size=batch, out=str(RunDir(trainer.run_dir).cross_fit_fold(k + 1)), cross_fit="off",
+    given = trainer.resolved.given  # the lr as given: a default follows the fold's batch (sgd), as it always did
+    return trainer.cfg.replace(batch_size=batch, lr=given.optim.lr, head_lr=given.transfer.head_lr, out=str(RunDir(trainer.run_dir).cross_fit_fold(k + 1)), cross_fit="off",
                                img_size=c.input_size, channels=c.channels, hflip=trainer.flips["hflip"]["use"],
                                time_flip=trainer.flips["time_flip"]["use"], calibrate="none", refit_head=False,
                                patience=None, track=None, report=False, resume=None)

@@ -1,7 +1,7 @@
 """What a run directory holds besides its weights: the JSON records written when training starts
 (config, split, environment, data) and the resumable training state (`state/last.safetensors`).
 
-    write_run_files(trainer)          # RUN/config.json, split.json, environment.json, data.json
+    write_run_files(trainer)          # RUN/config.json, resolved.json, split.json, environment.json, data.json
     save_training_state(trainer)      # model, optimizer, scheduler, EMA, scaler, history, RNG states
     load_training_state(trainer)      # --resume: all of that back, or one line saying why not
 
@@ -26,7 +26,8 @@ def write_run_files(trainer) -> None:
     run = RunDir(trainer.run_dir)
     run.weights_dir.mkdir(parents=True, exist_ok=True)
     if not trainer.cfg.run.resume:
-        run.write_config(trainer.cfg.to_dict())
+        run.write_config(trainer.resolved.given.to_dict())  # as given: --resume resolves it again
+    run.write_resolved(trainer.resolved.to_dict())
     run.write_split(trainer.splits.split_info)
     run.write_environment(environment.describe(trainer.device, trainer.world))
     write_data_file(trainer)

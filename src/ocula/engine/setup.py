@@ -12,7 +12,7 @@ import torch
 from ocula.config import TrainConfig
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
-from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples
+from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
 from ocula.engine.input_choice import default_backbone
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
@@ -73,6 +73,21 @@ def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, trai
             cfg.data.cache == "auto" and modality.fits_in_memory(samples, contract, train))):
         return modality.to_memory(samples, contract, workers=cfg.data.workers, desc=desc, train=train)
     return samples, []
+
+
+def decode_splits(splits: DatasetSplits, contract: DataContract, cfg: TrainConfig, modality: Modality):
+    """→ (train, val or None, skipped files): each split through to_memory, tensors fitted to the contract's
+    channels."""
+    decoded, skipped = {}, []
+    for name in ("train", "val"):
+        if name == "val" and splits.val is None:
+            decoded[name] = None
+            continue
+        samples, bad = to_memory(splits.split(name), contract, cfg, desc=f"decode {name}", train=name == "train",
+                                 modality=modality)
+        skipped += bad
+        decoded[name] = adapt_channels(samples, contract.channels) if isinstance(samples, TensorSamples) else samples
+    return decoded["train"], decoded["val"], skipped
 
 
 def class_counts(samples, num_classes: int) -> torch.Tensor:

@@ -1,0 +1,218 @@
+"""One resolution step: every `auto`/None of a TrainConfig turned into a value, with the rule that chose it.
+
+    resolved = resolve(cfg, splits, source=read_source(cfg), device=device)
+    resolved.cfg                     # the config with the values in: what the loaders, the task and the plan read
+    resolved.strategy.reason         # "pretrained weights, 30 training images per class: lp-ft (...)"
+    resolved.to_dict()               # RUN/resolved.json
+
+Each rule stays where it is measured and documented (`TrainConfig.peak_lr`, `plan.resolve_strategy`,
+`plan.PROBE_LR_FACTOR`, `setup.resolve_precision`, `Task.default_augment`, `cross_fit.plan_cross_fit`,
+`input_choice.choose_contract`, `flip_probe.decide_flips`); this module asks each once, in the order the
+answers depend on each other, and keeps the answer with its reason. Pure apart from reading the data (a
+probe-only or cross-fitted run re-reads it without a carved validation split), decoding the splits into
+RAM and the flip probe, which measures on the decoded training images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from ocula import tasks
+from ocula.config import LPFT_LR, TrainConfig
+from ocula.data.contract import DataContract
+from ocula.data.samples import DatasetSplits
+from ocula.engine import distributed as dist
+from ocula.engine import setup
+from ocula.engine.cross_fit import CrossFitPlan, plan_cross_fit
+from ocula.engine.flip_probe import decide_flips
+from ocula.engine.input_choice import InputChoice, choose_contract
+from ocula.engine.plan import PROBE_LR_FACTOR, adopt_source, choose_strategy
+from ocula.engine.weights import WeightsSource
+from ocula.modality import for_model
+from ocula.modality.sources import resolve_data
+
+USER, RULE, DATA = "user", "rule", "data"  # decided_by: set in the config; the default rule; measured on the data
+
+
+@dataclass
+class Choice:
+    """One resolved setting: its value, why, and who decided (user, rule, data)."""
+    value: Any
+    reason: str
+    decided_by: str
+
+    def to_dict(self) -> dict:
+        value = self.value.to_dict() if hasattr(self.value, "to_dict") else self.value
+        return {"value": value, "reason": self.reason, "decided_by": self.decided_by}
+
+
+@dataclass
+class Resolved:
+    cfg: TrainConfig  # every auto/None below written in (freeze_bn keeps its three-way rule, see `freeze_bn`)
+    given: TrainConfig  # as it came (RUN/config.json; a resumed run resolves it again)
+    splits: DatasetSplits  # as the run trains on them
+    train_samples: Any
+    val_samples: Any
+    skipped: list  # (path, reason) of files that could not be decoded
+    task: Choice
+    augment: Choice
+    strategy: Choice
+    cross_fit: Choice  # value: CrossFitPlan, or None
+    input: InputChoice  # the contract, after a source model's preprocessing was adopted
+    flips: dict  # "hflip"/"time_flip" → FlipDecision.to_dict()
+    peak_lr: Choice
+    head_lr: Choice
+    precision: Choice  # "fp32", "bf16", "fp16"
+    freeze_bn: Choice  # "everywhere", "frozen-stages", "never"
+    refit_head: Choice
+
+    @property
+    def contract(self) -> DataContract:
+        return self.input.contract
+
+    def choices(self) -> dict[str, Choice]:
+        return {"task": self.task, "augment": self.augment, "strategy": self.strategy, "cross_fit": self.cross_fit,
+                "peak_lr": self.peak_lr, "head_lr": self.head_lr, "precision": self.precision,
+                "freeze_bn": self.freeze_bn, "refit_head": self.refit_head}
+
+    def to_dict(self) -> dict:
+        """RUN/resolved.json: the config as trained, and every choice with its reason."""
+        return {"config": self.cfg.to_dict(), "choices": {k: c.to_dict() for k, c in self.choices().items()},
+                "input": {"contract": self.contract.to_dict(), **self.input.to_dict()}, "flips": self.flips}
+
+
+def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, world: int = 1, given: bool = False,
+            source: Optional[WeightsSource] = None, saved_flips: Optional[dict] = None) -> Resolved:
+    """`splits`: what resolve_data found; `given`: the caller passed its own splits (a cross-fit fold), kept as
+    they are; `source`: the weights the run starts from (plan.read_source); `saved_flips`: a resumed run's."""
+    given_cfg = cfg
+    task = _task(cfg, splits)
+    augment = _augment(cfg, splits)
+    strategy_cfg, splits = choose_strategy(cfg, splits, given=given)  # may fit a probe on every image
+    strategy = _given_or(cfg.transfer.strategy, strategy_cfg.transfer.strategy, _strategy_reason(strategy_cfg, splits))
+    cfg = strategy_cfg.replace(augment=augment.value, task=task.value)
+    plan = plan_cross_fit(cfg, splits, world) if not given else None
+    if plan is not None and splits.val is not None:  # decisions out of fold: train on every image
+        splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
+                              modality=for_model(cfg.model.name), task=given_cfg.task.name)
+    cross_fit = _cross_fit(cfg, plan, given)
+    chosen = choose_contract(cfg, splits)  # size and channels from the data
+    cfg, contract = adopt_source(cfg, source, chosen.contract, splits.channels)  # a source model's preprocessing
+    if contract is not chosen.contract:
+        chosen = InputChoice(contract, f"input {contract.input_size}×{contract.input_size}×{contract.channels}: "
+                                       f"the source model's preprocessing ({source.path})", chosen.evidence)
+    modality = for_model(cfg.model.name).configured(cfg)
+    train_samples, val_samples, skipped = setup.decode_splits(splits, contract, cfg, modality)
+    flips = saved_flips or _flips(cfg, train_samples, contract, len(splits.classes), modality, device)
+    peak_lr = _peak_lr(cfg)
+    head_lr = _head_lr(cfg, peak_lr.value)
+    precision = _precision(cfg, device)
+    freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
+    cfg = cfg.replace(lr=peak_lr.value, head_lr=head_lr.value, precision=precision.value,
+                      hflip=flips["hflip"]["use"], time_flip=flips["time_flip"]["use"], refit_head=refit_head.value)
+    return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, augment, strategy, cross_fit, chosen,
+                    flips, peak_lr, head_lr, precision, freeze_bn, refit_head)
+
+
+# ---------------------------------------------------------------------- one rule each
+def _given_or(given: Any, value: Any, reason: str) -> Choice:
+    if given not in ("auto", None):
+        return Choice(given, "set in the config", USER)
+    return Choice(value, reason, RULE)
+
+
+def _task(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
+    name = tasks.task_name(cfg, splits.multilabel)
+    if cfg.task.name != "auto":
+        return Choice(name, "set in the config", USER)
+    if cfg.transfer.margin != "none":
+        return Choice(name, f"--margin {cfg.transfer.margin} set alone: the margin task", USER)
+    return Choice(name, "the labels are sets: multilabel" if splits.multilabel else "one label per sample", DATA)
+
+
+def _augment(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
+    if cfg.augment.preset != "auto":
+        return Choice(cfg.augment.preset, "set in the config", USER)
+    preset, reason = tasks.task_type(cfg, splits.multilabel).default_augment()  # the task's default
+    return Choice(preset, reason, RULE)
+
+
+def _strategy_reason(cfg: TrainConfig, splits: DatasetSplits) -> str:
+    if cfg.transfer.strategy == "full":
+        return "full: training from scratch (or a head with no linear probe)"
+    per_class = len(splits.train) / max(1, len(splits.classes))
+    return (f"{cfg.transfer.strategy}: pretrained weights, {per_class:.0f} training images per class "
+            f"(plan.resolve_strategy: linear-probe below plan.PROBE_ONLY_BELOW, else lp-ft)")
+
+
+def _cross_fit(cfg: TrainConfig, plan: Optional[CrossFitPlan], given: bool) -> Choice:
+    if plan is not None:
+        return Choice(plan, plan.reason, USER if cfg.data.cross_fit != "auto" else DATA)
+    if given:
+        return Choice(None, "a cross-fit fold (or splits given by the caller)", RULE)
+    if cfg.data.cross_fit == "off":
+        return Choice(None, "--cross-fit off", USER)
+    return Choice(None, "a validation split of its own, or enough images to carve one (cross_fit.SMALL_DATA)", RULE)
+
+
+def _flips(cfg: TrainConfig, samples, contract: DataContract, num_classes: int, modality, device) -> dict:
+    decisions = None
+    if dist.is_main():
+        decisions = {k: d.to_dict() for k, d in decide_flips(
+            cfg.augment.hflip, cfg.augment.time_flip, cfg.augment.preset, samples, contract, num_classes, modality,
+            seed=cfg.run.seed, device=device, workers=cfg.data.workers).items()}
+    return dist.broadcast_object(decisions)  # every rank augments the same way
+
+
+def _peak_lr(cfg: TrainConfig) -> Choice:
+    if cfg.optim.lr is not None:
+        return Choice(cfg.optim.lr, "set in the config", USER)
+    lr = cfg.peak_lr  # TrainConfig.peak_lr holds the rule and its measurements
+    if cfg.optim.optimizer == "sgd":
+        why = f"sgd: 0.1 per 256 images, batch {cfg.optim.batch_size}"
+    elif cfg.from_weights and lr == LPFT_LR:
+        why = "lp-ft from pretrained weights: config.LPFT_LR"
+    elif cfg.from_weights:
+        why = "adamw from pretrained weights"
+    else:
+        why = "adamw from scratch" + (" (an attention model: the gentler lr)" if lr < 3e-3 else "")
+    return Choice(lr, f"{why} (TrainConfig.peak_lr)", RULE)
+
+
+def _head_lr(cfg: TrainConfig, peak_lr: float) -> Choice:
+    if cfg.transfer.head_lr is not None:
+        return Choice(cfg.transfer.head_lr, "set in the config", USER)
+    if cfg.transfer.strategy != "linear-probe" or cfg.transfer.probe == "lbfgs":
+        return Choice(None, "the shared lr (only linear-probe --probe sgd trains its head faster)", RULE)
+    factor = PROBE_LR_FACTOR[cfg.optim.optimizer]
+    return Choice(factor * peak_lr, f"linear-probe --probe sgd: lr × plan.PROBE_LR_FACTOR[{cfg.optim.optimizer}]",
+                  RULE)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> Choice:
+    dtype = setup.resolve_precision(cfg.run.precision, device, fine_tuning=cfg.from_weights)
+    name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    if cfg.run.precision != "auto":
+        return Choice(name, "set in the config", USER)
+    fast = setup.has_fast_bf16(device)
+    why = ("no fast bf16 on this device" if not fast else "fine-tuning pretrained weights on a CPU" if name == "fp32"
+           else "fast bf16 on this device")
+    return Choice(name, f"{why} (setup.resolve_precision)", DATA)
+
+
+def _freeze_bn(cfg: TrainConfig) -> Choice:
+    given = cfg.transfer.freeze_bn
+    if given is not None:
+        return Choice("everywhere" if given else "never", "set in the config", USER)
+    if cfg.transfer.strategy == "lp-ft":
+        return Choice("everywhere", "lp-ft keeps the pretrained BatchNorm statistics", RULE)
+    return Choice("frozen-stages", "held in the stages the strategy freezes", RULE)
+
+
+def _refit_head(cfg: TrainConfig) -> Choice:
+    if cfg.transfer.refit_head is not None:
+        return Choice(cfg.transfer.refit_head, "set in the config", USER)
+    lp_ft = cfg.transfer.strategy == "lp-ft"
+    return Choice(lp_ft, "on for lp-ft" if lp_ft else "off: only lp-ft refits its head by default", RULE)
