@@ -1,7 +1,7 @@
 """What the Trainer asks of transfer learning (the margin task itself is `ocula.tasks.margin`), in the
 order it asks:
 
-    plan = TransferPlan(cfg, contract)       # --from / --pretrained FILE: the source's arch and preprocessing
+    plan = TransferPlan(cfg, contract, read_source(cfg))  # resolved cfg and contract (engine.resolve)
     plan.attach(model)                        # weights in, head replaced, input conv adapted
     groups = plan.param_groups(model)         # strategy: learning rate per group
     plan.freeze(model)                        # strategy: frozen stages, BatchNorm statistics
@@ -38,19 +38,16 @@ PROBE_ONLY_BELOW = 20  # training images per class: below, strategy=auto fits th
 
 
 class TransferPlan:
-    def __init__(self, cfg: TrainConfig, contract: DataContract, data_channels: Optional[int] = None):
-        self.cfg = cfg
-        self.source: Optional[WeightsSource] = None
+    def __init__(self, cfg: TrainConfig, contract: DataContract, source: Optional[WeightsSource] = None,
+                 freeze_bn: str = "frozen-stages"):
+        """`cfg`, `contract`: resolved (engine.resolve, a source's architecture and preprocessing adopted);
+        `source`: read_source(cfg); `freeze_bn`: where BatchNorm statistics are held (everywhere, frozen-stages,
+        never)."""
+        self.cfg, self.contract, self.source, self.freeze_bn = cfg, contract, source, freeze_bn
         self.report: Optional[LoadReport] = None
         self.fixed: frozenset = frozenset()
         self.groups_info: list[dict] = []
         self.probe = None  # engine.probe.ProbeFit once fitted
-        path = _weights_path(cfg)
-        if path is not None and not cfg.run.resume:
-            self.source = read_weights(path)
-        elif path is not None:
-            self.source = _meta_only(path)  # resuming: the state file has the weights
-        self.contract = self._adopt_source(contract, data_channels)
 
     @property
     def probe_only(self) -> bool:
@@ -63,22 +60,6 @@ class TransferPlan:
             or self.cfg.transfer.head_lr is not None or bool(self.cfg.transfer.freeze_bn)
 
     # ------------------------------------------------------------------ source
-    def _adopt_source(self, contract: DataContract, data_channels: Optional[int]) -> DataContract:
-        """An ocula source brings its architecture and preprocessing (unless overridden)."""
-        if self.source is None or not self.source.is_ocula:
-            return contract
-        meta, cfg = self.source.meta, self.cfg
-        arch = meta["arch"]
-        if cfg.model.name not in (arch["name"], DEFAULT_MODEL):
-            raise OculaError(f"{self.source.path} is a '{arch['name']}', not '{cfg.model.name}': drop --model, "
-                             f"or pass weights of that architecture")
-        cfg.model.name = arch["name"]
-        cfg.model.kwargs = {**arch.get("kwargs", {}), **cfg.model.kwargs}
-        src = DataContract.from_dict(meta["contract"])
-        channels = cfg.data.channels or data_channels or src.channels
-        # DataContract fits mean/std to the channel count (grey repeated for RGB, RGB averaged for grey)
-        return replace(src, input_size=cfg.data.img_size or src.input_size, channels=channels)
-
     def attach(self, model: nn.Module) -> None:
         if self.source is not None and self.source.state_dict:
             try:
@@ -124,11 +105,9 @@ class TransferPlan:
         stages = len(strategies.layer_groups(model)) - 1
         top = strategies.trainable_stages(cfg.transfer.strategy, stages, cfg.transfer.unfreeze_stages, 0, cfg.transfer.unfreeze_every)
         strategies.set_trainable(model, top, self.fixed)
-        everywhere = cfg.transfer.freeze_bn
-        if everywhere is None:  # lp-ft keeps the pretrained BatchNorm statistics (docs/benchmarks.md, issue 13)
-            everywhere = cfg.transfer.strategy == "lp-ft"
-        if cfg.transfer.freeze_bn is not False and (top < stages or everywhere):
-            strategies.hold_batchnorm(model, everywhere=bool(everywhere))
+        everywhere = self.freeze_bn == "everywhere"  # lp-ft's default (docs/benchmarks.md, issue 13)
+        if self.freeze_bn != "never" and (top < stages or everywhere):
+            strategies.hold_batchnorm(model, everywhere=everywhere)
 
     def fit_probe(self, trainer) -> Optional[dict]:
         """lp-ft and linear-probe (lbfgs): fit the head on cached features of the training split before any
@@ -184,7 +163,7 @@ class TransferPlan:
                 "source_arch": (self.source.meta or {}).get("arch") if self.source else None,
                 "load": self.report.to_dict() if self.report else None, "strategy": cfg.transfer.strategy,
                 "layer_decay": cfg.transfer.layer_decay if cfg.transfer.strategy == "llrd" else None, "head_lr": self.head_lr,
-                "freeze_bn": cfg.transfer.freeze_bn,
+                "freeze_bn": cfg.transfer.freeze_bn, "batchnorm_held": self.freeze_bn,
                 "probe": self.probe.to_dict() if self.probe else None, "margin": cfg.transfer.margin, "param_groups": self.groups_info,
                 "contract": self.contract.to_dict()}
 
@@ -244,6 +223,31 @@ def choose_strategy(cfg: TrainConfig, splits, given: bool = False):
         logger.info(f"validation: none; the {held} images it would hold out are too few to calibrate on (need "
                     f"{MIN_SAMPLES}) and a probe has no epoch to pick: it is fitted on all {len(splits.train)}")
     return cfg, splits
+
+
+def read_source(cfg: TrainConfig) -> Optional[WeightsSource]:
+    """The weights a run starts from (--from RUN, --pretrained FILE), or None; a resumed run reads only their
+    metadata (the state file has the weights)."""
+    path = _weights_path(cfg)
+    if path is None:
+        return None
+    return _meta_only(path) if cfg.run.resume else read_weights(path)
+
+
+def adopt_source(cfg: TrainConfig, source: Optional[WeightsSource], contract: DataContract,
+                 data_channels: Optional[int]) -> tuple[TrainConfig, DataContract]:
+    """An ocula source brings its architecture and preprocessing (unless overridden) → (cfg, contract)."""
+    if source is None or not source.is_ocula:
+        return cfg, contract
+    arch = source.meta["arch"]
+    if cfg.model.name not in (arch["name"], DEFAULT_MODEL):
+        raise OculaError(f"{source.path} is a '{arch['name']}', not '{cfg.model.name}': drop --model, "
+                         f"or pass weights of that architecture")
+    cfg = cfg.replace(model=arch["name"], model_kwargs={**arch.get("kwargs", {}), **cfg.model.kwargs})
+    src = DataContract.from_dict(source.meta["contract"])
+    channels = cfg.data.channels or data_channels or src.channels
+    # DataContract fits mean/std to the channel count (grey repeated for RGB, RGB averaged for grey)
+    return cfg, replace(src, input_size=cfg.data.img_size or src.input_size, channels=channels)
 
 
 def _weights_path(cfg: TrainConfig) -> Optional[str]:

@@ -21,17 +21,16 @@ import torch.nn as nn
 
 from ocula import bundle, tasks
 from ocula.config import TrainConfig
-from ocula.data.samples import TensorSamples, adapt_channels
 from ocula.engine import distributed as dist
 from ocula.engine import run_files, setup
 from ocula.engine.calibrate import calibrate_bundles
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.cross_fit import load as load_cross_fit
-from ocula.engine.cross_fit import plan_cross_fit, run_cross_fit
-from ocula.engine.flip_probe import decide_flips
-from ocula.engine.input_choice import choose_contract, default_backbone
+from ocula.engine.cross_fit import run_cross_fit
+from ocula.engine.input_choice import default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
-from ocula.engine.plan import TransferPlan, choose_strategy
+from ocula.engine.plan import TransferPlan, read_source
+from ocula.engine.resolve import DATA, USER, resolve
 from ocula.errors import OculaError
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
@@ -64,33 +63,22 @@ class Trainer:
         seed_everything(cfg.run.seed, cfg.run.deterministic)
         check_model_name(cfg.model.name)  # fail before reading any data
 
-        self.splits = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
-                                             modality=for_model(cfg.model.name), task=cfg.task.name)
-        self.classes = self.splits.classes
-        task_kind = tasks.task_type(cfg, self.splits.multilabel)  # the task's class: its defaults, before it is built
-        if cfg.augment.preset == "auto" and task_kind.default_augment()[0] == "none" and dist.is_main():
-            logger.info(task_kind.default_augment()[1])  # a preset that is on describes itself below
-        self.cfg = cfg = setup.resolve_augment(cfg, task_kind)  # augment=auto, from the task
-        cfg, self.splits = choose_strategy(cfg, self.splits, given=splits is not None)  # auto: probe, lp-ft or full
-        self.cfg = cfg
-        self.cross_fit_plan = plan_cross_fit(cfg, self.splits, self.world) if splits is None else None
-        self.cross_fit = None  # engine.cross_fit.CrossFitResult once the folds have run
-        if self.cross_fit_plan is not None and self.splits.val is not None:  # decisions out of fold: train on all
-            self.splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
+        found = splits or resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
                                        modality=for_model(cfg.model.name), task=cfg.task.name)
+        saved = (RunDir(cfg.run.resume).read_data() or {}).get("flips") if cfg.run.resume else None  # as decided
+        source = read_source(cfg)  # --from / --pretrained FILE
+        self.resolved = resolve(cfg, found, device=self.device, world=self.world, given=splits is not None,
+                                source=source, saved_flips=saved)  # every auto, once, with its reason
+        self.cfg = cfg = self.resolved.cfg
+        self.splits, self.classes = self.resolved.splits, self.resolved.splits.classes
+        self.cross_fit_plan = self.resolved.cross_fit.value
+        self.cross_fit = None  # engine.cross_fit.CrossFitResult once the folds have run
         self.modality = for_model(cfg.model.name).configured(cfg)  # + its options (video: frames, clip_pad)
-        self.input_choice = choose_contract(cfg, self.splits)  # size and channels from the data
-        self.transfer = TransferPlan(cfg, self.input_choice.contract, self.splits.channels)  # may adopt the source
-        self.contract = self.transfer.contract  # the source's preprocessing, unless overridden
-        if self.contract is not self.input_choice.contract:
-            c = self.contract
-            self.input_choice.reason = (f"input {c.input_size}×{c.input_size}×{c.channels}: the source model's "
-                                        f"preprocessing ({self.transfer.source.path})")
-        self.train_samples = self._prepare_split("train")
-        self.val_samples = self._prepare_split("val") if self.splits.val is not None else None
+        self.input_choice, self.contract, self.flips = self.resolved.input, self.resolved.contract, self.resolved.flips
+        self.transfer = TransferPlan(cfg, self.contract, source, self.resolved.freeze_bn.value)
+        self.train_samples, self.val_samples = self.resolved.train_samples, self.resolved.val_samples
+        self.splits.skipped += self.resolved.skipped
         self._report_skipped()
-        self.flips = self._decide_flips()  # hflip/time_flip 'auto' → measured on the training split
-        self.loader_cfg = cfg.replace(hflip=self.flips["hflip"]["use"], time_flip=self.flips["time_flip"]["use"])
         self._report_inputs()
 
         self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
@@ -98,7 +86,7 @@ class Trainer:
         self.model.to(self.device)
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device, fine_tuning=cfg.from_weights)
+        self.autocast_dtype = setup.resolve_precision(cfg.run.precision, self.device)  # resolved: fp32, bf16, fp16
         counts = setup.class_counts(self.train_samples, len(self.classes))  # multi-label: positives per class
         self.task = task or tasks.for_config(cfg, self._class_weights(), class_counts=counts,  # margin, multilabel…
                                              multilabel=self.splits.multilabel, num_samples=len(self.train_samples))
@@ -134,14 +122,6 @@ class Trainer:
             run_files.load_training_state(self)
 
     # ---------------------------------------------------------------- data
-    def _prepare_split(self, name: str):
-        samples, skipped = setup.to_memory(self.splits.split(name), self.contract, self.cfg, desc=f"decode {name}",
-                                           train=name == "train", modality=self.modality)
-        self.splits.skipped += skipped
-        if isinstance(samples, TensorSamples):
-            samples = adapt_channels(samples, self.contract.channels)
-        return samples
-
     def _report_skipped(self) -> None:
         found, self.splits.skipped = self.splits.skipped, []
         self._note_skipped(found)
@@ -149,21 +129,11 @@ class Trainer:
             for w in self.splits.warnings:
                 warnings.warn(w, stacklevel=1)
 
-    def _decide_flips(self) -> dict:
-        if self.cfg.run.resume:  # the decision made when the run started
-            flips = (RunDir(self.cfg.run.resume).read_data() or {}).get("flips")
-            if flips:
-                return flips
-        decisions = None
-        if dist.is_main():
-            decisions = {k: d.to_dict() for k, d in decide_flips(
-                self.cfg.augment.hflip, self.cfg.augment.time_flip, self.cfg.augment.preset, self.train_samples, self.contract,
-                len(self.classes), self.modality, seed=self.cfg.run.seed, device=self.device, workers=self.cfg.data.workers).items()}
-        return dist.broadcast_object(decisions)  # every rank augments the same way
-
     def _report_inputs(self) -> None:
         if not dist.is_main():
             return
+        if self.resolved.augment.decided_by != USER and self.cfg.augment.preset == "none":
+            logger.info(self.resolved.augment.reason)  # a preset that is on describes itself below
         logger.info(self.input_choice.reason)
         backbone, why = default_backbone(self.cfg, self.contract)
         if backbone and "backbone" not in self.cfg.model.kwargs:
@@ -173,13 +143,13 @@ class Trainer:
                      k in self.modality.flips]
             for line in shown:
                 logger.info(line)
-            logger.info(setup.make_augment(self.loader_cfg, self.contract, len(self.classes), self.modality).describe())
+            logger.info(setup.make_augment(self.cfg, self.contract, len(self.classes), self.modality).describe())
 
     def _report_task(self, counts: torch.Tensor) -> None:
         """Say when the task was inferred from the labels, and warn of heavy class imbalance."""
         if not dist.is_main():
             return
-        if self.cfg.task.name == "auto" and self.task.describe_inferred():
+        if self.resolved.task.decided_by == DATA and self.task.describe_inferred():
             logger.info(self.task.describe_inferred())
         present = counts[counts > 0]
         if len(present) > 1 and float(present.max()) > 10 * float(present.min()):
@@ -206,7 +176,7 @@ class Trainer:
         return counts.sum() / (len(counts) * counts.clamp_min(1))
 
     def _train_loader(self, epoch: int):
-        loader = setup.make_loader(self.train_samples, self.contract, self.loader_cfg, train=True,
+        loader = setup.make_loader(self.train_samples, self.contract, self.cfg, train=True,
                                    num_classes=len(self.classes), rank=self.rank, world=self.world, epoch=epoch,
                                    modality=self.modality)
         if hasattr(loader, "set_epoch"):
@@ -214,7 +184,7 @@ class Trainer:
         return loader
 
     def eval_loader(self, samples):
-        return setup.make_loader(samples, self.contract, self.loader_cfg, train=False, num_classes=len(self.classes),
+        return setup.make_loader(samples, self.contract, self.cfg, train=False, num_classes=len(self.classes),
                                  rank=self.rank, world=self.world, modality=self.modality)
 
     def _wrap_ddp(self) -> nn.Module:
