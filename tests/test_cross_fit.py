@@ -11,6 +11,8 @@ import pytest
 import ocula
 from ocula import bundle
 from ocula.engine.cross_fit import CrossFitPlan, _choose
+from ocula.errors import OculaError
+from ocula.inference.scoring import labelled_split
 from ocula.tasks.multilabel import MultiLabelTask
 from ocula.tasks.single_label import SingleLabelTask
 
@@ -55,6 +57,10 @@ def test_a_small_folder_is_cross_fitted_then_trained_on_every_image(small_digits
     meta = bundle.read_meta(out / "weights" / "best.safetensors")
     assert meta["cross_fit"].startswith("cross-fit: 5 folds") and meta["best_epoch"] == record["best_epoch"]
     assert run.summary["cross_fit"] == record["summary"]
+    clf = ocula.load(run.dir)  # the same folder has no unseen image left: evaluate says so, with the out-of-fold score
+    with pytest.raises(OculaError, match="trained on all of it .cross-fit: 5 folds"):
+        labelled_split(clf, str(small_digits / "train"))
+    assert labelled_split(clf, str(small_digits / "train"), fidelity=True).name.startswith("all")  # the int8 gate
 
 
 def test_off_or_a_given_validation_split_keep_the_carved_or_given_split(tmp_path):
@@ -122,7 +128,6 @@ def test_the_choice_takes_the_latest_epoch_within_one_standard_error_and_drops_a
 
 def test_cross_fit_values_are_checked():
     from ocula.config import build_config
-    from ocula.errors import OculaError
 
     assert build_config("digits", cross_fit=3).data.cross_fit == "3"
     with pytest.raises(OculaError, match="cross_fit"):

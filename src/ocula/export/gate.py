@@ -32,7 +32,7 @@ def gate_data(reference, data: Optional[str]) -> str:
 
 def gate_samples(reference, data: str, limit: Optional[int] = None) -> LabelledSplit:
     """The images `ocula evaluate` would score, at most `limit` of them, evenly spaced."""
-    return labelled_split(reference, data).evenly_spaced(limit)
+    return labelled_split(reference, data, fidelity=True).evenly_spaced(limit)
 
 
 def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,

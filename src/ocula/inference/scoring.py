@@ -34,10 +34,11 @@ class LabelledSplit:
         return LabelledSplit(picked, self.classes, f"{self.name}, {limit} evenly spaced", self.mapping, self.skipped)
 
 
-def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit:
+def labelled_split(clf, data: str, split: Optional[str] = None, fidelity: bool = False) -> LabelledSplit:
     """Which labelled images to score: `split` if given; else the data's test split; else its val split;
     else, when the data is the one the model was trained on, its recorded validation split (never
-    training images); else all of it."""
+    training images); else all of it. `fidelity`: the caller compares two versions of the model (the export
+    gate), not the model with the truth, so a model trained on every image (cross-fitted) may be checked on them."""
     trained_on = clf.meta.get("data", {})
     task = clf.task.reads_labels_as  # a multi-label model reads one label per sample as a set of one
     splits = resolve_data(data, val_fraction=0.0, seed=0, require_train=False, modality=clf.modality, task=task)
@@ -51,9 +52,12 @@ def labelled_split(clf, data: str, split: Optional[str] = None) -> LabelledSplit
         info = clf.meta.get("split", {})
         splits = resolve_data(data, val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
                               require_train=False, modality=clf.modality, task=task)
-        if splits.val is None:
-            raise OculaError(f"{data}: the model was trained on all of it; pass a separate test set")
-        samples, name = splits.val, "val (held out during training)"
+        if splits.val is None and not fidelity:
+            cross_fit = clf.meta.get("cross_fit")
+            raise OculaError(f"{data}: the model was trained on all of it" + (f" ({cross_fit}, RUN/cross_fit.json)"
+                             if cross_fit else "") + "; pass a separate test set")
+        samples, name = (splits.val, "val (held out during training)") if splits.val is not None else \
+            (splits.train, "all (trained on: fit for a fidelity check, not for accuracy)")
     else:
         samples, name = splits.train, "all"
     return LabelledSplit(samples, splits.classes, name, map_classes(splits.classes, clf.classes),
