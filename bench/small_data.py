@@ -8,11 +8,14 @@ the figures are scored on those alone.
 
     faces       scikit-image's lfw_subset: 100 face and 100 non-face crops (25 px, written at 64 px);
                 150 to train (75 a class), 50 to test, split by a seeded shuffle
+    textures    crops of seven scikit-image photos (bench/transfer_lowdata.py), 20 a class to train, 40 to test
+    digits150   scikit-learn's digits, 15 a class to train, the other 1,647 to test
     fmnist1000  Fashion-MNIST: 100 images a class from a seeded shuffle of the official training set;
                 2,000 test images from the official test set, none of the 1,000 that issue 13 tuned on
 
 Rows: `default` = `ocula train DIR/train` (no flag: cross-fitting on these sizes); `off` = the same with
-`--cross-fit off`, the carved 10 % split of before. Each row: `ocula evaluate RUN DIR/test` → accuracy,
+`--cross-fit off`, the carved 10 % split of before; `b64` = `--batch-size 64`, the batch before small data
+got smaller ones; `b16` = `--batch-size 16`. Each row: `ocula evaluate RUN DIR/test` → accuracy,
 ECE (15 equal-width bins) with the model's temperature and at T = 1, the temperature, the training time.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import print_machine  # noqa: E402
 
-ROWS = {"default": {}, "off": {"cross_fit": "off"}, "b16": {"batch_size": 16}}
+ROWS = {"default": {}, "off": {"cross_fit": "off"}, "b16": {"batch_size": 16}, "b64": {"batch_size": 64}}
 
 
 def _save(image: np.ndarray, path: Path, size: int = 0) -> None:
@@ -78,7 +81,28 @@ def write_fmnist(root: Path, seed: int, per_class: int = 100, n_test: int = 2000
     return out
 
 
-SETS = {"faces": write_faces, "fmnist1000": write_fmnist}
+def write_textures(root: Path, seed: int) -> Path:
+    from transfer_lowdata import write_texture_crops
+
+    return write_texture_crops(root / "small", per_class=20, test_per_class=40, seed=seed)
+
+
+def write_digits(root: Path, seed: int) -> Path:
+    """scikit-learn's digits, 15 a class to train (150), its other images to test (1,647), 8×8 grey PNGs."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    out = root / f"digits150-s{seed}"
+    rng = np.random.default_rng(seed)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(digits.target == c))
+        for split, chosen in (("train", idx[:15]), ("test", idx[15:])):
+            for i in chosen:
+                _save((digits.images[i] * 16).clip(0, 255).astype(np.uint8), out / split / str(c) / f"{i}.png")
+    return out
+
+
+SETS = {"faces": write_faces, "fmnist1000": write_fmnist, "textures": write_textures, "digits150": write_digits}
 
 
 def row(data: Path, out: Path, extra: dict, threads: int) -> dict:
