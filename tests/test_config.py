@@ -103,7 +103,7 @@ def test_help_comes_from_metadata_not_source(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps lines, also at hyphens
-    assert "peak; default adamw 3e-3" in out and "auto | full | lp-ft | linear-probe | partial | llrd | gradual" in out
+    assert "peak; default: the rule of TrainConfig.peak_lr" in out and "auto | full | lp-ft | linear-probe | partial | llrd | gradual" in out
     assert "optim options:" in out
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ocula import environment
+from ocula import bundle, environment
+from ocula.config import TrainConfig, coerce, read_config_file, read_values
+from ocula.engine import distributed as dist
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import load_state, save_state
 from ocula.run_dir import RunDir
@@ -40,6 +42,48 @@ def write_data_file(trainer) -> None:
         {"source": splits.source, "classes": trainer.classes, "contract": trainer.contract.to_dict(),
          "input": trainer.input_choice.to_dict(), "flips": trainer.flips,
          "skipped": [{"path": p, "reason": r} for p, r in splits.skipped], "warnings": splits.warnings})
+
+
+def bundle_meta(trainer) -> dict:
+    """The metadata each saved bundle carries (ocula.bundle.make_meta): architecture, contract, classes, the
+    task's and modality's fields, where the data came from and the epoch's metrics."""
+    t = trainer
+    return bundle.make_meta(dict(dist.unwrap(t.model).ocula_arch), t.contract, t.classes, **t.task.bundle_fields(),
+                            **t.modality.bundle_fields(),
+                            data={"source": t.splits.source, "fingerprint": t._fingerprint, "input": t.input_choice.reason,
+                                  "flips": {k: d["use"] for k, d in t.flips.items()}},
+                            **({"cross_fit": t.cross_fit.summary()} if t.cross_fit is not None else {}),
+                            split={k: t.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
+                            metrics=t.history[-1] if t.history else {}, best_epoch=t.best_epoch + 1)
+
+
+def summary(trainer) -> dict:
+    """RUN/summary.json: the monitor by its name (val/accuracy, val/mAP) and its score at the best epoch."""
+    t = trainer
+    best = next((h.get(t.monitor) for h in t.history if h["epoch"] == t.best_epoch + 1), None)
+    refit = {k: v for k, v in (getattr(t, "head_refit", None) or {}).items()
+             if k in ("kept", "reason", "val_acc_before", "val_acc_after")}
+    return {"run_dir": str(t.run_dir), "epochs_run": len(t.history), "best_epoch": t.best_epoch + 1,
+            "monitor": t.monitor, "best_score": best, "final": t.history[-1] if t.history else {},
+            "train_time_s": t.elapsed_train_s, "precision": str(t.autocast_dtype or "fp32").replace("torch.", ""),
+            "world_size": t.world, "skipped_files": len(t.splits.skipped),
+            "calibration": {k: getattr(t, "calibration", {}).get(k) for k in ("method", "temperature", "reason")},
+            "cross_fit": t.cross_fit.summary() if t.cross_fit is not None else None, "head_refit": refit or None}
+
+
+def load_run_config(run_dir: str, **overrides) -> TrainConfig:
+    """The config a run was started with (nested, or flat before issue 15), for `--resume` (epochs may
+    be extended)."""
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    if saved is None:
+        raise OculaError(f"{run_dir}: not a run to resume (no {run.config.name})")
+    values = read_values(saved, str(run.config))
+    config_file = overrides.pop("config", None)
+    values.update(read_config_file(config_file) if config_file else {})
+    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
+    values["resume"] = run_dir
+    return TrainConfig.from_flat(**values)
 
 
 def save_training_state(trainer) -> None:

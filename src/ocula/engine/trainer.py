@@ -27,10 +27,11 @@ from ocula.engine.calibrate import calibrate_bundles
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.engine.cross_fit import load as load_cross_fit
 from ocula.engine.cross_fit import run_cross_fit
-from ocula.engine.input_choice import default_backbone
 from ocula.engine.optim import build_optimizer, build_scheduler
 from ocula.engine.plan import TransferPlan, read_source
-from ocula.engine.resolve import DATA, USER, resolve
+from ocula.engine.reporting import report_inputs, report_task
+from ocula.engine.resolve import resolve
+from ocula.engine.run_files import load_run_config  # noqa: F401 - ocula.api and the tests import it from here
 from ocula.errors import OculaError
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
@@ -79,7 +80,7 @@ class Trainer:
         self.train_samples, self.val_samples = self.resolved.train_samples, self.resolved.val_samples
         self.splits.skipped += self.resolved.skipped
         self._report_skipped()
-        self._report_inputs()
+        report_inputs(self.resolved, self.modality, len(self.classes))
 
         self.model = setup.build_model(cfg, self.contract, len(self.classes))  # + backbone, frames
         self.transfer.attach(self.model)  # weights in, head replaced, input conv adapted
@@ -90,7 +91,7 @@ class Trainer:
         counts = setup.class_counts(self.train_samples, len(self.classes))  # multi-label: positives per class
         self.task = task or tasks.for_config(cfg, self._class_weights(), class_counts=counts,  # margin, multilabel…
                                              multilabel=self.splits.multilabel, num_samples=len(self.train_samples))
-        self._report_task(counts)
+        report_task(self.resolved, self.task, counts, self.classes)
         if self.world > 1 and not self.task.supports_ddp:
             raise OculaError(f"the {self.task.name} task trains in a single process for now (drop torchrun)")
 
@@ -128,36 +129,6 @@ class Trainer:
         if dist.is_main():
             for w in self.splits.warnings:
                 warnings.warn(w, stacklevel=1)
-
-    def _report_inputs(self) -> None:
-        if not dist.is_main():
-            return
-        if self.resolved.augment.decided_by != USER and self.cfg.augment.preset == "none":
-            logger.info(self.resolved.augment.reason)  # a preset that is on describes itself below
-        logger.info(self.input_choice.reason)
-        backbone, why = default_backbone(self.cfg, self.contract)
-        if backbone and "backbone" not in self.cfg.model.kwargs:
-            logger.info(why)
-        if self.cfg.augment.preset != "none":
-            shown = [d["reason"] for k, d in self.flips.items() if d["decided_by"] != "user" and
-                     k in self.modality.flips]
-            for line in shown:
-                logger.info(line)
-            logger.info(setup.make_augment(self.cfg, self.contract, len(self.classes), self.modality).describe())
-
-    def _report_task(self, counts: torch.Tensor) -> None:
-        """Say when the task was inferred from the labels, and warn of heavy class imbalance."""
-        if not dist.is_main():
-            return
-        if self.resolved.task.decided_by == DATA and self.task.describe_inferred():
-            logger.info(self.task.describe_inferred())
-        present = counts[counts > 0]
-        if len(present) > 1 and float(present.max()) > 10 * float(present.min()):
-            big, small = int(counts.argmax()), int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
-            hint = self.task.imbalance_remedies
-            logger.warning(f"class imbalance: '{self.classes[big]}' has {int(counts[big])} training samples, "
-                           f"'{self.classes[small]}' {int(counts[small])} ({float(present.max() / present.min()):.0f}×)"
-                           + (f"; consider --balance {hint}" if self.cfg.data.balance == "none" else ""))
 
     def _note_skipped(self, bad) -> None:
         """Each unreadable file is named once, counted, and listed in data.json."""
@@ -396,16 +367,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- files
     def meta(self) -> dict:
-        arch = dict(bundle_arch(self.model))
-        return bundle.make_meta(arch, self.contract, self.classes, **self.task.bundle_fields(),
-                                **self.modality.bundle_fields(),
-                                data={"source": self.splits.source, "fingerprint": self._fingerprint,
-                                      "input": self.input_choice.reason,
-                                      "flips": {k: d["use"] for k, d in self.flips.items()}},
-                                **({"cross_fit": self.cross_fit.summary()} if self.cross_fit is not None else {}),
-                                split={k: self.splits.split_info.get(k) for k in ("val_from", "val_fraction", "seed")},
-                                metrics=self.history[-1] if self.history else {},
-                                best_epoch=self.best_epoch + 1)
+        return run_files.bundle_meta(self)
 
     def save_weights(self, tag: str) -> None:
         meta = self.meta()
@@ -418,35 +380,4 @@ class Trainer:
         run_files.save_training_state(self)
 
     def summary(self) -> dict:
-        last = self.history[-1] if self.history else {}
-        return {"run_dir": str(self.run_dir), "epochs_run": len(self.history), "best_epoch": self.best_epoch + 1,
-                "monitor": self.monitor,
-                "best_score": next((h.get(self.monitor) for h in self.history if h["epoch"] == self.best_epoch + 1), None),
-                "final": last, "train_time_s": self.elapsed_train_s,
-                "precision": str(self.autocast_dtype or "fp32").replace("torch.", ""),
-                "world_size": self.world, "skipped_files": len(self.splits.skipped),
-                "calibration": {k: getattr(self, "calibration", {}).get(k) for k in ("method", "temperature", "reason")},
-                "cross_fit": self.cross_fit.summary() if self.cross_fit is not None else None,
-                "head_refit": {k: v for k, v in (getattr(self, "head_refit", None) or {}).items()
-                               if k in ("kept", "reason", "val_acc_before", "val_acc_after")} or None}
-
-
-def bundle_arch(model: nn.Module) -> dict:
-    return dist.unwrap(model).ocula_arch
-
-
-def load_run_config(run_dir: str, **overrides) -> TrainConfig:
-    """The config a run was started with (nested, or flat before issue 15), for `--resume` (epochs may
-    be extended)."""
-    from ocula.config import coerce, read_config_file, read_values
-
-    run = RunDir(run_dir)
-    saved = run.read_config()
-    if saved is None:
-        raise OculaError(f"{run_dir}: not a run to resume (no {run.config.name})")
-    values = read_values(saved, str(run.config))
-    config_file = overrides.pop("config", None)
-    values.update(read_config_file(config_file) if config_file else {})
-    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
-    values["resume"] = run_dir
-    return TrainConfig.from_flat(**values)
+        return run_files.summary(self)
