@@ -91,7 +91,7 @@ class HeldOutRecorder(Callback):
 
     def on_fit_start(self, trainer):
         if trainer.transfer.probe is not None:  # lp-ft's probe: the linear-probe strategy's held-out score
-            self.logits[0] = {"plain": held_out_logits(trainer, refit=False, c=self.c)["plain"]}
+            self.logits[0] = held_out_logits(trainer, refit=False, c=self.c)
 
     def on_epoch_end(self, trainer, epoch, logs):
         self.logits[int(logs["epoch"])] = held_out_logits(trainer, self.refit, self.c)
@@ -99,14 +99,16 @@ class HeldOutRecorder(Callback):
 
 @torch.no_grad()
 def held_out_logits(trainer, refit: bool, c: float) -> dict[str, np.ndarray]:
+    """{"idx": the held-out samples read (an unreadable file is skipped), "plain": their logits, "refit": …}."""
     model = trainer.eval_model
     if not can_probe(model, trainer.task):
-        return {"plain": _forward_logits(trainer, model, trainer.val_samples)}
+        logits, idx = _forward_logits(trainer, model, trainer.val_samples)
+        return {"idx": idx, "plain": logits}
     head = linear_head(model)
-    x_val, _ = _features(trainer, model, trainer.val_samples)
-    found = {"plain": _linear(x_val, head.weight, head.bias)}
+    x_val, _, idx = _features(trainer, model, trainer.val_samples)
+    found = {"idx": idx, "plain": _linear(x_val, head.weight, head.bias)}
     if refit:
-        x_train, y_train = _features(trainer, model, trainer.train_samples)
+        x_train, y_train, _ = _features(trainer, model, trainer.train_samples)
         weight, bias, _, _ = fit_head(x_train, y_train, trainer.task, head.out_features, c)
         found["refit"] = _linear(x_val, weight, bias)
     return found
@@ -119,10 +121,12 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias) -> np.ndarray:
     return out.float().numpy()
 
 
-def _features(trainer, model, samples) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(trainer, model, samples) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     parts = captured_inputs(trainer, model, whole_split_loader(trainer, samples))
-    order = torch.argsort(torch.cat([p[2] for p in parts]))
-    return torch.cat([p[0] for p in parts])[order].double(), torch.cat([p[1] for p in parts])[order]
+    idx = torch.cat([p[2] for p in parts])
+    order = torch.argsort(idx)
+    return (torch.cat([p[0] for p in parts])[order].double(), torch.cat([p[1] for p in parts])[order],
+            idx[order].numpy())
 
 
 def _forward_logits(trainer, model, samples) -> np.ndarray:
@@ -135,8 +139,9 @@ def _forward_logits(trainer, model, samples) -> np.ndarray:
         with trainer.autocast():
             parts.append(trainer.task.forward(model, x).float().cpu())
         idx.append(batch[2])
-    order = torch.argsort(torch.cat(idx))
-    return torch.cat(parts)[order].numpy()
+    idx = torch.cat(idx)
+    order = torch.argsort(idx)
+    return torch.cat(parts)[order].numpy(), idx[order].numpy()
 
 
 @dataclass
@@ -196,6 +201,7 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
     refit = trainer.transfer.wants_refit(trainer)
     groups = np.zeros(len(labels), dtype=np.int64)
     logits: dict[int, dict[str, np.ndarray]] = {}
+    covered = np.zeros(len(labels), dtype=bool)
     fold_s: list[float] = []
     for k, (train_idx, held_idx) in enumerate(folds):
         t0 = time.perf_counter()
@@ -204,10 +210,13 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
         with _quiet():
             fold = type(trainer)(fold_cfg, callbacks=[recorder], splits=_fold_splits(trainer, train_idx, held_idx))
             fold.fit()
+        trainer._note_skipped(fold.splits.skipped)  # a file only a fold read (streamed) is still named and counted
         for epoch, variants in recorder.logits.items():
-            slot = logits.setdefault(epoch, {})
+            slot, rows = logits.setdefault(epoch, {}), held_idx[variants["idx"]]
             for name, value in variants.items():
-                slot.setdefault(name, np.zeros((len(labels), value.shape[1]), dtype=np.float32))[held_idx] = value
+                if name != "idx":
+                    slot.setdefault(name, np.zeros((len(labels), value.shape[1]), dtype=np.float32))[rows] = value
+        covered[rows] = True  # the last epoch's: a held-out file that could not be read has no logit
         groups[held_idx] = k
         fold_s.append(time.perf_counter() - t0)
         if k == 0:
@@ -220,9 +229,6 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
                 folds = folds[:kept]
         else:
             logger.info(f"cross-fit: fold {k + 1}/{len(folds)} done in {fold_s[-1]:.1f} s")
-    covered = np.zeros(len(labels), dtype=bool)
-    for _, held_idx in folds:
-        covered[held_idx] = True
     result = _choose(trainer, plan, labels[covered], groups[covered],
                      {e: {v: a[covered] for v, a in d.items()} for e, d in logits.items()}, refit, fold_s)
     save(trainer.run_dir, result)
