@@ -11,7 +11,7 @@ from ocula.engine.resolve import USER, Choice, resolve
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 
-AUTO_FIELDS = ("task", "augment", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head")
+AUTO_FIELDS = ("task", "augment", "batch_size", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head")
 
 
 def _resolve(**options):
@@ -31,6 +31,7 @@ def test_every_auto_field_comes_back_as_a_value_with_its_reason():
     assert resolved.task.value == "single-label" and resolved.augment.value == "light"
     assert resolved.strategy.value == "full" and resolved.refit_head.value is False
     assert resolved.cross_fit.value is None  # digits brings a validation split of its own
+    assert resolved.batch_size.value == 64 == resolved.cfg.optim.batch_size  # 1,437 images: 8 steps of 64 and more
     cfg = resolved.cfg  # the values are written in: nothing downstream sees auto
     assert (cfg.augment.preset, cfg.transfer.strategy, cfg.task.name) == ("light", "full", "single-label")
     assert cfg.optim.lr == resolved.peak_lr.value == 3e-3 and cfg.run.precision == resolved.precision.value
@@ -38,6 +39,23 @@ def test_every_auto_field_comes_back_as_a_value_with_its_reason():
     assert resolved.input.reason.startswith("input 8×8×1") and resolved.contract.channels == 1
     assert resolved.given.augment.preset == "auto" and resolved.given.optim.lr is None  # the config as given
     json.dumps(resolved.to_dict())  # RUN/resolved.json is plain JSON
+
+
+def test_small_data_from_scratch_gets_batches_that_make_an_epoch_several_steps(tmp_path):
+    from PIL import Image
+
+    for c in range(3):
+        (tmp_path / "d" / str(c)).mkdir(parents=True)
+        for i in range(50):
+            Image.new("L", (8, 8), color=c * 80 + i).save(tmp_path / "d" / str(c) / f"{i}.png")
+    cfg = build_config(str(tmp_path / "d"), model="seed_cnn", hflip=False)
+    splits = resolve_data(cfg.data.source, val_fraction=0.1, seed=0, modality=for_model("seed_cnn"))
+    resolved = resolve(cfg, splits, device=torch.device("cpu"))
+    assert resolved.cross_fit.value is not None and len(resolved.train_samples) == 150  # every image, cross-fitted
+    assert resolved.batch_size.value == 18 and resolved.batch_size.decided_by == "data"  # 150 // 8
+    given = resolve(build_config(str(tmp_path / "d"), model="seed_cnn", hflip=False, batch_size=64), splits,
+                    device=torch.device("cpu"))
+    assert given.batch_size.value == 64 and given.batch_size.decided_by == USER
 
 
 def test_values_set_in_the_config_are_kept_and_said_so():

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
-from ocula.config_sections import (SECTIONS, AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig,
+from ocula.config_sections import (DEFAULT_BATCH, SECTIONS, AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig,
                                    TaskConfig, TransferConfig, VideoConfig, choices_of, flat_key)
 from ocula.errors import OculaError, did_you_mean, unknown
 
@@ -89,7 +89,7 @@ class TrainConfig:
         if self.optim.lr is not None:
             return self.optim.lr
         if self.optim.optimizer == "sgd":
-            return 0.1 * self.optim.batch_size / 256
+            return 0.1 * (self.optim.batch_size or DEFAULT_BATCH) / 256  # engine.resolve sets the batch first
         # Measured with no flags (docs/benchmarks.md, issue 11): for convolutional and recurrent models
         # from scratch 3e-3 beat 1e-3 (seed_cnn: digits 0.983 vs 0.931, photos 0.975 vs 0.969,
         # Fashion-MNIST 0.888 vs 0.878, faces equal); attention models stayed at chance with it

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from ocula.errors import OculaError, did_you_mean
 
 FLIP = (True, False, "auto")
+DEFAULT_BATCH = 64  # batch_size when none is given, except from scratch on small data (engine.resolve)
 
 
 def option(default: Any = None, help: str = "", choices: tuple = (), flat: str = "", factory=None):
@@ -87,7 +88,9 @@ class ModelConfig(Section):
 @dataclass
 class OptimConfig(Section):
     epochs: int = option(10)
-    batch_size: int = option(64, "global, summed over DDP ranks")
+    batch_size: Optional[int] = option(None, "global, summed over DDP ranks; default config_sections.DEFAULT_BATCH, "
+                                       "smaller from scratch on small data so that an epoch is at least "
+                                       "engine.resolve.MIN_STEPS_PER_EPOCH steps")
     lr: Optional[float] = option(None, "peak; default: the rule of TrainConfig.peak_lr (adamw: from scratch or from "
                                  "weights, lp-ft config.LPFT_LR; sgd: scaled with the batch); RUN/resolved.json says which")
     optimizer: str = option("adamw", choices=("adamw", "sgd"))
@@ -103,7 +106,7 @@ class OptimConfig(Section):
     patience: Optional[int] = option(None, "early stop after this many epochs without val improvement")
 
     def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1) or self.accumulate < 1:
             raise OculaError("epochs, batch_size and accumulate must be at least 1")
 
 
