@@ -52,6 +52,9 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
+    def __str__(self) -> str:  # str(run) is the path, as for a Path: it goes into configs and messages
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
@@ -255,6 +258,9 @@ class EvalDir:
         self.path = Path(path)
 
     def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
         return str(self.path)
 
     def __repr__(self) -> str:

@@ -292,8 +292,8 @@ def _fold_config(trainer, k: int, share: float) -> TrainConfig:
     c = trainer.contract
     batch = max(1, round(trainer.cfg.optim.batch_size * share))
     given = trainer.resolved.given  # the lr as given: a default follows the fold's batch (sgd), as it always did
-    return trainer.cfg.replace(batch_size=batch, lr=given.optim.lr, head_lr=given.transfer.head_lr, out=str(RunDir(trainer.run_dir).cross_fit_fold(k + 1)), cross_fit="off",
-                               img_size=c.input_size, channels=c.channels, hflip=trainer.flips["hflip"]["use"],
+    return trainer.cfg.replace(batch_size=batch, lr=given.optim.lr, head_lr=given.transfer.head_lr,
+                               out=str(RunDir(trainer.run_dir).cross_fit_fold(k + 1)), cross_fit="off", img_size=c.input_size, channels=c.channels, hflip=trainer.flips["hflip"]["use"],
                                time_flip=trainer.flips["time_flip"]["use"], calibrate="none", refit_head=False,
                                patience=None, track=None, report=False, resume=None)
 
