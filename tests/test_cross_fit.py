@@ -63,6 +63,18 @@ def test_a_small_folder_is_cross_fitted_then_trained_on_every_image(small_digits
     assert labelled_split(clf, str(small_digits / "train"), fidelity=True).name.startswith("all")  # the int8 gate
 
 
+def test_the_first_fold_is_timed_and_the_folds_cut_to_the_budget(small_digits, tmp_path, monkeypatch):
+    from ocula.engine import cross_fit
+
+    monkeypatch.setattr(cross_fit, "BUDGET_S", 1e-6)  # any fold is over budget: one fold, then the final run
+    out = tmp_path / "cut"
+    ocula.train(str(small_digits / "train"), model="seed_cnn", epochs=1, out=str(out))
+    record = json.loads((out / "cross_fit.json").read_text())
+    assert len(record["fold_s"]) == 1 and record["images"] == 30  # the one held-out fold decides
+    assert not (out / "cross_fit" / "fold-2").exists()
+    assert json.loads((out / "split.json").read_text())["counts"] == {"train": 150}
+
+
 def test_off_or_a_given_validation_split_keep_the_carved_or_given_split(tmp_path):
     data = write_digits_folder(tmp_path / "d", per_class=6, val_per_class=3)
     ocula.train(str(data / "train"), model="seed_cnn", epochs=1, out=str(tmp_path / "off"), cross_fit="off")

@@ -78,7 +78,7 @@ def plan_cross_fit(cfg: TrainConfig, splits: DatasetSplits, world: int = 1) -> O
         why = f"--cross-fit {folds}"
     if total < 2 * folds:
         return None
-    return CrossFitPlan(folds, why)
+    return CrossFitPlan(folds, why, BUDGET_S)
 
 
 class HeldOutRecorder(Callback):
@@ -161,11 +161,12 @@ class CrossFitResult:
     def variant(self) -> str:
         return "refit" if self.refit and not self.probe_only else "plain"
 
-    def held_out(self, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def held_out(self, tag: str) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """(logits, labels, groups) of the bundle `tag` (best, last) as the final run will ship it."""
         epoch = 0 if self.probe_only else self.best_epoch if tag == "best" else self.last_epoch
         found = self.logits[epoch]
-        return found.get(self.variant(), found["plain"]), self.labels, self.groups
+        groups = self.groups if len(np.unique(self.groups)) > 1 else None  # one fold: the check makes its own
+        return found.get(self.variant(), found["plain"]), self.labels, groups
 
     def epoch_logs(self, epoch: int, monitor: str) -> dict:
         """What the final run logs as its validation columns for `epoch` (1-based; a probe-only run's one
@@ -203,7 +204,10 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
     logits: dict[int, dict[str, np.ndarray]] = {}
     covered = np.zeros(len(labels), dtype=bool)
     fold_s: list[float] = []
+    kept = len(folds)
     for k, (train_idx, held_idx) in enumerate(folds):
+        if k >= kept:  # the first fold's time cut the plan to fit the budget
+            break
         t0 = time.perf_counter()
         recorder = HeldOutRecorder(refit, trainer.cfg.transfer.probe_c)
         fold_cfg = _fold_config(trainer, k, len(train_idx) / len(labels))
@@ -221,14 +225,13 @@ def run_cross_fit(trainer, plan: CrossFitPlan) -> CrossFitResult:
         fold_s.append(time.perf_counter() - t0)
         if k == 0:
             kept = _folds_in_budget(plan, fold_s[0], len(folds))
-            logger.info(f"cross-fit: {kept} folds × {fold_s[0]:.1f} s, then all {len(labels)} images "
+            logger.info(f"cross-fit: {kept} fold{'s' * (kept > 1)} × {fold_s[0]:.1f} s, then all {len(labels)} images "
                         f"({plan.reason}; --cross-fit off to carve a validation split instead)")
             if kept < len(folds):
                 logger.info(f"cross-fit: {len(folds)} folds would take ~{fold_s[0] * len(folds) / 60:.0f} min, over "
                             f"the {plan.budget_s / 60:.0f}-min budget: {kept} of them")
-                folds = folds[:kept]
         else:
-            logger.info(f"cross-fit: fold {k + 1}/{len(folds)} done in {fold_s[-1]:.1f} s")
+            logger.info(f"cross-fit: fold {k + 1}/{kept} done in {fold_s[-1]:.1f} s")
     result = _choose(trainer, plan, labels[covered], groups[covered],
                      {e: {v: a[covered] for v, a in d.items()} for e, d in logits.items()}, refit, fold_s)
     save(trainer.run_dir, result)
