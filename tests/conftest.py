@@ -60,7 +60,9 @@ def reported_run(digits_run, tmp_path_factory) -> str:
     shutil.copytree(digits_run, run)
     for argv in (["evaluate", str(run), "digits", "--explain-errors", "6"],
                  ["audit", "digits", "--folds", "0", "--out", str(run / "audit")],
-                 ["export", str(run), "--int8", "--gate-limit", "120"],
+                 # the whole 360-image test split: on 120, one image is 0.83 points of the 1 allowed, and with
+                 # this session's packages two of 120 flipped (1.67 points; the code before it too)
+                 ["export", str(run), "--int8", "--gate-limit", "360"],
                  ["benchmark", str(run), "--backends", "eager,onnx", "--batch", "1", "--repeats", "3",
                   "--max-seconds", "2", "--json", str(run / "benchmark.json")]):
         assert main(argv) == 0, argv
