@@ -75,13 +75,22 @@ def whole_split_loader(trainer, samples):
 def held_out_logits(trainer, weights: Path) -> tuple[np.ndarray, np.ndarray]:
     """Validation logits of a saved bundle, as the saved model predicts them (the task's forward)."""
     model, _ = saved_model(trainer, weights)
+    logits, labels, _ = split_logits(trainer, model, trainer.val_samples)
+    return logits, labels
+
+
+@torch.inference_mode()
+def split_logits(trainer, model, samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, labels, sample indices) of every readable sample, in sample order, through the task's forward."""
     model.eval()
-    parts, labels = [], []
-    for batch in whole_split_loader(trainer, trainer.val_samples):
+    parts, labels, idx = [], [], []
+    for batch in whole_split_loader(trainer, samples):
         if batch[0] is None:
             continue
         x = trainer.modality.to_device(batch[0], trainer.device, trainer.cfg.run.channels_last)
         with trainer.autocast():
             parts.append(trainer.task.forward(model, x).float().cpu())
         labels.append(batch[1])
-    return torch.cat(parts).numpy(), torch.cat(labels).numpy()
+        idx.append(batch[2])
+    order = torch.argsort(torch.cat(idx))
+    return (torch.cat(parts)[order].numpy(), torch.cat(labels)[order].numpy(), torch.cat(idx)[order].numpy())

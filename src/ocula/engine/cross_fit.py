@@ -31,7 +31,7 @@ import torch
 from ocula.config import TrainConfig
 from ocula.data.samples import DatasetSplits, TensorSamples
 from ocula.engine.callbacks import Callback
-from ocula.engine.calibrate import whole_split_loader
+from ocula.engine.calibrate import split_logits, whole_split_loader
 from ocula.engine.probe import can_probe, captured_inputs, fit_head, linear_head
 from ocula.errors import OculaError
 from ocula.log import logger
@@ -102,7 +102,7 @@ def held_out_logits(trainer, refit: bool, c: float) -> dict[str, np.ndarray]:
     """{"idx": the held-out samples read (an unreadable file is skipped), "plain": their logits, "refit": …}."""
     model = trainer.eval_model
     if not can_probe(model, trainer.task):
-        logits, idx = _forward_logits(trainer, model, trainer.val_samples)
+        logits, _, idx = split_logits(trainer, model, trainer.val_samples)
         return {"idx": idx, "plain": logits}
     head = linear_head(model)
     x_val, _, idx = _features(trainer, model, trainer.val_samples)
@@ -128,20 +128,6 @@ def _features(trainer, model, samples) -> tuple[torch.Tensor, torch.Tensor, np.n
     return (torch.cat([p[0] for p in parts])[order].double(), torch.cat([p[1] for p in parts])[order],
             idx[order].numpy())
 
-
-def _forward_logits(trainer, model, samples) -> np.ndarray:
-    model.eval()
-    parts, idx = [], []
-    for batch in whole_split_loader(trainer, samples):
-        if batch[0] is None:
-            continue
-        x = trainer.modality.to_device(batch[0], trainer.device, trainer.cfg.run.channels_last)
-        with trainer.autocast():
-            parts.append(trainer.task.forward(model, x).float().cpu())
-        idx.append(batch[2])
-    idx = torch.cat(idx)
-    order = torch.argsort(idx)
-    return torch.cat(parts)[order].numpy(), idx[order].numpy()
 
 
 @dataclass
