@@ -128,6 +128,15 @@ def ocula_row(row: str, data: Path, out: Path, threads: int, extra: dict = None,
             "strategy": transfer.get("strategy", "full"), "run": run.dir}
 
 
+def int8_gate(run: str, data: Path) -> dict:
+    """`ocula export RUN --int8 --gate-data DIR/test`: the int8 file against PyTorch on the test images."""
+    from ocula.export.pipeline import export_model
+
+    gate = export_model(run, int8=True, gate_data=str(data / "test")).gates["int8"]
+    return {"passed": gate["passed"], "drop_points": gate["delta_accuracy_points"],
+            "agreement": gate["top1_agreement"], "reason": gate["reason"]}
+
+
 def sklearn_row(data: Path, probe_run: str) -> dict:
     """The hand-written baseline: frozen features (what the probe run's classifier receives) → sklearn."""
     import torch
@@ -194,6 +203,8 @@ def main(argv=None) -> int:
                     help="draw the test images after the first N of the seeded test order: issue 13 chose its "
                          "defaults on the first 1,000, so --test-skip 1000 scores on images no rule was tuned on")
     ap.add_argument("--reuse", action="store_true", help="score runs already in --work instead of training again")
+    ap.add_argument("--int8-gate", action="store_true",
+                    help="then `ocula export RUN --int8` of the default row, gated on the test folder")
     ap.add_argument("--json", default=None)
     ap.add_argument("--work", default=None, help="folder for the data and runs (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -223,6 +234,12 @@ def main(argv=None) -> int:
                       f"time={got[row]['train_s'] or 0:.0f}s", flush=True)
                 if args.json:
                     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
+            if args.int8_gate and "default" in got:
+                got["int8"] = int8_gate(got["default"]["run"], data)
+                print(f"RESULT per_class={n} draw={draw} int8 passed={got['int8']['passed']} "
+                      f"drop={got['int8']['drop_points']:+.2f} points", flush=True)
+                if args.json:
                     Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
     print(summary(results, rows))
     return 0
