@@ -37,7 +37,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-4
         assert abs(float(a["val/accuracy"]) - float(b["val/accuracy"])) < 0.01  # a near-tie may flip one image
 
-    from ocula.io import load_tensors
+    from ocula.weights_file import load_tensors
 
     wa = load_tensors(tmp_path / "single" / "weights" / "last.safetensors")
     wb = load_tensors(tmp_path / "ddp" / "weights" / "last.safetensors")

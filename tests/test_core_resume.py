@@ -49,7 +49,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
     assert main(["train", "--resume", str(killed)]) == 0
     assert _rows(killed) == _rows(whole)
-    from ocula.io import load_tensors
+    from ocula.weights_file import load_tensors
 
     a = load_tensors(whole / "weights" / "last.safetensors")
     b = load_tensors(killed / "weights" / "last.safetensors")

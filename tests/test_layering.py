@@ -24,7 +24,7 @@ LAYERS = [  # lowest first: top-level name under ocula → layer
     {"tasks", "evaluation"},
     {"bundle", "engine", "inference"},
     {"explain", "export", "serve", "audit", "transfer", "report", "track"},
-    {"api", "cli", "cli_train", "__main__", ""},
+    {"api", "cli", "cli_train", "cli_video", "__main__", ""},
 ]
 FEATURES = LAYERS[5]
 
@@ -176,7 +176,7 @@ def test_no_module_outside_the_modality_package_branches_on_modality(rule):
     assert not found, "\n".join(f"{m}: {hits}" for m, hits in found.items())
 
 
-APP_FILES = {"__init__.py", "api.py", "cli.py", "cli_train.py", "__main__.py"}  # src/ocula/<these>: the app layer
+APP_FILES = {"__init__.py", "api.py", "cli.py", "cli_train.py", "cli_video.py", "__main__.py"}  # src/ocula/<these>: the app layer
 REWRITING = {"engine/trainer.py", "engine/plan.py"}  # issue 24: being rewritten; their reasons come with that
 MAX_INSIDE_FUNCTIONS = 20  # issue 24: 188 before
 
@@ -204,7 +204,7 @@ def _internal_imports_inside_functions() -> list[tuple[str, int, str]]:
     found = []
     for path in sorted((SRC / "ocula").rglob("*.py")):
         rel = path.relative_to(SRC / "ocula").as_posix()
-        if rel not in APP_FILES:
+        if rel not in APP_FILES and path.name != "cli.py":  # a feature's cli.py is that feature's app layer
             lines = path.read_text().splitlines()
             found += [(rel, n, lines[n - 1]) for n in _nested_internal_imports("\n".join(lines))]
     return found

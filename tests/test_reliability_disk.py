@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ocula import bundle, io
+from ocula import bundle, io, weights_file
 from ocula.errors import OculaError
 
 
@@ -123,11 +123,11 @@ def test_failed_state_save_then_resume_continues(tmp_path, monkeypatch, capsys):
     _assert_one_line(code, err, run / "state" / "last.safetensors", "No space left on device")
     monkeypatch.setattr(os, "replace", real)
     assert not _leftovers(run)
-    assert io.load_state(run / "state" / "last.safetensors")["epoch"] == 1
+    assert weights_file.load_state(run / "state" / "last.safetensors")["epoch"] == 1
     bundle.load_model(run)  # the weights on disk are whole
     code, err = _cli(capsys, "train", "--resume", run)
     assert code == 0, err[-2000:]
-    assert [r["epoch"] for r in io.load_state(run / "state" / "last.safetensors")["history"]] == [1, 2]
+    assert [r["epoch"] for r in weights_file.load_state(run / "state" / "last.safetensors")["history"]] == [1, 2]
     assert io.read_json(run / "summary.json")["epochs_run"] == 2
 
 

@@ -1,7 +1,7 @@
 """Issue 14, "no traceback, ever": hostile model files, hostile filenames, the CLI's last resort.
 
 Every malformed file is refused with one BadWeightsError (an OculaError) that names the file, by every
-reader (bundle.read_meta / load_model, io.load_tensors / load_state, transfer.read_weights), and the CLI
+reader (bundle.read_meta / load_model, weights_file.load_tensors / load_state, transfer.read_weights), and the CLI
 turns it into one line `ocula: error: …` with exit code 2.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ocula import bundle, io
+from ocula import bundle, io, weights_file
 from ocula.errors import BadWeightsError, OculaError
 
 # ----------------------------------------------------------------------------- hostile files
@@ -109,7 +109,7 @@ def _one_line(e: Exception, path) -> str:
 @pytest.mark.parametrize("case", FORMAT_CASES)
 def test_every_reader_refuses_a_malformed_safetensors(hostile, case):
     path = hostile[case]
-    readers = [bundle.read_meta, bundle.load_model, io.load_tensors, io.load_state]
+    readers = [bundle.read_meta, bundle.load_model, weights_file.load_tensors, weights_file.load_state]
     from ocula.engine.weights import read_weights
 
     readers.append(read_weights)
@@ -145,15 +145,15 @@ def test_pretrained_reads_ocula_bundles_through_the_same_checks(hostile, digits_
 
 def test_training_state_that_is_not_a_state_is_refused(digits_run, tmp_path):
     with pytest.raises(BadWeightsError, match="not an ocula training state"):
-        io.load_state(Path(digits_run) / "weights" / "best.safetensors")
-    state = io.load_state(Path(digits_run) / "state" / "last.safetensors")
+        weights_file.load_state(Path(digits_run) / "weights" / "best.safetensors")
+    state = weights_file.load_state(Path(digits_run) / "state" / "last.safetensors")
     assert state["epoch"] == 4
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
     with pytest.raises(BadWeightsError, match="empty file"):
-        io.load_state(empty)
+        weights_file.load_state(empty)
     with pytest.raises(BadWeightsError, match="no such file"):
-        io.load_tensors(tmp_path / "missing.safetensors")
+        weights_file.load_tensors(tmp_path / "missing.safetensors")
 
 
 # ----------------------------------------------------------------------------- torch checkpoints

@@ -138,7 +138,7 @@ def test_from_run_adopts_architecture_and_preprocessing(digits_base, tmp_path):
 
 
 def test_linear_probe_trains_only_the_head_and_keeps_bn_statistics(digits_base, tmp_path):
-    from ocula.io import load_tensors
+    from ocula.weights_file import load_tensors
 
     trainer = _finetune(digits_base, tmp_path / "lp", strategy="linear-probe", lr=0.01, max_steps=3)
     before = load_tensors(Path(digits_base) / "weights" / "best.safetensors")
@@ -251,7 +251,7 @@ def test_auto_strategy_is_lp_ft_from_weights_and_full_from_scratch(digits_base, 
 
 
 def test_lp_ft_fits_the_head_first_then_trains_everything_with_batchnorm_held(digits_base, tmp_path):
-    from ocula.io import load_tensors
+    from ocula.weights_file import load_tensors
 
     trainer = _finetune(digits_base, tmp_path / "lpft", max_steps=3)  # no strategy given: auto
     info = json.loads((tmp_path / "lpft" / "transfer.json").read_text())
@@ -271,7 +271,7 @@ def test_lp_ft_refits_the_saved_head_on_the_fine_tuned_features(digits_base, tmp
     from ocula.engine.head_refit import _features
     from ocula.engine.probe import fit_head, linear_head
     from ocula.engine.trainer import Trainer
-    from ocula.io import load_tensors
+    from ocula.weights_file import load_tensors
 
     out = tmp_path / "refit"
     cfg = build_config("digits", init_from=digits_base, hflip=False, out=str(out), seed=1, epochs=1, max_steps=3)

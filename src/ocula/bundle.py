@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ocula.data.contract import DataContract
-from ocula.io import save_tensors
+from ocula.weights_file import save_tensors
 from ocula.names import display_name
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.run_dir import RunDir

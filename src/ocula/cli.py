@@ -32,7 +32,7 @@ SUBPARSERS: dict = {}
 # Feature packages add commands without touching this file: each module named here defines
 # `register(subparsers) -> {command_name: handler(args) -> int}` and imports heavy things lazily.
 PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocula.explain.cli",
-                  "ocula.modality.video.cli", "ocula.transfer.cli", "ocula.report.cli")
+                  "ocula.cli_video", "ocula.transfer.cli", "ocula.report.cli")
 
 
 def build_parser() -> Parser:
@@ -232,7 +232,7 @@ def cmd_datasets(args) -> int:
     from ocula.modality.sources import resolve_data  # noqa: F401  (registers every built-in)
 
     if args.action == "make":  # generated datasets written to disk (ocula.modality.video)
-        from ocula.modality.video.cli import make_dataset
+        from ocula.cli_video import make_dataset
 
         return make_dataset(args)
     if args.action == "export":

@@ -1,6 +1,7 @@
-"""The one reader of safetensors files (bundles, weights, training state).
+"""The one reader and writer of safetensors files (bundles, weights, training state).
 
     metadata, tensors = read_safetensors(path)              # both; tensors=False reads the header only
+    save_tensors(path, tensors, metadata)                   # atomic; save_state/load_state for nested state
 
 Whatever is wrong with the file (missing, unreadable, truncated, a header that is too large or not
 JSON, overlapping offsets, a shape that does not match the bytes, a dtype torch lacks) becomes one
@@ -9,13 +10,15 @@ JSON, overlapping offsets, a shape that does not match the bytes, a dtype torch 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from ocula.errors import BadWeightsError, one_line
+from ocula.io import atomic_path
 
 # safetensors' own words → shorter ones a user can act on
 _REASONS = (
@@ -106,3 +109,99 @@ def load_into(path, model: torch.nn.Module, state: dict, what: str = "") -> None
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
         raise BadWeightsError(path, f"tensors do not fit {what or 'the model'} ({one_line(e)})") from None
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    # safetensors refuses shared or non-contiguous storage; copies are cheap next to a disk write.
+    flat = {k: v.detach().cpu().contiguous().clone() if _shares_storage(v, tensors) else v.detach().cpu()
+            .contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        _save_file(save_file, flat, tmp, metadata)
+
+
+def _save_file(save_file, flat, tmp, metadata) -> None:
+    """safetensors reports a full disk as SafetensorError('… (os error 28)'): turn it back into OSError."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        save_file(flat, tmp, metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), tmp) from None
+        raise
+
+
+def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return sum(1 for v in all_tensors.values() if v.untyped_storage().data_ptr() == ptr) > 1
+
+
+def load_tensors(path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (BadWeightsError, one line, when it is unusable)."""
+    return read_safetensors(path)[1]
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested state (optimizer, RNG, scheduler) into a JSON skeleton and named tensors."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(o, key):
+        if isinstance(o, torch.Tensor):
+            tensors[key] = o
+            return {"__tensor__": key}
+        if isinstance(o, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")]
+                                 for i, (k, v) in enumerate(o.items())]}
+        if isinstance(o, (list, tuple)):
+            return {"__tuple__" if isinstance(o, tuple) else "__list__":
+                    [walk(v, f"{key}.{i}") for i, v in enumerate(o)]}
+        if o is None or isinstance(o, (bool, int, float, str)):
+            return o
+        if hasattr(o, "tolist"):  # numpy arrays and scalars
+            return {"__numpy__": o.tolist(), "dtype": str(o.dtype)}
+        raise TypeError(f"cannot store {type(o).__name__} without pickle")
+
+    return walk(obj, prefix or "s"), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    def walk(o):
+        if isinstance(o, dict):
+            if "__tensor__" in o:
+                return tensors[o["__tensor__"]]
+            if "__dict__" in o:
+                return {walk(k): walk(v) for k, v in o["__dict__"]}
+            if "__tuple__" in o:
+                return tuple(walk(v) for v in o["__tuple__"])
+            if "__list__" in o:
+                return [walk(v) for v in o["__list__"]]
+            if "__numpy__" in o:
+                import numpy as np
+
+                return np.asarray(o["__numpy__"], dtype=o["dtype"])
+        return o
+
+    return walk(skeleton)
+
+
+def save_state(path, state: Any) -> None:
+    """One safetensors file: tensors as tensors, the skeleton as JSON metadata (one atomic rename)."""
+    skeleton, tensors = flatten_state(state)
+    save_tensors(path, tensors, metadata={"ocula_state": json.dumps(skeleton)})
+
+
+def load_state(path) -> Any:
+    """What save_state wrote; a missing, truncated or foreign file is one BadWeightsError."""
+    metadata, tensors = read_safetensors(path)
+    if "ocula_state" not in metadata:
+        raise BadWeightsError(path, "not an ocula training state (no 'ocula_state' metadata)")
+    try:
+        skeleton = json.loads(metadata["ocula_state"])
+        return unflatten_state(skeleton, tensors)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise BadWeightsError(path, f"training state is damaged ({type(e).__name__}: {str(e)[:120]})") from None

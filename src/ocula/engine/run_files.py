@@ -5,7 +5,7 @@
     save_training_state(trainer)      # model, optimizer, scheduler, EMA, scaler, history, RNG states
     load_training_state(trainer)      # --resume: all of that back, or one line saying why not
 
-The state is a safetensors file with a JSON header (ocula.io.save_state), so resuming never unpickles.
+The state is a safetensors file with a JSON header (ocula.weights_file.save_state), so resuming never unpickles.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ocula import bundle, environment
 from ocula.config import TrainConfig, coerce, read_config_file, read_values
 from ocula.engine import distributed as dist
 from ocula.errors import BadWeightsError, OculaError, one_line
-from ocula.io import load_state, save_state
+from ocula.weights_file import load_state, save_state
 from ocula.run_dir import RunDir
 from ocula.weights_file import load_into
 

@@ -9,12 +9,24 @@ onnx / onnxruntime are imported inside the functions that need them, so this pac
 """
 from __future__ import annotations
 
-from ocula.export.pipeline import ExportResult, export_model
-from ocula.export.benchmark import benchmark
-from ocula.export.gate import accuracy_gate
-from ocula.export.onnx import export_onnx, read_onnx_meta
-from ocula.export.quantize import quantize_int8
-from ocula.export.runtime import OnnxClassifier
+# Loaded on first use: `ocula --help` imports this package (for its CLI) and must not import torch.
+_EXPORTS = {
+    "ExportResult": "ocula.export.pipeline",
+    "export_model": "ocula.export.pipeline",
+    "benchmark": "ocula.export.benchmark",
+    "accuracy_gate": "ocula.export.gate",
+    "export_onnx": "ocula.export.onnx",
+    "read_onnx_meta": "ocula.export.onnx",
+    "quantize_int8": "ocula.export.quantize",
+    "OnnxClassifier": "ocula.export.runtime",
+}
 
-__all__ = ["ExportResult", "export_model", "benchmark", "accuracy_gate", "export_onnx", "read_onnx_meta",
-           "quantize_int8", "OnnxClassifier"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ocula.export' has no attribute {name!r}")

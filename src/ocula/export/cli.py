@@ -4,9 +4,6 @@ from __future__ import annotations
 import sys
 
 from ocula.errors import OculaError
-from ocula.export.benchmark import benchmark, format_benchmark
-from ocula.export.gate import format_gate
-from ocula.export.pipeline import export_model
 from ocula.io import STDOUT, write_json
 
 
@@ -59,6 +56,9 @@ def register(sub) -> dict:
 
 
 def cmd_export(args) -> int:
+    from ocula.export.gate import format_gate  # lazy: ocula --help imports no torch
+    from ocula.export.pipeline import export_model
+
     if args.calibrate and not args.int8:
         raise OculaError("--calibrate is for int8: add --int8")
     result = export_model(args.run, format=args.format, out=args.out, int8=args.int8, calibrate=args.calibrate,
@@ -78,6 +78,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    from ocula.export.benchmark import benchmark, format_benchmark  # lazy: ocula --help imports no torch
+
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     report = benchmark(args.run, backends, _int_list(args.batch), threads=args.threads, repeats=args.repeats,
                        warmup=args.warmup, max_seconds=args.max_seconds)

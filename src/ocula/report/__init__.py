@@ -8,8 +8,23 @@ metrics.csv, eval-*/report.json, gate reports, audit/issues.json, ...) and never
 Nothing in the core imports it. A section whose inputs are missing is shown as "not run", with the
 command that would fill it.
 """
-from ocula.report.collect import collect_run
-from ocula.report.files import Section, find_run
-from ocula.report.render import render_report, write_report
+from __future__ import annotations
 
-__all__ = ["Section", "collect_run", "find_run", "render_report", "write_report"]
+# Loaded on first use: `ocula --help` imports this package (for its CLI) and must not import torch.
+_EXPORTS = {
+    "collect_run": "ocula.report.collect",
+    "Section": "ocula.report.files",
+    "find_run": "ocula.report.files",
+    "render_report": "ocula.report.render",
+    "write_report": "ocula.report.render",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ocula.report' has no attribute {name!r}")

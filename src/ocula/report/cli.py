@@ -4,8 +4,6 @@ from __future__ import annotations
 import sys
 
 from ocula.io import write_text
-from ocula.report.render import write_report
-from ocula.report.runs import format_runs, list_runs, runs_json
 
 
 def register(sub) -> dict:
@@ -33,6 +31,8 @@ def register(sub) -> dict:
 def cmd_report(args) -> int:
     import time
 
+    from ocula.report.render import write_report  # lazy: ocula --help imports no torch
+
     start = time.perf_counter()
     path = write_report(args.run, args.out, eval_dir=args.eval, audit_dir=args.audit)
     print(f"report: {path} ({time.perf_counter() - start:.2f} s)")
@@ -40,6 +40,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from ocula.report.runs import format_runs, list_runs, runs_json  # lazy: ocula --help imports no torch
+
     rows = list_runs(args.dir, sort=args.sort, reverse=args.reverse)
     if args.json == "-":
         sys.stdout.write(runs_json(rows))

@@ -2,7 +2,7 @@
 FastAPI app itself (tests, embedding in another ASGI server). See docs/serve.md."""
 from __future__ import annotations
 
-from ocula.serve.runner import serve as _serve
+import importlib
 
 
 def create_app(model, name=None, **options):
@@ -12,7 +12,8 @@ def create_app(model, name=None, **options):
 
 
 def serve(run, **options) -> None:
-    _serve(run, **options)
+    # importlib: the runner loads a model (torch); `ocula --help` imports this package for its CLI
+    importlib.import_module("ocula.serve.runner").serve(run, **options)
 
 
 __all__ = ["create_app", "serve"]

@@ -1,8 +1,6 @@
 """`ocula serve RUN`: a thin shell over ocula.serve.runner.serve."""
 from __future__ import annotations
 
-from ocula.serve.runner import serve
-
 
 def register(subparsers) -> dict:
     p = subparsers.add_parser("serve", help="serve a model over HTTP (page, /predict, Open Inference "
@@ -39,6 +37,8 @@ def register(subparsers) -> dict:
 
 
 def cmd_serve(args) -> int:
+    from ocula.serve.runner import serve  # lazy: ocula --help imports no torch
+
     serve(args.run, host=args.host, port=args.port, onnx=args.onnx, int8=args.int8, name=args.name,
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key_env=args.api_key_env,
           timeout_s=args.timeout_s, max_body_mb=args.max_body_mb, threads=args.threads,

@@ -5,9 +5,6 @@ import sys
 
 from ocula.errors import OculaError
 from ocula.io import STDOUT, write_json
-from ocula.transfer.embed import Embedder, embed_dataset
-from ocula.transfer.retrieval import build_index, similar
-from ocula.transfer.verify import calibrate, verify_pair
 
 
 def register(subparsers) -> dict:
@@ -40,6 +37,8 @@ def register(subparsers) -> dict:
 
 
 def cmd_embed(args) -> int:
+    from ocula.transfer.embed import embed_dataset  # lazy: ocula --help imports no torch
+
     emb = embed_dataset(args.run, args.data, out=args.out, split=args.split, batch_size=args.batch_size,
                         workers=args.workers)
     print(f"{len(emb)} embeddings of dimension {emb.vectors.shape[1]} written to {args.out}")
@@ -59,6 +58,9 @@ def shown(path) -> str:
 
 
 def cmd_similar(args) -> int:
+    from ocula.transfer.embed import Embedder  # lazy: ocula --help imports no torch
+    from ocula.transfer.retrieval import build_index, similar
+
     embedder = Embedder.load(args.run)
     index = build_index(args.run, args.index, backend=args.backend, embedder=embedder)
     skipped = getattr(index.embeddings, "skipped", None) or []  # only when the gallery was embedded now
@@ -79,6 +81,8 @@ def cmd_similar(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from ocula.transfer.verify import calibrate, verify_pair  # lazy: ocula --help imports no torch
+
     if args.calibrate:
         r = calibrate(args.run, args.calibrate, split=args.split, far=args.far, criterion=args.criterion)
         at = r["tar_at_far"][f"{args.far:g}"]

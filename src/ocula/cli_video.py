@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from ocula.errors import OculaError
-from ocula.modality.video.moving_shapes import write_moving_shapes
 
 GENERATORS = ("moving-shapes",)
 
@@ -28,6 +27,8 @@ def register(subparsers) -> dict:
 
 def make_dataset(args) -> int:
     """`ocula datasets make NAME OUT`: write a generated dataset to disk."""
+    from ocula.modality.video.moving_shapes import write_moving_shapes  # the video package imports torch
+
     if args.name not in GENERATORS or not args.out:
         raise OculaError(f"usage: ocula datasets make {'|'.join(GENERATORS)} OUT [--format mp4|frames] "
                          f"[--motion vertical|horizontal|scale] [--clips N]")
