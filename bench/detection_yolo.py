@@ -252,6 +252,7 @@ def main(argv=None) -> dict:
               "batch_size": args.batch_size, "budget_s": args.budget_s, "train_s": train_s,
               "ultralytics_train_clock_s": ul_train_s, "train_call_s": train_call_s, "images_seen": images_seen,
               "epochs": epochs_done, "train_images_per_s": images_seen / train_s if train_s else 0.0,
+              "train_images_per_s_ultralytics_clock": images_seen / ul_train_s if ul_train_s else 0.0,
               "threads": torch.get_num_threads(), "eval_s": eval_s, "eval_images_per_s": len(test_paths) / eval_s,
               "train_images": n_train, "test_images": len(test_paths), "classes": K, "weights": str(last),
               "ground_truth": gt_source, **scores, "ultralytics_val_test": ul,
