@@ -184,15 +184,16 @@ class RunConfig(Section):
 
 @dataclass
 class TaskConfig(Section):
-    name: str = option("auto", "the head: auto = multilabel when a row of the data has several labels (or none); "
-                       "margin = single-label with a margin loss for embeddings (--margin picks the kind)",
-                       ("auto", "single-label", "multilabel", "margin"), flat="task")
+    name: str = option("auto", "the head: auto = multilabel when a row of the data has several labels (or none), "
+                       "detection when the data hold boxes (COCO JSON, YOLO data.yaml); margin = single-label with a "
+                       "margin loss for embeddings (--margin picks the kind)",
+                       ("auto", "single-label", "multilabel", "margin", "detection"), flat="task")
     loss: str = option("bce", "multilabel loss: binary cross-entropy or asymmetric loss (ASL, Ridnik et al. 2021)",
                        ("bce", "asl"))
     threshold_policy: str = option("f1", "multilabel: per-class thresholds on the validation split that maximise "
                                    "F1, or precision=P (the most recall at precision P)")
     monitor: str = option("auto", "the validation metric that picks the best checkpoint; auto: accuracy "
-                          "(single-label), mAP (multilabel)", ("auto", "accuracy", "balanced_accuracy", "mAP"))
+                          "(single-label), mAP (multilabel, detection: COCO mAP@[.5:.95])", ("auto", "accuracy", "balanced_accuracy", "mAP"))
     logit_tau: float = option(1.0, "balance=logit-adjust: the prior's weight tau")
 
     def check(self) -> None:

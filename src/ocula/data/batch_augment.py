@@ -30,6 +30,8 @@ def eval_resize(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
     size = contract.input_size
     if x.shape[-2:] == (size, size):
         return x
+    if contract.resize == "stretch":
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     short = int(math.floor(size / contract.crop_pct))
     h, w = x.shape[-2:]
     scale = short / min(h, w)

@@ -17,6 +17,7 @@ class DataContract:
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"  # bilinear | bicubic | nearest
     crop_pct: float = 1.0  # eval: resize the short side to input_size / crop_pct, then centre-crop
+    resize: str = "crop"  # crop: as crop_pct says; stretch: the whole image to the square (boxes must stay whole)
     frames: Optional[int] = None  # clip length for video models; None for images
 
     def __post_init__(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -123,7 +124,10 @@ def collate_skipping_bad(items):
     if not good:
         return None, None, None, bad
     x = torch.stack([it[0] for it in good])
-    y = torch.tensor([it[1] for it in good], dtype=torch.long)
+    if isinstance(good[0][1], np.ndarray):  # boxes (M, 5) per image, padded to one M by the reader
+        y = torch.from_numpy(np.stack([it[1] for it in good]))
+    else:
+        y = torch.tensor([it[1] for it in good], dtype=torch.long)
     idx = torch.tensor([it[2] for it in good], dtype=torch.long)
     return x, y, idx, bad
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import numpy as np
 import torch
 
 from ocula.errors import OculaError
@@ -69,6 +70,25 @@ def as_multilabel(samples, num_classes: int):
     return FileSamples(list(samples.paths), [tuple(r) for r in hot.tolist()])
 
 
+def pad_boxes(boxes, rows: int) -> np.ndarray:
+    """(M, 5) boxes → (rows, 5) float32, the missing rows class −1 (a batch of labels becomes one tensor)."""
+    out = np.zeros((rows, 5), dtype=np.float32)
+    out[:, 0] = -1
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)[:rows]
+    out[:len(boxes)] = boxes
+    return out
+
+
+def box_strata(labels, num_classes: int) -> list[int]:
+    """Each image's most frequent box class (num_classes for an image with no box): what a split stratifies on."""
+    strata = []
+    for b in labels:
+        cls = np.asarray(b)[:, 0]
+        cls = cls[cls >= 0].astype(int)
+        strata.append(int(np.bincount(cls).argmax()) if len(cls) else num_classes)
+    return strata
+
+
 def adapt_channels(samples: TensorSamples, channels: int) -> TensorSamples:
     """Grey samples repeated to RGB, or RGB reduced to grey, for a model of `channels` channels."""
     c = samples.images.shape[-3]  # images (N, C, H, W) or clips (N, T, C, H, W)
@@ -96,6 +116,7 @@ class DatasetSplits:
     test: Optional[Samples] = None
     source: str = ""
     multilabel: bool = False  # labels are multi-hot sets (a `labels` column with '|', a list column)
+    boxes: bool = False  # labels are boxes (M, 5): class (−1 pads), x1, y1, x2, y2 in [0, 1] (COCO, YOLO layouts)
     modality: str = "image"  # a name in ocula.modality.MODALITIES: "image" | "video" (samples are clips)
     channels: Optional[int] = None  # native channels when known (built-ins: 1)
     image_size: Optional[int] = None  # native square size when known (built-ins: 28, 8)

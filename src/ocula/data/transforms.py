@@ -28,6 +28,10 @@ def resize_size(contract: DataContract) -> int:
 
 def eval_geometry(contract: DataContract) -> v2.Transform:
     """PIL image → uint8 tensor (C, S, S), no normalisation (cached in RAM in this form)."""
+    if contract.resize == "stretch":
+        return v2.Compose([v2.PILToTensor(), v2.Resize((contract.input_size, contract.input_size),
+                                                        interpolation=interpolation(contract.interpolation),
+                                                        antialias=True)])
     return v2.Compose([v2.PILToTensor(),
                        v2.Resize(resize_size(contract), interpolation=interpolation(contract.interpolation),
                                  antialias=True),

@@ -24,8 +24,10 @@ def calibrate_bundles(trainer) -> dict:
     (best, last), record it in the bundle, and write RUN/calibration.json."""
     run = RunDir(trainer.run_dir)
     cross_fit = getattr(trainer, "cross_fit", None)  # out-of-fold logits (engine.cross_fit) stand in for val
-    if trainer.cfg.run.calibrate == "none" or (trainer.val_samples is None and cross_fit is None):
-        why = "--calibrate none" if trainer.cfg.run.calibrate == "none" else "no validation split to fit on"
+    if not trainer.task.calibrates or trainer.cfg.run.calibrate == "none" or (
+            trainer.val_samples is None and cross_fit is None):
+        why = ("--calibrate none" if trainer.cfg.run.calibrate == "none" else "no validation split to fit on"
+               if trainer.task.calibrates else f"the {trainer.task.name} task has no calibration")
         result = {"method": "none", "fitted": False, "reason": why}
         run.write_calibration(result)
         return result

@@ -35,14 +35,15 @@ class ProgressBar(Callback):
     def on_train_step(self, trainer, logs):
         self.bar.update(1)
         if logs.get("step_in_epoch", 0) % 5 == 0 or self.bar.n == self.bar.total:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.3f}",
-                                 img_s=f"{logs['img_per_s']:.0f}", refresh=False)
+            acc = {} if logs.get("acc") is None else {"acc": f"{logs['acc']:.3f}"}
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", **acc, img_s=f"{logs['img_per_s']:.0f}", refresh=False)
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.bar is not None:
             key = monitor_in(logs)
             val = f" {key}={logs[key]:.4f}" if key and logs.get(key) is not None else ""
-            self.bar.set_postfix_str(f"loss={logs['train_loss']:.4f} acc={logs['train_acc']:.3f}{val}")
+            acc = f" acc={logs['train_acc']:.3f}" if logs.get("train_acc") is not None else ""
+            self.bar.set_postfix_str(f"loss={logs['train_loss']:.4f}{acc}{val}")
             self.bar.close()
 
 

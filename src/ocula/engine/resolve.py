@@ -14,14 +14,14 @@ RAM and the flip probe, which measures on the decoded training images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
 
 from ocula import tasks
 from ocula.config import LPFT_LR, TrainConfig
-from ocula.config_sections import DEFAULT_BATCH
+from ocula.config_sections import DEFAULT_BATCH, ModelConfig
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits
 from ocula.engine import distributed as dist
@@ -31,8 +31,10 @@ from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import InputChoice, choose_contract
 from ocula.engine.plan import PROBE_LR_FACTOR, adopt_source, choose_strategy
 from ocula.engine.weights import WeightsSource
+from ocula.errors import OculaError
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
+from ocula.models.registry import get_spec
 
 # From scratch, an epoch of a small folder in batches of 64 is two or three optimizer steps: 150 face crops
 # trained 20 steps in 10 epochs and came out under-confident (test ECE 0.127 and 0.064 on two draws, accuracy
@@ -64,6 +66,7 @@ class Resolved:
     val_samples: Any
     skipped: list  # (path, reason) of files that could not be decoded
     task: Choice
+    model: Choice  # the config's, or the task's own kind of model (detection data: a detector)
     augment: Choice
     batch_size: Choice
     strategy: Choice
@@ -81,7 +84,7 @@ class Resolved:
         return self.input.contract
 
     def choices(self) -> dict[str, Choice]:
-        return {"task": self.task, "augment": self.augment, "batch_size": self.batch_size, "strategy": self.strategy, "cross_fit": self.cross_fit,
+        return {"task": self.task, "model": self.model, "augment": self.augment, "batch_size": self.batch_size, "strategy": self.strategy, "cross_fit": self.cross_fit,
                 "peak_lr": self.peak_lr, "head_lr": self.head_lr, "precision": self.precision,
                 "freeze_bn": self.freeze_bn, "refit_head": self.refit_head}
 
@@ -97,23 +100,30 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     they are; `source`: the weights the run starts from (plan.read_source); `saved_flips`: a resumed run's."""
     given_cfg = cfg
     task = _task(cfg, splits)
+    task_kind = tasks.task_type(cfg, splits.multilabel, boxes=splits.boxes)
+    model = _model(cfg, task_kind)
+    cfg = cfg.replace(model=model.value)
+    if not task_kind.linear_head and cfg.transfer.strategy == "auto":
+        cfg = cfg.replace(strategy="full")  # no linear probe for a detector's head: lp-ft has nothing to fit
     augment = _augment(cfg, splits)
     strategy_cfg, splits = choose_strategy(cfg, splits, given=given)  # may fit a probe on every image
     strategy = _given_or(cfg.transfer.strategy, strategy_cfg.transfer.strategy, _strategy_reason(strategy_cfg, splits))
     cfg = strategy_cfg.replace(augment=augment.value, task=task.value)
-    plan = plan_cross_fit(cfg, splits, world) if not given else None
+    plan = plan_cross_fit(cfg, splits, world) if not given and task_kind.cross_fits else None
     if plan is not None and splits.val is not None:  # decisions out of fold: train on every image
         splits = resolve_data(cfg.data.source, val_fraction=0.0, seed=cfg.run.seed,
                               modality=for_model(cfg.model.name), task=given_cfg.task.name)
     cross_fit = _cross_fit(cfg, plan, given)
     chosen = choose_contract(cfg, splits)  # size and channels from the data
+    chosen = replace(chosen, contract=task_kind.adapt_contract(chosen.contract))  # detection: no centre crop
     cfg, contract = adopt_source(cfg, source, chosen.contract, splits.channels)  # a source model's preprocessing
     if contract is not chosen.contract:
         chosen = InputChoice(contract, f"input {contract.input_size}×{contract.input_size}×{contract.channels}: "
                                        f"the source model's preprocessing ({source.path})", chosen.evidence)
     modality = for_model(cfg.model.name).configured(cfg)
     train_samples, val_samples, skipped = setup.decode_splits(splits, contract, cfg, modality)
-    flips = saved_flips or _flips(cfg, train_samples, contract, len(splits.classes), modality, device)
+    flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
+                                  len(splits.classes), modality, device)
     batch_size = _batch_size(cfg, len(train_samples))
     cfg = cfg.replace(batch_size=batch_size.value)  # before the lr: sgd's scales with it
     peak_lr = _peak_lr(cfg)
@@ -122,8 +132,8 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
     cfg = cfg.replace(lr=peak_lr.value, head_lr=head_lr.value, precision=precision.value,
                       hflip=flips["hflip"]["use"], time_flip=flips["time_flip"]["use"], refit_head=refit_head.value)
-    return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, augment, batch_size, strategy,
-                    cross_fit, chosen,
+    return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, model, augment, batch_size,
+                    strategy, cross_fit, chosen,
                     flips, peak_lr, head_lr, precision, freeze_bn, refit_head)
 
 
@@ -134,19 +144,34 @@ def _given_or(given: Any, value: Any, reason: str) -> Choice:
     return Choice(value, reason, RULE)
 
 
+def _model(cfg: TrainConfig, task_kind) -> Choice:
+    spec = get_spec(cfg.model.name)
+    family = spec.family if spec is not None else "timm"
+    if task_kind.takes_model(family):
+        return Choice(cfg.model.name, "set in the config" if cfg.model.name != ModelConfig.name else
+                      "config_sections.ModelConfig's default", USER if cfg.model.name != ModelConfig.name else RULE)
+    wanted = task_kind.default_model()
+    if wanted is None or cfg.model.name != ModelConfig.name:
+        raise OculaError(f"'{cfg.model.name}' cannot be trained for this data's task; "
+                         f"{'try ' + wanted[0] if wanted else 'give a classifier'}")
+    return Choice(wanted[0], wanted[1], DATA)
+
+
 def _task(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
-    name = tasks.task_name(cfg, splits.multilabel)
+    name = tasks.task_name(cfg, splits.multilabel, boxes=splits.boxes)
     if cfg.task.name != "auto":
         return Choice(name, "set in the config", USER)
     if cfg.transfer.margin != "none":
         return Choice(name, f"--margin {cfg.transfer.margin} set alone: the margin task", USER)
-    return Choice(name, "the labels are sets: multilabel" if splits.multilabel else "one label per sample", DATA)
+    why = ("the labels are sets: multilabel" if splits.multilabel else "the labels are boxes: detection"
+           if splits.boxes else "one label per sample")
+    return Choice(name, why, DATA)
 
 
 def _augment(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
     if cfg.augment.preset != "auto":
         return Choice(cfg.augment.preset, "set in the config", USER)
-    preset, reason = tasks.task_type(cfg, splits.multilabel).default_augment()  # the task's default
+    preset, reason = tasks.task_type(cfg, splits.multilabel, boxes=splits.boxes).default_augment()
     return Choice(preset, reason, RULE)
 
 

@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
+from ocula import tasks
 from ocula.config import TrainConfig
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
@@ -52,12 +54,15 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     defaults = spec.defaults if spec is not None else {}
     modality = for_model(cfg.model.name)
     takes_encoder = modality.default_frame_encoder(defaults) is not None
-    if cfg.model.backbone and not takes_encoder:
+    takes_backbone = spec is not None and spec.family == "detection"  # a detector's timm backbone
+    if cfg.model.backbone and not (takes_encoder or takes_backbone):
         raise OculaError(f"'{cfg.model.name}' has no --backbone option (video models have: cnn_lstm, "
                          f"cnn_transformer, frame_avg)")
     encoder_hub = cfg.model.pretrained is True and takes_encoder
     kwargs = modality.model_options(contract, defaults, cfg.model.kwargs, frame_encoder=cfg.model.backbone,
                                     fallback_encoder=default_backbone(cfg, contract)[0], hub_weights=encoder_hub)
+    if takes_backbone and cfg.model.backbone:
+        kwargs["backbone"] = cfg.model.backbone
     model = create_model(cfg.model.name, num_classes, contract.channels, contract.input_size,
                          pretrained=cfg.model.pretrained is True and not encoder_hub, **kwargs)
     model.ocula_arch["kwargs"].pop("backbone_pretrained", None)  # the bundle holds the weights
@@ -91,8 +96,11 @@ def decode_splits(splits: DatasetSplits, contract: DataContract, cfg: TrainConfi
 
 
 def class_counts(samples, num_classes: int) -> torch.Tensor:
-    """(K,) samples per class; multi-hot labels: positives per class."""
-    labels = samples.labels if isinstance(samples, TensorSamples) else torch.tensor(samples.labels)
+    """(K,) samples per class; multi-hot labels: positives per class; boxes (N, M, 5): boxes per class."""
+    labels = samples.labels if isinstance(samples, TensorSamples) else torch.as_tensor(np.asarray(samples.labels))
+    if labels.ndim == 3:
+        cls = labels[..., 0].flatten()
+        return torch.bincount(cls[cls >= 0].long(), minlength=num_classes).float()
     if labels.ndim == 2:
         return (labels > 0).sum(0).float()
     return torch.bincount(labels, minlength=num_classes).float()
@@ -141,8 +149,9 @@ def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int,
     """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
     modality = modality or for_contract(contract)
     flips = {key: _resolved(getattr(cfg.augment, key), key) for key in modality.flips}
-    return modality.augment(contract, cfg.augment.preset, flips=flips, mixup=cfg.augment.mixup,
-                            cutmix=cfg.augment.cutmix, num_classes=num_classes)
+    augment = modality.augment(contract, cfg.augment.preset, flips=flips, mixup=cfg.augment.mixup,
+                               cutmix=cfg.augment.cutmix, num_classes=num_classes)
+    return tasks.task_type(cfg).wrap_augment(augment)  # boxes move with the pixels
 
 
 def _resolved(value, name: str) -> bool:

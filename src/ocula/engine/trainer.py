@@ -247,6 +247,7 @@ class Trainer:
             cb.on_epoch_start(self, epoch)
         loader = self._train_loader(epoch)
         seen = correct = 0
+        scored = False  # the task gives logits to count right answers (a detector gives none)
         loss_sum = torch.zeros((), dtype=torch.float64)
         t0 = time.perf_counter()
         for i, batch in enumerate(loader):
@@ -260,11 +261,12 @@ class Trainer:
             n = x.shape[0]
             seen += n
             loss_sum += loss.detach().double().cpu() * n
-            correct += self.task.correct(logits, y)
+            if logits is not None:
+                correct, scored = correct + self.task.correct(logits, y), True
             if (i + 1) % self.cfg.optim.accumulate == 0:
                 elapsed = time.perf_counter() - t0
                 for cb in self.callbacks:
-                    cb.on_train_step(self, {"loss": loss.item(), "acc": correct / max(1, seen),
+                    cb.on_train_step(self, {"loss": loss.item(), "acc": correct / max(1, seen) if scored else None,
                                             "img_per_s": seen * self.world / max(elapsed, 1e-9),
                                             "step_in_epoch": (i + 1) // self.cfg.optim.accumulate})
                 if self._hit_max_steps():
@@ -273,7 +275,7 @@ class Trainer:
         self.elapsed_train_s += epoch_s
         totals = dist.all_reduce_sum(torch.tensor([float(loss_sum), correct, seen], dtype=torch.float64))
         return {"epoch": epoch + 1, "train_loss": float(totals[0] / max(1, totals[2])),
-                "train_acc": float(totals[1] / max(1, totals[2])), "lr": self.optimizer.param_groups[0]["lr"],
+                "train_acc": float(totals[1] / max(1, totals[2])) if scored else None, "lr": self.optimizer.param_groups[0]["lr"],
                 "epoch_s": epoch_s, "train_img_per_s": float(totals[2]) / max(epoch_s, 1e-9),
                 "elapsed_train_s": self.elapsed_train_s}
 
@@ -283,8 +285,7 @@ class Trainer:
         sync = contextlib.nullcontext() if last_micro or self.world == 1 else self.ddp_model.no_sync()
         with sync:
             with self.autocast():
-                logits = self.task.forward(self.ddp_model, x)
-                loss = self.task.loss(logits, y)
+                loss, logits = self.task.training_loss(self.ddp_model, x, y)
             scaled = loss / self.cfg.optim.accumulate
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if last_micro:

@@ -26,10 +26,13 @@ class Prediction:
     error: Optional[str] = None
     abstained: bool = False  # the top probability is below the predictor's min_confidence
     labels: Optional[list] = None  # multi-label: the set above the thresholds, [(label, prob), ...]; else None
+    boxes: Optional[list] = None  # detection: [{label, score, box: [x1, y1, x2, y2] in pixels}, ...]; else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["topk"] = [{"label": lab, "prob": p} for lab, p in self.topk]
+        if self.boxes is None:
+            d.pop("boxes")
         if self.labels is None:
             d.pop("labels")
         else:
@@ -45,6 +48,7 @@ class Predictor:
     meta: dict
     tta: bool = False  # average the probabilities over flips (those training allowed) and crops
     min_confidence: Optional[float] = None  # predictions below this top probability are marked abstained
+    box_threshold: float = 0.25  # detection: boxes scoring below this are not returned (Ultralytics' conf default)
 
     def _init_contract(self, meta: dict) -> None:
         self.meta = meta
@@ -87,11 +91,26 @@ class Predictor:
         (T, C, H, W)."""
         return self.modality.preprocess(obj, self.contract, self.clip_pad)
 
-    def _result(self, source: str, probs: torch.Tensor, topk: int) -> Prediction:
+    def _result(self, source: str, probs: torch.Tensor, topk: int, size=None) -> Prediction:
+        boxes = self.task.boxes(probs, self.classes, size or (1, 1), self.box_threshold)
+        if boxes is not None:  # detection: the boxes are the answer; label/prob: the most confident box
+            top = [(b["label"], b["score"]) for b in boxes[:topk]]
+            return Prediction(source, top[0][0] if top else None, top[0][1] if top else None, top, boxes=boxes)
         top = self.task.top(probs, self.classes, topk)
         abstained = self.min_confidence is not None and top[0][1] < self.min_confidence
         return Prediction(source, top[0][0], top[0][1], top, abstained=abstained,
                           labels=self.task.label_set(probs, self.classes))
+
+    def _size(self, obj) -> Optional[tuple[int, int]]:
+        """(width, height) of an input, for boxes in its own pixels; None when unknown."""
+        if isinstance(obj, (str, Path)):
+            found = self.modality.header(str(obj))
+            return tuple(found[0]) if found else None
+        if hasattr(obj, "size") and isinstance(obj.size, tuple):  # PIL
+            return obj.size
+        if hasattr(obj, "shape") and len(obj.shape) >= 2:  # numpy (H, W[, C])
+            return (int(obj.shape[1]), int(obj.shape[0]))
+        return None
 
     # ------------------------------------------------------------------ public
     def predict(self, inputs, topk: int = 1, batch_size: int = 32):
@@ -101,20 +120,21 @@ class Predictor:
         results: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            tensors, where = [], []
+            tensors, where, sizes = [], [], []
             for j, obj in enumerate(chunk):
                 name = str(obj) if isinstance(obj, (str, Path)) else f"<{type(obj).__name__} {start + j}>"
                 try:
                     tensors.append(self.preprocess(obj))
                     where.append(len(results))
+                    sizes.append(self._size(obj))
                 except BadImageError as e:
                     results.append(Prediction(name, error=e.reason))
                     continue
                 results.append(Prediction(name))
             if tensors:
                 probs = self.probabilities(torch.stack(tensors))
-                for pos, pr in zip(where, probs):
-                    results[pos] = self._result(results[pos].source, pr, topk)
+                for pos, pr, size in zip(where, probs, sizes):
+                    results[pos] = self._result(results[pos].source, pr, topk, size)
         return results[0] if single else results
 
     def predict_proba(self, inputs, batch_size: int = 32) -> np.ndarray:
@@ -141,7 +161,7 @@ class Predictor:
             if x is not None:
                 probs = self.probabilities(x)
                 for i, pr in zip(idx.tolist(), probs):
-                    yield self._result(paths[i], pr, topk)
+                    yield self._result(paths[i], pr, topk, self._size(paths[i]))
 
 
 class Classifier(Predictor):

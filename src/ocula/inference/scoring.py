@@ -119,9 +119,14 @@ def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Option
 
 def model_labels(mapping: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Labels as the data numbers its classes → as the model does: indices (N,) mapped, multi-hot (N, K_data)
-    columns moved to the model's (N, K)."""
+    columns moved to the model's (N, K), boxes' class column renumbered."""
     if labels.ndim == 1:
         return mapping[labels]
+    if labels.ndim == 3:  # boxes (N, M, 5): the class column, padding (−1) kept
+        out = labels.copy()
+        cls = labels[..., 0].astype(np.int64)
+        out[..., 0] = np.where(cls >= 0, mapping[cls.clip(0)], -1)
+        return out
     out = np.zeros((labels.shape[0], num_classes), dtype=labels.dtype)
     out[:, mapping] = labels
     return out

@@ -11,9 +11,11 @@ import os
 from typing import Optional
 
 from ocula.data.builtin import builtin_names_and_aliases, canonical_builtin, load_builtin
+from ocula.data.detection import detection_layout, read_detection
 from ocula.data.folders import FolderScan
 from ocula.data.manifest import has_metadata_file, label_names, read_manifest, read_metadata_folder
-from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, as_multilabel, is_multilabel
+from ocula.data.samples import (DatasetSplits, FileSamples, TensorSamples, as_multilabel, box_strata, is_multilabel,
+                                pad_boxes)
 from ocula.data.split import iterative_split, stratified_split
 from ocula.errors import OculaError, did_you_mean
 from ocula.modality import Modality, for_folder, for_manifest
@@ -58,6 +60,8 @@ def resolve_data(
 
 
 def _from_path(path: str, preferred: Optional[Modality] = None) -> DatasetSplits:
+    if detection_layout(path):  # COCO JSON or a YOLO data.yaml: labels are boxes
+        return _from_detection(path)
     if os.path.isdir(path) and has_metadata_file(path):  # a Hugging Face imagefolder with metadata.csv/jsonl
         scan = read_metadata_folder(path)
         found = for_manifest(scan)
@@ -71,6 +75,20 @@ def _from_path(path: str, preferred: Optional[Modality] = None) -> DatasetSplits
         raise OculaError(f"{path} is a file: give a folder of class folders, a .csv or a .jsonl manifest")
     data = _splits_from_scan(scan, path)
     data.modality = found.name
+    return data
+
+
+def _from_detection(path: str) -> DatasetSplits:
+    """Boxes: each image's label is (M, 5) (class, x1, y1, x2, y2 in [0, 1]), padded with class −1 rows to the
+    most boxes any image holds, so that a batch of labels is one tensor."""
+    found = read_detection(path)
+    data = DatasetSplits(classes=list(found.classes), source=path, boxes=True,
+                         split_info={"source": path, "layout": found.layout}, skipped=list(found.problems))
+    most = max([len(b) for _, labels in found.splits.values() for b in labels] + [1])
+    for split, (paths, labels) in found.splits.items():
+        if paths:
+            setattr(data, split, FileSamples(list(paths), [pad_boxes(b, most) for b in labels]))
+    data.split_info["sizes"] = {split: [list(wh) for wh in sizes] for split, sizes in found.sizes.items()}
     return data
 
 
@@ -137,6 +155,8 @@ def _add_val_split(data: DatasetSplits, val_fraction: float, seed: int) -> None:
         return
     if is_multilabel(data.train):  # iterative stratification keeps every label's share (Sechidis et al. 2011)
         train_idx, val_idx = iterative_split(_labels(data.train), val_fraction, seed)
+    elif data.boxes:  # stratified by each image's most frequent class (images with no box: a class of their own)
+        train_idx, val_idx = stratified_split(box_strata(data.train.labels, len(data.classes)), val_fraction, seed)
     else:
         train_idx, val_idx = stratified_split(_labels(data.train), val_fraction, seed)
     if not val_idx:
@@ -162,5 +182,5 @@ def describe(data: DatasetSplits) -> str:
     """One line for logs: 'fashion-mnist: 10 classes, train 54000, val 6000, test 10000'."""
     counts = ", ".join(f"{s} {len(getattr(data, s))}" for s in SPLITS if getattr(data, s))
     extra: Optional[str] = f", {len(data.skipped)} skipped" if data.skipped else ""
-    kind = " (multi-label)" if data.multilabel else ""
+    kind = " (multi-label)" if data.multilabel else " (boxes)" if data.boxes else ""
     return f"{data.source}: {len(data.classes)} classes{kind}, {counts}{extra}"

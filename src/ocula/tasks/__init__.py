@@ -13,6 +13,7 @@ import torch
 
 from ocula.errors import OculaError, did_you_mean
 from ocula.tasks.base import Task
+from ocula.tasks.detection import DetectionTask
 from ocula.tasks.imbalance import PriorAdjustedTask
 from ocula.tasks.margin import MarginTask
 from ocula.tasks.multilabel import MultiLabelTask
@@ -20,16 +21,21 @@ from ocula.tasks.single_label import SingleLabelTask
 
 # name recorded in a bundle → the task a saved model predicts with
 INFERENCE: dict[str, type] = {"single-label": SingleLabelTask, "margin": MarginTask,
-                              "multilabel": MultiLabelTask}
+                              "multilabel": MultiLabelTask, "detection": DetectionTask}
 LEGACY = ("image", "video")  # ocula-bundle/1 before tasks recorded the modality in "task"
 
 
-def task_name(cfg, multilabel: bool = False) -> str:
-    """The task a config trains: `task=` with auto resolved by the labels (`multilabel`: they are sets); a margin
-    kind set alone (`margin=arcface`, older configs) means the margin task."""
+def task_name(cfg, multilabel: bool = False, boxes: Optional[bool] = None) -> str:
+    """The task a config trains: `task=` with auto resolved by the labels (`multilabel`: they are sets; `boxes`:
+    they are boxes, None: not known here); a margin kind set alone (`margin=arcface`, older configs) means the
+    margin task."""
     name = cfg.task.name
     if name == "auto":
-        name = "multilabel" if multilabel else "single-label"
+        name = "detection" if boxes else "multilabel" if multilabel else "single-label"
+    if boxes and name != "detection":
+        raise OculaError(f"boxes (a COCO or YOLO layout) train the detection task, not {name}")
+    if boxes is False and name == "detection":
+        raise OculaError("task detection needs boxes: a COCO JSON or a YOLO data.yaml")
     if name == "single-label" and cfg.transfer.margin != "none":
         name = "margin"
     if name == "margin" and multilabel:
@@ -37,10 +43,10 @@ def task_name(cfg, multilabel: bool = False) -> str:
     return name
 
 
-def task_type(cfg, multilabel: bool = False) -> type:
+def task_type(cfg, multilabel: bool = False, boxes: Optional[bool] = None) -> type:
     """The Task class a config trains, for the questions asked before the task is built (default_augment,
     prepare_head, linear_head)."""
-    return INFERENCE[task_name(cfg, multilabel)]
+    return INFERENCE[task_name(cfg, multilabel, boxes)]
 
 
 def for_config(cfg, class_weights: Optional[torch.Tensor] = None, *, class_counts: Optional[torch.Tensor] = None,
@@ -50,6 +56,8 @@ def for_config(cfg, class_weights: Optional[torch.Tensor] = None, *, class_count
     name = task_name(cfg, multilabel)
     if name == "multilabel":
         return _multilabel(cfg, class_counts, num_samples)
+    if name == "detection":
+        return DetectionTask()
     if cfg.task.monitor == "mAP":
         raise OculaError("monitor=mAP is the multilabel task's metric; single-label: accuracy or balanced_accuracy")
     task = _single_label(cfg, name, class_weights, class_counts)
@@ -97,5 +105,5 @@ def for_meta(meta: dict) -> Task:
     return task
 
 
-__all__ = ["INFERENCE", "for_labels", "task_name", "task_type", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config",
+__all__ = ["INFERENCE", "DetectionTask", "for_labels", "task_name", "task_type", "MarginTask", "MultiLabelTask", "PriorAdjustedTask", "SingleLabelTask", "Task", "for_config",
            "for_meta"]

@@ -4,6 +4,7 @@ the metrics, the prediction format and what a saved model records. The engine on
     single-label   one class per sample: softmax, cross-entropy, accuracy   (tasks.single_label)
     margin         single-label trained with an additive margin on cosine logits (tasks.margin)
     multilabel     a set of labels per sample: sigmoid, BCE or ASL, mAP, per-class thresholds (tasks.multilabel)
+    detection      boxes: the detector's own loss, COCO mAP, boxes out (tasks.detection)
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class Task:
     reads_labels_as: str = "auto"  # resolve_data's `task=` when a saved model of this task scores a labelled split
     label_outputs: tuple = ()  # boolean (B, K) outputs beside logits and probabilities (serve's OIP, label_output)
     imbalance_remedies: str = "weighted-loss, sampler, logit-adjust or balanced-softmax"  # the --balance hint
+    calibrates: bool = True  # fit_calibration can fit something on held-out outputs (engine.calibrate)
+    cross_fits: bool = True  # small data without a validation split may be cross-fitted (engine.cross_fit)
 
     # ------------------------------------------------------------------ before training (on the class)
     @classmethod
@@ -38,6 +41,36 @@ class Task:
         """Make the fresh classifier ready for this task's loss; → ids of parameters that must stay fixed."""
         return frozenset()
 
+    @staticmethod
+    def default_model():
+        """(model name, why) when the data need a model of their own kind (detection: a detector); None: the
+        config's model."""
+        return None
+
+    @staticmethod
+    def takes_model(family: str) -> bool:
+        """Whether a model of this registry family can be trained for this task."""
+        return family != "detection"
+
+    @staticmethod
+    def adapt_contract(contract):
+        """The input contract chosen from the data, made right for this task's labels (detection: no crop)."""
+        return contract
+
+    @staticmethod
+    def wrap_augment(augment):
+        """The modality's batch augmentation, made to move this task's labels with the pixels (boxes)."""
+        return augment
+
+    @staticmethod
+    def probe_samples(samples):
+        """What the flip probe learns from (engine.flip_probe): the samples themselves, or e.g. box crops."""
+        return samples
+
+    @staticmethod
+    def probe_contract(contract):
+        return contract
+
     def describe_inferred(self) -> str:
         """The line said when `--task auto` chose this task from the labels; "" when there is nothing to say."""
         return ""
@@ -48,6 +81,11 @@ class Task:
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        """One training forward → (loss, logits for the running accuracy or None)."""
+        logits = self.forward(model, x)
+        return self.loss(logits, target), logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Inference logits (B, K) → probabilities (B, K)."""
@@ -93,6 +131,10 @@ class Task:
     def label_set(self, probs: torch.Tensor, classes: list[str]):
         """One sample's probabilities → the predicted set [(label, prob), ...] (tasks that predict a set of
         labels, at their thresholds); None for one label per sample."""
+        return None
+
+    def boxes(self, probs: torch.Tensor, classes: list[str], size: tuple[int, int], min_score: float):
+        """One sample's output → the boxes found in it (detection), in pixels of `size` (w, h); None: no boxes."""
         return None
 
     def label_output(self, name: str, probs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""Box-aware batch augmentation: one random zoom, shift and (when allowed) mirror per image, applied to the
+pixels with one `affine_grid` for the whole batch and to the boxes with the inverse of the same map.
+
+Boxes are (B, M, 5) rows: class (−1 pads), x1, y1, x2, y2 in [0, 1]. A box pushed mostly out of the frame
+becomes padding (class −1), as Ultralytics and torchvision's references drop such boxes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
+
+# side scale of the visible region (s < 1 zooms in) and shift in units of the half-side, per preset
+RANGES = {"light": {"scale": (0.6, 1.4), "shift": 0.2}, "strong": {"scale": (0.4, 1.6), "shift": 0.35}}
+MIN_VISIBLE = 0.3  # a box keeps its label when at least this fraction of its area stays in the frame
+MIN_SIDE = 2 / 640  # … and both sides stay at least ~2 px of a 640 px image
+
+
+class BoxAugment:
+    """Wraps the modality's BatchAugment (its contract, preset and flip decision) for box labels."""
+
+    def __init__(self, base: BatchAugment):
+        self.base, self.contract, self.preset, self.hflip = base, base.contract, base.preset, base.hflip
+
+    def describe(self) -> str:
+        return f"augment {self.preset} (boxes): " + ", ".join(self.operations())
+
+    def operations(self) -> list[str]:
+        if self.preset not in RANGES:
+            return ["resize only"]
+        r = RANGES[self.preset]
+        return [f"zoom {r['scale'][0]:g}-{r['scale'][1]:g}", f"shift ±{r['shift'] / 2:.0%} of the side",
+                "horizontal flip" if self.hflip else "no flip"]
+
+    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: Optional[torch.Generator]):
+        x = to_float(x_uint8, self.contract)
+        if self.preset not in RANGES:
+            return eval_resize(x, self.contract), y
+        return affine_with_boxes(x, y, self.contract.input_size, gen, **RANGES[self.preset], hflip=self.hflip)
+
+
+def affine_with_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, gen: Optional[torch.Generator], *,
+                      scale=(0.6, 1.4), shift: float = 0.2, hflip: bool = True):
+    """Float images (B, C, H, W) and boxes (B, M, 5) → the same random affine of both, images at `size`."""
+    b = x.shape[0]
+    s = torch.empty(b).uniform_(scale[0], scale[1], generator=gen)
+    t = (torch.rand(b, 2, generator=gen) * 2 - 1) * shift
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = s * flip, s  # output (u, v) in [-1, 1] samples input (s·f·u + tx, s·v + ty)
+    theta[:, 0, 2], theta[:, 1, 2] = t[:, 0], t[:, 1]
+    grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out, _move_boxes(boxes, s, t, flip)
+
+
+def _move_boxes(boxes: torch.Tensor, s: torch.Tensor, t: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    boxes = boxes.clone().float()
+    cls, xy = boxes[..., 0], boxes[..., 1:] * 2 - 1  # corners in the affine's [-1, 1] frame
+    sx, sy = (s * flip).view(-1, 1), s.view(-1, 1)
+    u1, u2 = (xy[..., 0] - t[:, :1]) / sx, (xy[..., 2] - t[:, :1]) / sx
+    v1, v2 = (xy[..., 1] - t[:, 1:]) / sy, (xy[..., 3] - t[:, 1:]) / sy
+    x1, x2 = torch.minimum(u1, u2), torch.maximum(u1, u2)  # a mirror swaps left and right
+    moved = (torch.stack([x1, v1, x2, v2], -1) + 1) / 2
+    clipped = moved.clamp(0, 1)
+    area = ((moved[..., 2] - moved[..., 0]) * (moved[..., 3] - moved[..., 1])).clamp_min(1e-12)
+    w, h = clipped[..., 2] - clipped[..., 0], clipped[..., 3] - clipped[..., 1]
+    visible = (w * h / area >= MIN_VISIBLE) & (w >= MIN_SIDE) & (h >= MIN_SIDE)
+    keep = (cls >= 0) & visible
+    boxes[..., 0] = torch.where(keep, cls, torch.full_like(cls, -1.0))
+    boxes[..., 1:] = torch.where(keep.unsqueeze(-1), clipped, torch.zeros_like(clipped))
+    return boxes

@@ -1,0 +1,139 @@
+"""Boxes: find and name every object of an image (issue 25).
+
+Labels are one float tensor per batch, (B, M, 5): class (−1 pads), x1, y1, x2, y2 normalised to [0, 1]
+by the image's width and height, so they survive any resize of the whole image. The model computes its
+own loss from them (a one-stage detector matches points or anchors to boxes: ocula.models.detection) and
+answers with detections (B, D, 6): x1, y1, x2, y2 normalised, score, class (score 0, class −1 pad). The
+engine only calls the Task, as for classification; the best checkpoint is chosen on COCO mAP.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ocula.data.box_augment import BoxAugment
+from ocula.data.contract import DataContract
+from ocula.data.samples import TensorSamples
+from ocula.evaluation.detection import score_detections
+from ocula.tasks.base import Task
+from ocula.tasks.folds import Folds, shuffled_folds
+
+DEFAULT_MODEL = "fcos"  # ocula.models.detectors: a timm backbone, torchvision's FPN and FCOS head
+PROBE_CROP = 32  # side of the box crops the flip probe learns from (engine.flip_probe)
+PROBE_MAX_CROPS = 2000
+
+
+class DetectionTask(Task):
+    name = "detection"
+    monitor = "mAP"
+    linear_head = False  # the head is a detector's: no probe on cached features, no head refit
+    exclusive_classes = False
+    reads_labels_as = "detection"
+    calibrates = False
+    cross_fits = False  # folds of a detector cost k full trainings: a carved val split decides instead
+    imbalance_remedies = "none yet for boxes"
+
+    @classmethod
+    def default_augment(cls) -> tuple[str, str]:
+        return "light", "augment light, box-aware: zoom 0.6-1.4 and shifts with the boxes moved along (boxes)"
+
+    @staticmethod
+    def default_model() -> tuple[str, str]:
+        return DEFAULT_MODEL, f"detection data: {DEFAULT_MODEL} (timm backbone + torchvision FPN + FCOS head)"
+
+    @staticmethod
+    def takes_model(family: str) -> bool:
+        return family == "detection"
+
+    @staticmethod
+    def adapt_contract(contract: DataContract) -> DataContract:
+        """The whole image, stretched to the square input: a centre crop would cut boxes off."""
+        return replace(contract, resize="stretch", crop_pct=1.0)
+
+    @staticmethod
+    def wrap_augment(augment):
+        return BoxAugment(augment)
+
+    def describe_inferred(self) -> str:
+        return "task detection: the data hold boxes (COCO or YOLO layout)"
+
+    # ------------------------------------------------------------------ training
+    def training_loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        losses = model(x, target)
+        return losses["loss"], None
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+    def loss(self, logits, target):
+        raise NotImplementedError("a detector computes its loss in forward (training_loss)")
+
+    def probabilities(self, detections: torch.Tensor) -> torch.Tensor:
+        return detections.float()  # already scores: sigmoid class scores of the kept boxes
+
+    def correct(self, logits, target) -> int:
+        return 0  # no per-image correctness while training; mAP is measured on the validation split
+
+    def score(self, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+        report = score_detections(labels, probs, classes)
+        report["nll"] = float("nan")  # no likelihood of a box set; the curves plot the training loss instead
+        return report
+
+    def fold_splitter(self, labels, k: int, seed: int) -> Folds:
+        return shuffled_folds(len(labels), k, seed)
+
+    def audit_score(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        return float(score_detections(labels, probs, [str(i) for i in range(int(labels[..., 0].max()) + 1)])["mAP"])
+
+    # ------------------------------------------------------------------ the flip probe
+    @staticmethod
+    def probe_samples(samples: TensorSamples) -> TensorSamples:
+        """Each box cut out and resized to PROBE_CROP: whether mirroring keeps an object's class is a question
+        about the objects, which the classification probe (engine.flip_probe) answers from these crops."""
+        images, labels = samples.images, samples.labels  # uint8 (N, C, S, S); (N, M, 5)
+        n, m = labels.shape[:2]
+        valid = labels[..., 0] >= 0
+        owner = torch.arange(n).unsqueeze(1).expand(n, m)[valid]
+        boxes = labels[..., 1:][valid] * images.shape[-1]
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 4) & ((boxes[:, 3] - boxes[:, 1]) >= 4)
+        owner, boxes, classes = owner[keep], boxes[keep], labels[..., 0][valid][keep].long()
+        if len(owner) > PROBE_MAX_CROPS:
+            pick = torch.randperm(len(owner), generator=torch.Generator().manual_seed(0))[:PROBE_MAX_CROPS]
+            owner, boxes, classes = owner[pick], boxes[pick], classes[pick]
+        crops = torch.zeros(len(owner), images.shape[1], PROBE_CROP, PROBE_CROP, dtype=torch.uint8)
+        for i, (j, (x1, y1, x2, y2)) in enumerate(zip(owner.tolist(), boxes.round().long().tolist())):
+            patch = images[j, :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].float().unsqueeze(0)
+            crops[i] = F.interpolate(patch, size=(PROBE_CROP, PROBE_CROP), mode="bilinear",
+                                     align_corners=False).round().clamp(0, 255).to(torch.uint8)[0]
+        return TensorSamples(crops, classes)
+
+    @staticmethod
+    def probe_contract(contract: DataContract) -> DataContract:
+        return replace(contract, input_size=PROBE_CROP, resize="crop")
+
+    # ------------------------------------------------------------------ predictions
+    def top(self, probs: torch.Tensor, classes: list[str], k: int) -> list[tuple[str, float]]:
+        """The k most confident boxes' labels (predict's `label`/`topk`; the boxes are in `boxes`)."""
+        keep = probs[:, 5] >= 0
+        dets = probs[keep][:k]
+        return [(classes[int(d[5])], float(d[4])) for d in dets]
+
+    def boxes(self, probs: torch.Tensor, classes: list[str], size: tuple[int, int], min_score: float) -> list[dict]:
+        """One image's detections (D, 6) → [{label, score, box: [x1, y1, x2, y2] in pixels of `size` (w, h)}]."""
+        w, h = size
+        out = []
+        for d in probs[(probs[:, 5] >= 0) & (probs[:, 4] >= min_score)].tolist():
+            out.append({"label": classes[int(d[5])], "score": round(d[4], 5),
+                        "box": [round(d[0] * w, 2), round(d[1] * h, 2), round(d[2] * w, 2), round(d[3] * h, 2)]})
+        return out
+
+    def export_properties(self, meta: dict) -> dict:
+        return {"ocula.task": self.name, "ocula.outputs": "detections (B, D, 6): x1, y1, x2, y2 in [0, 1], score, "
+                                                         "class (-1: none)"}
+
+    def bundle_fields(self) -> dict:
+        return {"task": self.name}
