@@ -71,7 +71,7 @@ def summarise_problems(problems) -> list[str]:
 
 def read_detection(path) -> DetectionData:
     """Read a COCO or YOLO detection dataset (an annotation file or its folder); see the module notes."""
-    p = os.path.abspath(os.fspath(path))
+    p = os.path.abspath(os.fsdecode(path))
     layout = detection_layout(p)
     if layout == "coco":
         return _read_coco(p)
@@ -84,17 +84,18 @@ def read_detection(path) -> DetectionData:
 
 def detection_layout(path) -> Optional[str]:
     """'coco', 'yolo' or None, from file names and a peek at small files; never decodes an image."""
-    p = os.fspath(path)
+    p = os.fsdecode(path)
     if os.path.isfile(p):
         low = p.lower()
         if low.endswith(".json"):
             return "coco" if _looks_coco(p) else None
         return "yolo" if low.endswith((".yaml", ".yml")) and _looks_yolo(p) else None
-    if not os.path.isdir(p):
+    try:
+        if not os.path.isdir(p):
+            return None
+        return "yolo" if _yolo_yaml_in(p) else "coco" if _coco_files(p) else None
+    except OSError:  # an unreadable folder is no detection set; the folder readers say why
         return None
-    if _yolo_yaml_in(p):
-        return "yolo"
-    return "coco" if _coco_files(p) else None
 
 
 def _looks_coco(path: str) -> bool:
@@ -416,7 +417,8 @@ def _orphan_labels(folder: str, images: list[str], problems) -> None:
     if os.path.normpath(labels_dir) == os.path.normpath(folder) or not os.path.isdir(labels_dir):
         return
     expected = {_label_path(i) for i in images}
-    for label in _walk(labels_dir, lambda f: f.lower().endswith(".txt")):
+    # LabelImg keeps its classes.txt among the labels: no image belongs to it
+    for label in _walk(labels_dir, lambda f: f.lower().endswith(".txt") and f.lower() != "classes.txt"):
         if label not in expected:
             problems.append((label, "missing image (a label file without its image)"))
 
