@@ -67,3 +67,23 @@ def reported_run(digits_run, tmp_path_factory) -> str:
                   "--max-seconds", "2", "--json", str(run / "benchmark.json")]):
         assert main(argv) == 0, argv
     return str(run)
+
+
+@pytest.fixture(scope="session")
+def photo_objects(tmp_path_factory) -> str:
+    """A tiny COCO detection set on scikit-image's photographs (ocula.data.synth_detection): 32 train, 12 test."""
+    from ocula.data.synth_detection import write_photo_objects
+
+    out = tmp_path_factory.mktemp("det") / "photo-objects"
+    write_photo_objects(out, train=32, test=12, size=64, classes=3, seed=0)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def detection_run(photo_objects, tmp_path_factory) -> str:
+    """FCOS on timm's tiny test_efficientnet, two epochs from scratch on `photo_objects` (a few seconds)."""
+    import ocula
+
+    out = tmp_path_factory.mktemp("runs") / "det"
+    ocula.train(photo_objects, backbone="test_efficientnet", epochs=2, out=str(out), seed=0)
+    return str(out)

@@ -63,13 +63,24 @@ def load(path, device: str = "auto") -> Model:
 
 
 def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optional[int] = None, *,
-            tta: bool = False, min_confidence: Optional[float] = None):
+            tta: bool = False, min_confidence: Optional[float] = None, box_threshold: Optional[float] = None,
+            nms_iou: Optional[float] = None):
     """Predict files, folders, globs or CSV manifests; yields Predictions (bad inputs carry .error).
     What counts as one input is the model's modality's business (a video model: files and frame folders).
-    `tta`: average over test-time views; `min_confidence`: mark less confident predictions abstained."""
+    `tta`: average over test-time views; `min_confidence`: mark less confident predictions abstained.
+    Detectors: `box_threshold` (default Predictor.box_threshold) drops less confident boxes; `nms_iou` sets the
+    overlap above which non-maximum suppression merges two boxes of a class (default the model's)."""
     from ocula.inference.predictor import Prediction
 
     clf = _with_settings(model, tta, min_confidence)
+    if box_threshold is not None:
+        if not 0 <= float(box_threshold) <= 1:
+            raise OculaError(f"box_threshold must be a score in [0, 1], not {box_threshold}")
+        clf.box_threshold = float(box_threshold)
+    if nms_iou is not None:
+        if not 0 < float(nms_iou) <= 1 or not hasattr(clf.model, "nms_thresh"):
+            raise OculaError(f"nms_iou is an IoU in (0, 1] for a detector, not {nms_iou} for this model")
+        clf.model.nms_thresh = float(nms_iou)
     paths, missing = clf.modality.expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     for item, reason in missing:
         yield Prediction(item, error=reason)

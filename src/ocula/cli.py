@@ -32,7 +32,7 @@ SUBPARSERS: dict = {}
 # Feature packages add commands without touching this file: each module named here defines
 # `register(subparsers) -> {command_name: handler(args) -> int}` and imports heavy things lazily.
 PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocula.explain.cli",
-                  "ocula.cli_video", "ocula.transfer.cli", "ocula.report.cli")
+                  "ocula.cli_datasets", "ocula.transfer.cli", "ocula.report.cli")
 
 
 def build_parser() -> Parser:
@@ -75,6 +75,11 @@ def build_parser() -> Parser:
     p.add_argument("--min-confidence", type=float, metavar="P", help="mark predictions whose top probability "
                    "is below P as abstained (choose P from evaluate's risk-coverage figures)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (see evaluate --tta)")
+    g = p.add_argument_group("detectors")
+    g.add_argument("--box-threshold", type=float, metavar="S", help="drop boxes scoring below S (default 0.25)")
+    g.add_argument("--nms-iou", type=float, metavar="IOU", help="non-maximum suppression merges same-class boxes "
+                   "overlapping more than this (default: the model's, FCOS 0.6)")
+    g.add_argument("--draw", metavar="DIR", help="write each image with its boxes drawn to DIR")
     p = sub.add_parser("models", help="list model names (ocula's own and timm's)")
     p.add_argument("--filter", default="*", help="substring or glob, e.g. vit or 'resnet*'")
     p.add_argument("--own", action="store_true", help="only ocula's own families")
@@ -165,7 +170,12 @@ def cmd_predict(args) -> int:
 
     preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size,
                                               workers=args.workers, tta=args.tta,
-                                              min_confidence=args.min_confidence)]
+                                              min_confidence=args.min_confidence, box_threshold=args.box_threshold,
+                                              nms_iou=args.nms_iou)]
+    if args.draw:
+        from ocula.evaluation.detection_plots import draw_predictions
+
+        print(f"drew {draw_predictions(preds, args.draw)} images with their boxes in {args.draw}")
     if args.json:
         write_json(args.json, preds)
     if args.csv:
@@ -177,6 +187,9 @@ def cmd_predict(args) -> int:
         width = min(60, max((len(n) for n in names), default=10))
         for name, p in zip(names, preds):
             chosen = p["labels"] if p.get("labels") is not None else p["topk"]  # multilabel: the set
+            if p.get("boxes") is not None:  # detection: every box, not the k best
+                chosen = [{"label": f"{b['label']}@{','.join(f'{v:.0f}' for v in b['box'])}", "prob": b["score"]}
+                          for b in p["boxes"]]
             shown = p["error"] and f"ERROR: {display_name(p['error'], line=True)}" or "  ".join(
                 f"{t['label']} {t['prob']:.3f}" for t in chosen) or "(no label above its threshold)"
             print(f"{name[-width:]:<{width}}  {shown}" + ("  (abstain)" if p.get("abstained") else ""))
@@ -196,6 +209,13 @@ def _predictions_csv(preds: list[dict], topk: int) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf)
+    if any(p.get("boxes") is not None for p in preds):  # detection: one row per box (an image with none: one empty row)
+        w.writerow(["source", "label", "score", "x1", "y1", "x2", "y2", "error"])
+        for p in preds:
+            for b in p.get("boxes") or [{"label": "", "score": None, "box": [""] * 4}]:
+                w.writerow([csv_cell(p["source"]), b["label"], "" if b["score"] is None else f"{b['score']:.5f}",
+                            *b["box"], p["error"] or ""])
+        return buf.getvalue()
     w.writerow(["source", "label", "prob", "error"] + [c for i in range(2, topk + 1) for c in (f"label{i}", f"prob{i}")])
     for p in preds:
         extra = [v for t in p["topk"][1:] for v in (t["label"], f"{t['prob']:.6f}")]
@@ -232,7 +252,7 @@ def cmd_datasets(args) -> int:
     from ocula.modality.sources import resolve_data  # noqa: F401  (registers every built-in)
 
     if args.action == "make":  # generated datasets written to disk (ocula.modality.video)
-        from ocula.cli_video import make_dataset
+        from ocula.cli_datasets import make_dataset
 
         return make_dataset(args)
     if args.action == "export":

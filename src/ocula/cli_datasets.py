@@ -1,13 +1,13 @@
-"""CLI for video: `ocula datasets make moving-shapes OUT` (the `make` action of `ocula datasets`).
+"""Generated datasets: `ocula datasets make moving-shapes|photo-objects OUT` (the `make` action of `ocula datasets`).
 
 `register` adds no command of its own; it gives the existing `datasets` command the options that
-`make` reads. Training, evaluation and prediction on clips use the ordinary commands.
+`make` reads. Training, evaluation and prediction on them use the ordinary commands.
 """
 from __future__ import annotations
 
 from ocula.errors import OculaError
 
-GENERATORS = ("moving-shapes",)
+GENERATORS = ("moving-shapes", "photo-objects")
 
 
 def register(subparsers) -> dict:
@@ -20,20 +20,35 @@ def register(subparsers) -> dict:
                        "scale (grow/shrink)")
         g.add_argument("--clips", type=int, default=60, help="training clips per class (test: a third)")
         g.add_argument("--frames", type=int, default=16, help="frames per clip")
-        g.add_argument("--size", type=int, default=32, help="frame side in pixels")
+        g.add_argument("--size", type=int, help="side in pixels (default: moving-shapes 32, photo-objects 256)")
         g.add_argument("--seed", type=int, default=0)
+        g = p.add_argument_group("make photo-objects (boxes on scikit-image's photographs)")
+        g.add_argument("--layout", choices=["coco", "yolo"], default="coco", help="COCO JSON or YOLO data.yaml")
+        g.add_argument("--train", type=int, default=300, help="training images")
+        g.add_argument("--val", type=int, default=0, help="validation images (default none: ocula carves one)")
+        g.add_argument("--test", type=int, default=150, help="test images")
+        g.add_argument("--classes", type=int, default=4, help="object classes")
+        g.add_argument("--hostile", action="store_true", help="add broken annotations and files to train")
     return {}
 
 
 def make_dataset(args) -> int:
     """`ocula datasets make NAME OUT`: write a generated dataset to disk."""
+    if args.name not in GENERATORS or not args.out:
+        raise OculaError(f"usage: ocula datasets make {'|'.join(GENERATORS)} OUT (ocula datasets --help: options)")
+    if args.name == "photo-objects":
+        from ocula.data.synth_detection import write_photo_objects  # app layer: ocula --help imports no numpy
+
+        found = write_photo_objects(args.out, train=args.train, val=args.val, test=args.test,
+                                    size=args.size or 256, classes=args.classes, layout=args.layout,
+                                    seed=args.seed, hostile=args.hostile)
+        counts = ", ".join(f"{s} {c['images']} images ({c['boxes']} boxes)" for s, c in found["splits"].items())
+        print(f"wrote {found['layout']} layout to {args.out}: {counts}; classes {', '.join(found['classes'])}")
+        return 0
     from ocula.modality.video.moving_shapes import write_moving_shapes  # the video package imports torch
 
-    if args.name not in GENERATORS or not args.out:
-        raise OculaError(f"usage: ocula datasets make {'|'.join(GENERATORS)} OUT [--format mp4|frames] "
-                         f"[--motion vertical|horizontal|scale] [--clips N]")
     counts = write_moving_shapes(args.out, per_class=getattr(args, "clips", 60), motion=getattr(args, "motion", "vertical"),
-                                 frames=getattr(args, "frames", 16), size=getattr(args, "size", 32),
+                                 frames=getattr(args, "frames", 16), size=getattr(args, "size", None) or 32,
                                  fmt=getattr(args, "clip_format", "mp4"), seed=getattr(args, "seed", 0))
     print(f"wrote {counts['train']} training and {counts['test']} test clips to {args.out}")
     return 0

@@ -7,10 +7,12 @@ so a label stays readable from 64 px to 1024 px images.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ocula.data.images import open_image
 from ocula.errors import OculaError
 from ocula.evaluation.detection import DEFAULT_SIZE
 from ocula.evaluation.metrics import to_numpy
@@ -192,3 +194,26 @@ def detection_grid(images, dets, gts, classes: Sequence[str], path: PathLike, n:
 def boxes_to_pixels(boxes, size=DEFAULT_SIZE) -> np.ndarray:
     """(K, 4) normalised x1 y1 x2 y2 → pixels of an image of `size` (width, height)."""
     return _rows(boxes, 4) * np.tile(np.asarray(size, np.float64), 2)
+
+
+def draw_predictions(preds: Sequence[dict], out_dir: PathLike) -> int:
+    """`ocula predict --draw DIR`: each readable image of `preds` (Prediction.to_dict with "boxes") with its
+    boxes drawn, as DIR/<name>.jpg (numbered when two inputs share a name) → how many were written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written, used = 0, set()
+    for p in preds:
+        if p.get("error") or p.get("boxes") is None:
+            continue
+        image = open_image(p["source"], channels=3)
+        boxes = [b["box"] for b in p["boxes"]]
+        drawn = draw_detections(image, boxes, [b["label"] for b in p["boxes"]], [b["score"] for b in p["boxes"]])
+        stem = os.path.splitext(os.path.basename(p["source"]))[0] or "image"
+        name, n = f"{stem}.jpg", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        used.add(name)
+        with atomic_path(os.path.join(out_dir, name)) as tmp:
+            drawn.convert("RGB").save(tmp, format="JPEG", quality=92)
+        written += 1
+    return written
