@@ -11,7 +11,7 @@ from ocula.engine.resolve import USER, Choice, resolve
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 
-AUTO_FIELDS = ("task", "augment", "batch_size", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head")
+AUTO_FIELDS = ("task", "model", "augment", "batch_size", "epochs", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head")
 
 
 def _resolve(**options):

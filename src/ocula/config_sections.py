@@ -16,6 +16,7 @@ from ocula.errors import OculaError, did_you_mean
 
 FLIP = (True, False, "auto")
 DEFAULT_BATCH = 64  # batch_size when none is given, except from scratch on small data (engine.resolve)
+DEFAULT_EPOCHS = 10  # epochs when none are given, for the tasks that name one class or a set (Task.default_epochs)
 
 
 def option(default: Any = None, help: str = "", choices: tuple = (), flat: str = "", factory=None):
@@ -87,7 +88,8 @@ class ModelConfig(Section):
 
 @dataclass
 class OptimConfig(Section):
-    epochs: int = option(10)
+    epochs: Optional[int] = option(None, "default: the task's (Task.default_epochs: config_sections.DEFAULT_EPOCHS; "
+                                   "detection: enough for tasks.detection.DEFAULT_STEPS steps)")
     batch_size: Optional[int] = option(None, "global, summed over DDP ranks; default config_sections.DEFAULT_BATCH, "
                                        "smaller from scratch on small data so that an epoch is at least "
                                        "engine.resolve.MIN_STEPS_PER_EPOCH steps")
@@ -106,7 +108,7 @@ class OptimConfig(Section):
     patience: Optional[int] = option(None, "early stop after this many epochs without val improvement")
 
     def check(self) -> None:
-        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1) or self.accumulate < 1:
+        if (self.epochs is not None and self.epochs < 1) or (self.batch_size is not None and self.batch_size < 1) or self.accumulate < 1:
             raise OculaError("epochs, batch_size and accumulate must be at least 1")
 
 

@@ -69,6 +69,7 @@ class Resolved:
     model: Choice  # the config's, or the task's own kind of model (detection data: a detector)
     augment: Choice
     batch_size: Choice
+    epochs: Choice
     strategy: Choice
     cross_fit: Choice  # value: CrossFitPlan, or None
     input: InputChoice  # the contract, after a source model's preprocessing was adopted
@@ -84,7 +85,7 @@ class Resolved:
         return self.input.contract
 
     def choices(self) -> dict[str, Choice]:
-        return {"task": self.task, "model": self.model, "augment": self.augment, "batch_size": self.batch_size, "strategy": self.strategy, "cross_fit": self.cross_fit,
+        return {"task": self.task, "model": self.model, "augment": self.augment, "batch_size": self.batch_size, "epochs": self.epochs, "strategy": self.strategy, "cross_fit": self.cross_fit,
                 "peak_lr": self.peak_lr, "head_lr": self.head_lr, "precision": self.precision,
                 "freeze_bn": self.freeze_bn, "refit_head": self.refit_head}
 
@@ -125,7 +126,8 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
                                   len(splits.classes), modality, device)
     batch_size = _batch_size(cfg, len(train_samples))
-    cfg = cfg.replace(batch_size=batch_size.value)  # before the lr: sgd's scales with it
+    epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value)
+    cfg = cfg.replace(batch_size=batch_size.value, epochs=epochs.value)  # before the lr: sgd's scales with the batch
     peak_lr = _peak_lr(cfg)
     head_lr = _head_lr(cfg, peak_lr.value)
     precision = _precision(cfg, device)
@@ -133,7 +135,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     cfg = cfg.replace(lr=peak_lr.value, head_lr=head_lr.value, precision=precision.value,
                       hflip=flips["hflip"]["use"], time_flip=flips["time_flip"]["use"], refit_head=refit_head.value)
     return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, model, augment, batch_size,
-                    strategy, cross_fit, chosen,
+                    epochs, strategy, cross_fit, chosen,
                     flips, peak_lr, head_lr, precision, freeze_bn, refit_head)
 
 
@@ -212,6 +214,13 @@ def _batch_size(cfg: TrainConfig, images: int) -> Choice:
         return Choice(batch, "config_sections.DEFAULT_BATCH", RULE)
     return Choice(batch, f"{images} training images from scratch: at least resolve.MIN_STEPS_PER_EPOCH steps an "
                          f"epoch (batches of at least resolve.MIN_SMALL_BATCH)", DATA)
+
+
+def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
+    if cfg.optim.epochs is not None:
+        return Choice(cfg.optim.epochs, "set in the config", USER)
+    value, why = task_kind.default_epochs(images, batch)
+    return Choice(value, why, RULE)
 
 
 def _peak_lr(cfg: TrainConfig) -> Choice:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ocula.config_sections import DEFAULT_EPOCHS
 from ocula.tasks.folds import Folds, stratified_folds
 
 
@@ -40,6 +41,11 @@ class Task:
     def prepare_head(model: nn.Module) -> frozenset:
         """Make the fresh classifier ready for this task's loss; → ids of parameters that must stay fixed."""
         return frozenset()
+
+    @staticmethod
+    def default_epochs(images: int, batch: int) -> tuple[int, str]:
+        """(epochs, why) when the config names none, for `images` training images in batches of `batch`."""
+        return DEFAULT_EPOCHS, "config_sections.DEFAULT_EPOCHS"
 
     @staticmethod
     def default_model():
