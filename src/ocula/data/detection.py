@@ -6,11 +6,12 @@ x1, y1, x2, y2 normalised to [0, 1] by the image's width and height; M = 0 is an
 Hostile annotations never raise: each skipped annotation, label line or image is one `(where, reason)`
 in `DetectionData.problems`, the reason starting with its kind (a key of `KINDS`). Only a file that
 cannot be parsed at all raises `OculaError`. A layout without val gets none (the engine carves it).
+The COCO reader is here; the YOLO one is `data.detection_yolo`, the box and image checks both use
+`data.detection_checks`.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -18,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import yaml
-from PIL import Image
 
+from ocula.data.detection_checks import check_box, image_size
+from ocula.data.detection_yolo import looks_yolo, read_yolo, yolo_yaml_in
 from ocula.data.folders import SPLIT_NAMES, is_debris
-from ocula.data.images import is_image_path
 from ocula.errors import OculaError, one_line
 
 # kind (how every reason of that kind starts) → the summary's words for several of them
@@ -76,7 +76,9 @@ def read_detection(path) -> DetectionData:
     if layout == "coco":
         return _read_coco(p)
     if layout == "yolo":
-        return _read_yolo(p if os.path.isfile(p) else _yolo_yaml_in(p))
+        yaml_path = p if os.path.isfile(p) else yolo_yaml_in(p)
+        classes, parts, problems = read_yolo(yaml_path)
+        return _finish(DetectionData(classes, {}, {}, problems, "yolo", yaml_path), parts)
     raise OculaError(f"{p}: no COCO annotation JSON or YOLO data.yaml found")
 
 
@@ -89,11 +91,11 @@ def detection_layout(path) -> Optional[str]:
         low = p.lower()
         if low.endswith(".json"):
             return "coco" if _looks_coco(p) else None
-        return "yolo" if low.endswith((".yaml", ".yml")) and _looks_yolo(p) else None
+        return "yolo" if low.endswith((".yaml", ".yml")) and looks_yolo(p) else None
     try:
         if not os.path.isdir(p):
             return None
-        return "yolo" if _yolo_yaml_in(p) else "coco" if _coco_files(p) else None
+        return "yolo" if yolo_yaml_in(p) else "coco" if _coco_files(p) else None
     except OSError:  # an unreadable folder is no detection set; the folder readers say why
         return None
 
@@ -108,32 +110,6 @@ def _looks_coco(path: str) -> bool:
     except OSError:
         return False
     return head.lstrip("\ufeff \t\r\n").startswith("{") and '"images"' in head and '"file_name"' in head
-
-
-def _looks_yolo(path: str) -> bool:
-    if os.path.basename(path).lower() in ("data.yaml", "data.yml"):
-        return True
-    try:  # a data.yaml is a few lines: a big yaml is something else
-        doc = _load_yaml(path) if os.path.getsize(path) < 1_000_000 else None
-    except (OSError, OculaError):
-        return False
-    return isinstance(doc, dict) and "train" in doc and any(k in doc for k in ("val", "names", "nc"))
-
-
-def _load_yaml(path: str):
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise OculaError(f"{path}: not valid YAML ({one_line(e)})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise OculaError(f"{path}: cannot read ({one_line(e)})") from None
-
-
-def _yolo_yaml_in(folder: str) -> Optional[str]:
-    names = sorted(os.listdir(folder), key=lambda n: (n.lower() not in ("data.yaml", "data.yml"), n))
-    paths = (os.path.join(folder, n) for n in names if n.lower().endswith((".yaml", ".yml")))
-    return next((p for p in paths if os.path.isfile(p) and _looks_yolo(p)), None)
 
 
 def _coco_files(folder: str) -> list[str]:
@@ -161,37 +137,7 @@ def _split_of(json_path: str) -> tuple[str, str]:
     return (SPLIT_NAMES[match.group(0)] if match else "train"), token
 
 
-# ---------------------------------------------------------------- checks shared by both layouts
-
-def _check_box(x1, y1, x2, y2, width, height):
-    """(normalised box or None, reason or None) for a box in pixels on a width x height image."""
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        return None, "malformed box (not a finite number)"
-    if x2 <= x1 or y2 <= y1:
-        return None, f"box of zero area (w={x2 - x1:g}, h={y2 - y1:g})"
-    for bad, text in ((x1 >= width, f"x={x1:g} >= width {width}"), (y1 >= height, f"y={y1:g} >= height {height}"),
-                      (x2 <= 0, f"x2={x2:g} <= 0"), (y2 <= 0, f"y2={y2:g} <= 0")):
-        if bad:
-            return None, f"box outside the image ({text})"
-    box = (max(x1, 0) / width, max(y1, 0) / height, min(x2, width) / width, min(y2, height) / height)
-    over = max(-x1, -y1, x2 - width, y2 - height)
-    if over > 1:  # up to a pixel over the edge is rounding: clipped without a word
-        return box, f"box partly outside the image (by {over:g} px of {width}x{height}), clipped"
-    return box, None
-
-
-def _image_size(path: str):
-    """((width, height) or None, reason or None) from the header: existence, then PIL's verify."""
-    if not os.path.isfile(path):
-        return None, "missing image" + (" (not a file)" if os.path.exists(path) else "")
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            im.verify()
-    except Exception as e:  # PIL raises many kinds on a hostile file; each only means unreadable
-        return None, f"unreadable image ({type(e).__name__}: {one_line(e).replace(path, '…')})"
-    return size, None
-
+# ---------------------------------------------------------------- filling the splits
 
 def _finish(data: DetectionData, parts: dict) -> DetectionData:
     """Fill splits and sizes from {split: [(path, size, rows)]}, in train, val, test order."""
@@ -260,7 +206,7 @@ def _coco_split(json_path, split, token, doc, index, problems) -> list:
             problems.append((f"{name}:image {iid}", f"duplicate image id (file_name {file_name})"))
         else:
             image_path = _find_image(file_name, dirs)
-            size, reason = _image_size(image_path)
+            size, reason = image_size(image_path)
             if reason:
                 problems.append((image_path, reason))
                 skipped.add(iid)
@@ -301,7 +247,7 @@ def _coco_box(a, images: dict, index: dict):
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
         return None, f"malformed box (bbox={one_line(repr(bbox))[:60]})"
     x, y, w, h = (float(v) for v in bbox)
-    return _check_box(x, y, x + w, y + h, *images[a["image_id"]][1])
+    return check_box(x, y, x + w, y + h, *images[a["image_id"]][1])
 
 
 def _find_image(file_name: str, dirs: list[str]) -> str:
@@ -313,152 +259,3 @@ def _find_image(file_name: str, dirs: list[str]) -> str:
             dirs.insert(0, dirs.pop(i))
             return os.path.join(d, file_name)
     return os.path.join(dirs[0], file_name)
-
-
-# ---------------------------------------------------------------- YOLO
-
-def _read_yolo(yaml_path: str) -> DetectionData:
-    doc = _load_yaml(yaml_path)
-    if not isinstance(doc, dict) or not doc.get("train"):
-        raise OculaError(f"{yaml_path}: not a YOLO data.yaml (no 'train' key)")
-    here = os.path.dirname(yaml_path)
-    root = os.path.join(here, str(doc["path"])) if doc.get("path") else here
-    root = root if os.path.isdir(root) else here  # a `path` from another machine: the yaml's folder is the root
-    data = DetectionData(_yolo_names(doc, yaml_path), {}, {}, [], "yolo", yaml_path)
-    parts = {}
-    for key, value in doc.items():
-        split = SPLIT_NAMES.get(str(key).lower())
-        if split is None or not value or split in parts:
-            continue
-        parts[split] = []
-        for image in _yolo_images(value, root, here, f"{yaml_path}: {key}", data.problems):
-            size, reason = _image_size(image)
-            rows = None if reason else _yolo_labels(_label_path(image), size, len(data.classes), data.problems)
-            if reason:
-                data.problems.append((image, reason))
-            elif rows is not None:
-                parts[split].append((image, size, rows))
-    return _finish(data, parts)
-
-
-def _yolo_names(doc: dict, yaml_path: str) -> list[str]:
-    names, nc = doc.get("names"), doc.get("nc")
-    if isinstance(names, dict):
-        try:
-            by_index = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise OculaError(f"{yaml_path}: 'names' keys must be class indices 0, 1, ...") from None
-        names = [by_index.get(i, f"class_{i}") for i in range(max(by_index, default=-1) + 1)]
-    elif isinstance(names, list) or (isinstance(nc, int) and nc > 0):
-        names = [str(n) for n in names] if isinstance(names, list) else [f"class_{i}" for i in range(nc)]
-    else:
-        raise OculaError(f"{yaml_path}: no class 'names' (a list, or a dict index → name)")
-    if isinstance(nc, int) and nc != len(names):
-        raise OculaError(f"{yaml_path}: nc is {nc} but 'names' lists {len(names)} classes")
-    return names
-
-
-def _yolo_images(value, root: str, here: str, where: str, problems) -> list[str]:
-    """A split's images: from folders (searched recursively), image-list txt files or single images."""
-    images = []
-    for entry in value if isinstance(value, list) else [value]:
-        entry = str(entry)
-        options = [os.path.join(root, entry), os.path.join(here, entry)]
-        if entry.startswith("../"):
-            options.append(os.path.join(here, entry[3:]))  # Roboflow writes ../train/images beside the yaml
-        found = next((os.path.normpath(o) for o in options if os.path.exists(o)), None)
-        if found is None:
-            raise OculaError(f"{where} '{entry}' not found")
-        if os.path.isdir(found):
-            listed = _walk(found, is_image_path)
-            images += listed
-            _orphan_labels(found, listed, problems)
-        elif found.lower().endswith(".txt"):
-            images += _listed_images(found, root, problems)
-        else:
-            images.append(found)
-    return list(dict.fromkeys(images))
-
-
-def _walk(folder: str, wanted) -> list[str]:
-    found = []
-    for top, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not is_debris(d))
-        found += [os.path.join(top, f) for f in sorted(files) if not is_debris(f) and wanted(f)]
-    return found
-
-
-def _listed_images(txt: str, root: str, problems) -> list[str]:
-    try:
-        with open(txt, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise OculaError(f"{txt}: cannot read the image list ({one_line(e)})") from None
-    images = []
-    for line in lines:
-        options = [line] if os.path.isabs(line) else [os.path.join(os.path.dirname(txt), line), os.path.join(root, line)]
-        found = next((os.path.normpath(o) for o in options if os.path.isfile(o)), None)
-        if found is None:
-            problems.append((os.path.normpath(options[0]), f"missing image (listed in {os.path.basename(txt)})"))
-        else:
-            images.append(found)
-    return images
-
-
-def _label_path(image: str) -> str:
-    """images/x/a.jpg → labels/x/a.txt (the last `images` folder), as Ultralytics pairs them."""
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return os.path.splitext(sb.join(image.rsplit(sa, 1)) if sa in image else image)[0] + ".txt"
-
-
-def _orphan_labels(folder: str, images: list[str], problems) -> None:
-    """A label file whose image is gone would lose its boxes silently, so it is reported."""
-    labels_dir = os.path.dirname(_label_path(os.path.join(folder, "x")))
-    if os.path.normpath(labels_dir) == os.path.normpath(folder) or not os.path.isdir(labels_dir):
-        return
-    expected = {_label_path(i) for i in images}
-    # LabelImg keeps its classes.txt among the labels: no image belongs to it
-    for label in _walk(labels_dir, lambda f: f.lower().endswith(".txt") and f.lower() != "classes.txt"):
-        if label not in expected:
-            problems.append((label, "missing image (a label file without its image)"))
-
-
-def _yolo_labels(label_path: str, size, nc: int, problems) -> Optional[list]:
-    """The rows of one label file ([] when it is missing: a negative), or None to skip the image."""
-    try:
-        with open(label_path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append((label_path, f"unreadable label file ({one_line(e)})"))
-        return None
-    width, height = size
-    rows = []
-    for no, line in enumerate(text.splitlines(), start=1):
-        parts, where = line.split(), f"{label_path}:{no}"
-        try:
-            values = [float(v) for v in parts]
-        except ValueError:
-            values = []
-        if not parts:
-            continue
-        polygon = len(values) >= 7 and len(values) % 2 == 1  # a segment: its box is the points' extent
-        if not (len(values) == 5 or polygon) or not all(math.isfinite(v) for v in values) \
-                or values[0] != int(values[0]) or values[0] < 0:
-            problems.append((where, f"malformed line ({one_line(line)[:60]!r}, want: class cx cy w h)"))
-            continue
-        if int(values[0]) >= nc:
-            problems.append((where, f"class index out of range ({int(values[0])} >= {nc} classes)"))
-            continue
-        if polygon:
-            x1, y1, x2, y2 = min(values[1::2]), min(values[2::2]), max(values[1::2]), max(values[2::2])
-        else:
-            cx, cy, w, h = values[1:]
-            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        box, reason = _check_box(x1 * width, y1 * height, x2 * width, y2 * height, width, height)
-        if reason:
-            problems.append((where, reason))
-        if box:
-            rows.append((int(values[0]), *box))
-    return rows
