@@ -117,12 +117,36 @@ def write_evaluation(report: dict, out_dir) -> None:
         plots.plot_confusion_matrix(report, report["class_names"], out.confusion_png)
     if report.get("pr_curves"):  # multilabel
         plots.plot_pr_curves(report["pr_curves"], out.pr_curves_png)
+    if report.get("pr_curve") or report.get("examples"):  # boxes: PR curves at one IoU, example images
+        _write_box_pictures(report, out)
     if report.get("calibration"):
         out.write_calibration(report["calibration"])
         plots.plot_reliability(report["calibration"], out.reliability_png)
     if report.get("risk_coverage"):
         plots.write_risk_coverage_csv(report["risk_coverage"], out.risk_coverage_csv)
         plots.plot_risk_coverage({"model": report["risk_coverage"]}, out.risk_coverage_png)
+
+
+def _write_box_pictures(report: dict, out: EvalDir) -> None:
+    """EVAL/pr_curves.png from the report's `pr_curve`; EVAL/detections.png: its `examples` (paths, truth,
+    detections) drawn, predicted boxes solid and the truth dashed; an image that no longer opens is left out."""
+    from ocula.data.images import open_image
+    from ocula.evaluation.detection_plots import detection_grid, plot_pr_curves
+    from ocula.evaluation.report import class_names_of
+
+    classes = class_names_of(report)
+    if report.get("pr_curve"):
+        plot_pr_curves(report["pr_curve"], classes, out.pr_curves_png)
+    images, dets, truth = [], [], []
+    for example in report.get("examples") or []:
+        try:
+            images.append(open_image(example["path"], channels=3))
+        except (OculaError, OSError, TypeError):  # TypeError: an in-memory sample has no path
+            continue
+        dets.append(example["detections"])
+        truth.append(example["truth"])
+    if images:
+        detection_grid(images, dets, truth, classes, out.detections_png)
 
 
 def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 64,

@@ -154,7 +154,9 @@ def cmd_evaluate(args) -> int:
             print(line)
         if report["skipped"]:
             print(f"skipped {len(report['skipped'])} unreadable files (listed in {out}/report.json)")
-        print(f"report, CSVs and confusion matrix in {out}/")
+        pictures = [p.name for p in (EvalDir(out).confusion_png, EvalDir(out).pr_curves_png,
+                                     EvalDir(out).detections_png, EvalDir(out).reliability_png) if p.is_file()]
+        print(f"report and CSVs in {out}/" + (f" (pictures: {', '.join(pictures)})" if pictures else ""))
     if args.explain_errors:
         from ocula.explain.gallery import explain_errors
 

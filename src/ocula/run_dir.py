@@ -276,7 +276,8 @@ class EvalDir:
     per_class_csv = property(lambda self: self.path / "per_class.csv")
     confusion_csv = property(lambda self: self.path / "confusion_matrix.csv")
     confusion_png = property(lambda self: self.path / "confusion_matrix.png")
-    pr_curves_png = property(lambda self: self.path / "pr_curves.png")  # multi-label
+    pr_curves_png = property(lambda self: self.path / "pr_curves.png")  # multi-label; boxes: at IoU 0.5
+    detections_png = property(lambda self: self.path / "detections.png")  # boxes: examples, truth dashed
     calibration = property(lambda self: self.path / "calibration.json")
     reliability_png = property(lambda self: self.path / "reliability.png")
     risk_coverage_csv = property(lambda self: self.path / "risk_coverage.csv")

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ocula.audit import duplicates, integrity, labels, outliers, stats
+from ocula.audit import boxes, duplicates, integrity, labels, outliers, stats
 from ocula.audit.findings import Finding, count_by_category, dropped_ids
 from ocula.audit.inventory import Inventory, load_inventory
 from ocula.audit.report import write_report
@@ -72,7 +72,8 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
           near: Optional[duplicates.NearDuplicateParams] = None, outlier_z: float = 6.0,
           label_max_given: Optional[float] = None,
           workers: Optional[int] = None, train_options: Optional[dict] = None) -> AuditResult:
-    """Audit a dataset: integrity, duplicates and leakage, statistics, label errors, outliers.
+    """Audit a dataset: integrity, duplicates and leakage, statistics, label errors, outliers; for boxes (COCO,
+    YOLO) the reader's problems and suspicious boxes (`audit.boxes`) instead of label errors and outliers.
 
     `data`: built-in name, folder, CSV manifest or a DatasetSplits. `folds=0` skips the checks
     that train models (label errors, outliers). `out`: write report.md, report.html, issues.json.
@@ -85,7 +86,9 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
     findings, notes = [], list(inv.data.warnings)
     if inv.kind == "files":
         infos = integrity.inspect_files([r.path for r in inv.refs], limits, duplicates.small_gray, workers)
-        findings += integrity.skipped_findings(inv.skipped, inv.root)
+        # boxes: the reader's problems, of annotations as well as of files, one finding each
+        skipped = boxes.problem_findings if inv.boxes is not None else integrity.skipped_findings
+        findings += skipped(inv.skipped, inv.root)
         findings += integrity.file_findings(infos, inv.refs)
         findings += integrity.size_findings(infos, inv.refs, limits)
         usable = np.array([i.usable for i in infos], bool)
@@ -96,6 +99,9 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
                                         [i.nbytes for i in infos])
     else:
         usable, digests, small, sizes, image_stats = _tensor_features(inv)
+    if inv.boxes is not None:
+        findings += boxes.box_findings(inv.refs, inv.boxes, [s if ok else (0, 0) for s, ok in zip(sizes, usable)],
+                                       inv.classes)
     timings["integrity_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -107,7 +113,9 @@ def audit(data, *, model: Optional[str] = None, folds: int = 5, epochs: Optional
                                 [r.split for r in inv.refs], inv.classes)
     findings += stats.balance_findings(counts)
     extra, oof = {**dup_counts}, None
-    if folds:
+    if folds and inv.boxes is not None:
+        notes.append(boxes.NOT_RUN)
+    elif folds:
         t = time.perf_counter()
         label_part, info, oof = _label_checks(inv, usable, sizes, folds, model, epochs, img_size, seed, outlier_z,
                                          label_max_given, train_options or {}, notes)

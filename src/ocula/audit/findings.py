@@ -28,6 +28,11 @@ CATEGORIES = {
     "label-issue": ("labels", "warning", "the given label disagrees with out-of-fold predictions"),
     "outlier": ("outliers", "info", "far from the rest of its class in embedding space"),
     "class-imbalance": ("stats", "info", "the largest class is many times the smallest"),
+    "annotation": ("boxes", "warning", "an annotation the reader skipped: malformed, unknown class, duplicate id …"),
+    "outside-box": ("boxes", "warning", "a box partly outside its image (clipped) or wholly outside (skipped)"),
+    "tiny-box": ("boxes", "warning", "a box under 0.1% of its image or under 4 px a side"),
+    "huge-box": ("boxes", "info", "a box covering over 95% of its image"),
+    "overlapping-boxes": ("boxes", "warning", "two boxes of different classes on one object (IoU > 0.7)"),
 }
 
 

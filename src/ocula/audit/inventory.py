@@ -29,7 +29,8 @@ class Inventory:
     root: Optional[str] = None  # folder or manifest folder for file data
     kind: str = "files"  # files | tensors
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) from the scan
-    label_sets: Optional[np.ndarray] = None  # (N, K) multi-hot, for multi-label data
+    label_sets: Optional[np.ndarray] = None  # (N, K) multi-hot, for multi-label data; boxes: classes present
+    boxes: Optional[list] = None  # detection data: per sample (M, 5) class, x1, y1, x2, y2 in [0, 1], no padding
 
     @property
     def classes(self) -> list[str]:
@@ -69,6 +70,7 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
         raise OculaError(f"unknown split {unknown[0]!r}: choose from {', '.join(SPLITS)}")
     root = _root_of(resolved.source)
     refs, labels, positions, kinds, sets = [], [], [], set(), []
+    boxes = [] if resolved.boxes else None
     for split in wanted:
         samples = getattr(resolved, split)
         if samples is None:
@@ -76,9 +78,12 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
         kinds.add("tensors" if isinstance(samples, TensorSamples) else "files")
         split_labels = samples.labels.tolist() if isinstance(samples, TensorSamples) else list(samples.labels)
         for j, label in enumerate(split_labels):
+            if boxes is not None:  # an image's label is its boxes: its set is the classes they name
+                boxes.append(_unpadded(label))
+                label = tuple(int(k in set(boxes[-1][:, 0].astype(int).tolist())) for k in range(len(resolved.classes)))
             refs.append(_ref(samples, j, split, label, resolved.classes, root, len(refs)))
-            labels.append(-1 if resolved.multilabel else label)
-            if resolved.multilabel:
+            labels.append(-1 if resolved.multilabel or boxes is not None else label)
+            if resolved.multilabel or boxes is not None:
                 sets.append(label)
             positions.append((split, j))
     if not refs:
@@ -87,7 +92,13 @@ def load_inventory(data, splits: Optional[Sequence[str]] = None) -> Inventory:
         raise OculaError("cannot audit a mix of in-memory and file splits")
     return Inventory(resolved, refs, np.asarray(labels, dtype=np.int64), positions, root, kinds.pop(),
                      list(resolved.skipped),
-                     np.asarray(sets, dtype=np.uint8).reshape(len(refs), -1) if resolved.multilabel else None)
+                     np.asarray(sets, dtype=np.uint8).reshape(len(refs), -1) if sets else None, boxes)
+
+
+def _unpadded(label) -> np.ndarray:
+    """(M, 5) float32 boxes without their padding rows (class −1)."""
+    rows = np.asarray(label.numpy() if isinstance(label, torch.Tensor) else label, np.float32).reshape(-1, 5)
+    return rows[rows[:, 0] >= 0]
 
 
 def _root_of(source: str) -> Optional[str]:

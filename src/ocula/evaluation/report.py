@@ -37,9 +37,41 @@ def _headline(report: dict) -> str:
 
 
 def format_report(report: dict, max_classes: int = 50) -> str:
-    """The report as text, in the format of its kind (`FORMATS`; a task's `score` names it): single-label reports,
-    which name none, as a sklearn-like table: headline, one row per class, then macro and weighted avg."""
+    """The report as text, in the format of its kind (`FORMATS`; a task's `score` names it); a report of boxes
+    (COCO mAP50 and per-class AP) as `format_detection_report`; single-label reports, which name none, as a
+    sklearn-like table: headline, one row per class, then macro and weighted avg."""
+    if is_detection_report(report):
+        return format_detection_report(report, max_classes)
     return FORMATS.get(report.get("kind"), format_class_report)(report, max_classes)
+
+
+def is_detection_report(report: dict) -> bool:
+    """A COCO evaluation of boxes (`evaluation.detection.score_detections`): mAP50 and a per-class AP."""
+    rows = report.get("per_class") or [{}]
+    return "mAP50" in report and "AP" in rows[0]
+
+
+def _score(v, width: int = 6) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.4f}"
+
+
+def format_detection_report(report: dict, max_classes: int = 50) -> str:
+    """mAP (COCO @[.5:.95]), mAP50, mAP75 and mAR100, then AP, AP50, AR100 and boxes per class ('-': no boxes
+    of that class in the ground truth)."""
+    head = "  ".join([f"images={report.get('images', '?')}", f"boxes={report.get('boxes', '?')}"]
+                     + [f"{k}={_score(report.get(k), 0)}" for k in ("mAP", "mAP50", "mAP75", "mAR100")])
+    rows = report["per_class"]
+    shown = rows[:max_classes]
+    width = max([5] + [len(str(r["class"])) for r in shown])
+    out = [head, "", f"{'class':>{width}}  {'AP':>6}  {'AP50':>6}  {'AR100':>6}  {'boxes':>6}", ""]
+    out += [f"{r['class']:>{width}}  {_score(r.get('AP'))}  {_score(r.get('AP50'))}  {_score(r.get('AR100'))}  "
+            f"{r.get('n_boxes', 0):>6d}" for r in shown]
+    if len(rows) > len(shown):
+        out.append(f"{'':>{width}}  ... {len(rows) - len(shown)} more classes not shown "
+                   f"(max_classes={max_classes}; the JSON report has all)")
+    if report.get("note"):
+        out += ["", f"note: {report['note']}"]
+    return "\n".join(out)
 
 
 def format_class_report(report: dict, max_classes: int = 50) -> str:
@@ -110,7 +142,7 @@ def write_confusion_csv(report: dict, path: PathLike) -> None:
 
 def write_per_class_csv(report: dict, path: PathLike) -> None:
     """Header `class,precision,recall,f1,support` (multi-label: `class,ap,auroc,precision,recall,f1,threshold,
-    support`), one row per class."""
+    support`; boxes: `class,AP,AP50,AR100,n_boxes,n_images`, empty where a class has no boxes), one row per class."""
     keys = list(report["per_class"][0]) if report["per_class"] else ["class", "precision", "recall", "f1", "support"]
     rows = [keys] + [[r[k] for k in keys] for r in report["per_class"]]
     write_text(path, _csv_text(rows))

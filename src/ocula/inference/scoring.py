@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ocula.data.samples import TensorSamples, adapt_channels
+from ocula.data.samples import FileSamples, TensorSamples, adapt_channels
 from ocula.errors import OculaError
 from ocula.modality.sources import resolve_data
 
@@ -88,10 +88,11 @@ class SplitPredictions:
     logits: np.ndarray  # (N, K) the raw logits of the plain view, for calibration measures
     labels: np.ndarray  # (N,) as the data numbers its classes
     skipped: list  # (path, reason)
+    index: Optional[np.ndarray] = None  # (N,) the sample of each row (unreadable files leave no row)
 
 
 def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = None) -> SplitPredictions:
-    probs, logits, labels, skipped = [], [], [], []
+    probs, logits, labels, skipped, index = [], [], [], [], []
     for batch in split_batches(clf, samples, batch_size, workers):
         if len(batch) == 4:
             skipped += batch[3]
@@ -101,9 +102,11 @@ def predict_split(clf, samples, batch_size: int = 64, workers: Optional[int] = N
         logits.append(raw)
         probs.append(clf.probabilities(batch[0], logits=raw))
         labels.append(batch[1])
+        index.append(torch.as_tensor(batch[2]).reshape(-1))
     if not probs:
         raise OculaError("no readable images to evaluate")
-    return SplitPredictions(torch.cat(probs).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy(), skipped)
+    return SplitPredictions(torch.cat(probs).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy(), skipped,
+                            torch.cat(index).numpy())
 
 
 def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Optional[int] = None) -> dict:
@@ -113,8 +116,16 @@ def score_split(clf, split: LabelledSplit, batch_size: int = 64, workers: Option
     labels = model_labels(split.mapping, found.labels, len(clf.classes))
     report = clf.task.score(labels, found.probs, clf.classes)
     report.update(clf.task.selective_report(labels, found.probs, found.logits))
+    names = sample_names(split.samples, found.index)
+    report.update(clf.task.evaluation_extras(labels, found.probs, clf.classes, names))  # the pictures' inputs
     report.update(split=split.name, tta=bool(clf.tta), skipped=skipped_list(split.skipped + found.skipped))
     return report
+
+
+def sample_names(samples, index: np.ndarray) -> list:
+    """The path (or name) of each scored row's sample; None where an in-memory sample has no name."""
+    names = samples.paths if isinstance(samples, FileSamples) else samples.names
+    return [names[i] if names is not None else None for i in index.tolist()]
 
 
 def model_labels(mapping: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

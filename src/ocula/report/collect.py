@@ -5,6 +5,7 @@ Only files are read (nothing is trained, predicted or measured here):
     summary      config.json, model.json, summary.json, data.json, split.json, environment.json, weights/
     curves       metrics.csv, curves.png
     evaluation   EVAL/report.json, EVAL/confusion_matrix.png       EVAL: RUN/eval-*/ (the newest) or --eval
+                 boxes: EVAL/pr_curves.png, EVAL/detections.png
     calibration  EVAL/report.json (ECE, reliability bins); EVAL/ or RUN/calibration.json for "after"
     errors       EVAL/errors/errors.json, errors.png               (ocula evaluate --explain-errors N)
     audit        issues.json in --audit, RUN/audit/ or ./audit/ when it audited the run's data
@@ -34,7 +35,7 @@ def collect_run(run, *, eval_dir=None, audit_dir=None, summary=None) -> dict:
     sections = [card, training.curves_section(reader),
                 training.evaluation_section(reader, evaluation_dir, evaluation),
                 quality.calibration_section(reader, evaluation_dir, evaluation),
-                quality.errors_section(reader, evaluation_dir), audit, quality.export_section(reader)]
+                quality.errors_section(reader, evaluation_dir, evaluation), audit, quality.export_section(reader)]
     return {"name": display_name(run.resolve().name), "path": display_name(run.resolve()),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sections": sections, "notes": reader.notes,
             "eval_dir": reader.rel(evaluation_dir) if evaluation_dir else None}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ocula.evaluation.report import is_detection_report
 from ocula.names import display_name
 from ocula.report.files import Reader, Section
 from ocula.run_dir import ERRORS_JSON, ERRORS_PNG, EvalDir
@@ -28,6 +29,9 @@ def calibration_section(reader: Reader, eval_dir: Optional[Path], report: Option
     run = display_name(reader.run)
     if report is None:
         return Section("calibration", title, ran=False, reason=f"no evaluation: {EVALUATE.format(run=run)}")
+    if is_detection_report(report) and not report.get("reliability") and not report.get("calibration"):
+        return Section("calibration", title, ran=False, reason="no calibration measures for boxes: a detector's "
+                       "scores are not calibrated, and the evaluation has no confidence bins")
     calibration = report.get("calibration")
     where = EvalDir(eval_dir or reader.run).report.name if calibration else None
     for path in (EvalDir(eval_dir).calibration if eval_dir else None, reader.run_dir.calibration):
@@ -82,10 +86,13 @@ def bin_rows(before: Optional[dict], after: Optional[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- worst errors
-def errors_section(reader: Reader, eval_dir: Optional[Path]) -> Section:
+def errors_section(reader: Reader, eval_dir: Optional[Path], report: Optional[dict] = None) -> Section:
     title = "Worst errors and their explanation maps"
     how = f"`ocula evaluate {display_name(reader.run)} DATA --explain-errors 16`"
     gallery = reader.json(EvalDir(eval_dir).errors / ERRORS_JSON) if eval_dir else None
+    if gallery is None and report is not None and is_detection_report(report):
+        return Section("errors", title, ran=False, reason="the error gallery explains class predictions; for "
+                       "boxes, see the examples in the evaluation section (predicted solid, ground truth dashed)")
     if gallery is None:
         return Section("errors", title, ran=False, reason=f"no error gallery: {how}")
     png = EvalDir(eval_dir).errors / ERRORS_PNG

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ocula.config import TrainConfig
+from ocula.evaluation.report import is_detection_report
 from ocula.names import display_name
 from ocula.report.files import RENAMED, Reader, Section, config_value
 from ocula.run_dir import EvalDir, RunDir, best_score, monitor_in, monitor_label
@@ -71,7 +72,8 @@ def changed_from_defaults(flat: dict) -> dict:
 
 
 def class_counts(classes: list, evaluation: Optional[dict]) -> list[dict]:
-    support = {row.get("class"): row.get("support") for row in (evaluation or {}).get("per_class") or []}
+    support = {row.get("class"): row.get("support", row.get("n_images"))  # boxes: the images showing the class
+               for row in (evaluation or {}).get("per_class") or []}
     return [{"name": c, "evaluated": support.get(c)} for c in classes]
 
 
@@ -132,7 +134,7 @@ def curves_section(reader: Reader) -> Section:
     monitor = monitor_in(rows[0])  # val/accuracy, val/mAP, or an old run's val_acc
     columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", monitor, "val_top5", "lr", "epoch_s")
                if c in rows[0]]
-    return Section("curves", title, data={"columns": columns, "rows": rows}, images=images)
+    return Section("curves", title, data={"columns": columns, "rows": rows, "monitor": monitor}, images=images)
 
 
 # ---------------------------------------------------------------------- per-class table and confusion matrix
@@ -141,6 +143,8 @@ def evaluation_section(reader: Reader, eval_dir: Optional[Path], report: Optiona
     if report is None:
         return Section("evaluation", title, ran=False,
                        reason=f"no evaluation in the run: `ocula evaluate {display_name(reader.run)} DATA`")
+    if is_detection_report(report):
+        return box_evaluation_section(reader, eval_dir, report)
     names = report.get("class_names") or [r.get("class") for r in report.get("per_class") or []]
     png = EvalDir(eval_dir).confusion_png
     matrix = report.get("confusion_matrix") or []
@@ -149,10 +153,28 @@ def evaluation_section(reader: Reader, eval_dir: Optional[Path], report: Optiona
     data = {"dir": reader.rel(eval_dir), "source": report.get("data"), "split": report.get("split"),
             "headline": {k: report.get(k) for k in ("n", "accuracy", "top5", "balanced_accuracy", "ece", "nll")
                          if report.get(k) is not None},
+            "key": ("accuracy", report.get("accuracy"), "pct"),  # the model card's headline: name, value, format
             "macro": report.get("macro") or {}, "weighted": report.get("weighted") or {},
             "per_class": report.get("per_class") or [], "confused": most_confused(matrix, names),
             "skipped": len(report.get("skipped") or [])}
     return Section("evaluation", title, data=data, images=images)
+
+
+def box_evaluation_section(reader: Reader, eval_dir: Path, report: dict) -> Section:
+    """A COCO evaluation of boxes: mAP, mAP50, mAP75, AP per class, the PR curves at IoU 0.5 and the examples
+    (EVAL/pr_curves.png, EVAL/detections.png, as `ocula evaluate` wrote them)."""
+    out, again = EvalDir(eval_dir), f"`ocula evaluate {display_name(reader.run)} DATA`"
+    images = {name: png for name, png in (("pr", out.pr_curves_png), ("examples", out.detections_png))
+              if png.is_file()}
+    data = {"boxes": True, "dir": reader.rel(eval_dir), "source": report.get("data"), "split": report.get("split"),
+            "headline": {k: report.get(k) for k in ("images", "boxes", "detections", "mAP", "mAP50", "mAP75",
+                                                     "mAR100") if k in report},
+            "key": ("mAP", report.get("mAP"), "num"),
+            "per_class": report.get("per_class") or [], "note": report.get("note"),
+            "skipped": len(report.get("skipped") or []),
+            "pr_reason": f"no {out.pr_curves_png.name} in the evaluation folder: {again} draws it",
+            "examples_reason": f"no {out.detections_png.name} in the evaluation folder: {again} draws it"}
+    return Section("evaluation", "Evaluation: mAP, AP per class, PR curves and examples", data=data, images=images)
 
 
 def most_confused(matrix: list, names: list, top: int = 8) -> list[dict]:

@@ -165,6 +165,11 @@ class Task:
         the risk–coverage curve. The default: none."""
         return {}
 
+    def evaluation_extras(self, labels, probs, classes: list[str], names: list) -> dict:
+        """What `ocula evaluate` keeps beside `score`'s report to draw its task's pictures (JSON; `names`: each
+        row's path). The default: nothing (classification's pictures come from the report itself)."""
+        return {}
+
     def bundle_fields(self) -> dict:
         """What a saved model records about its head (calibration state included)."""
         return {"task": self.name}

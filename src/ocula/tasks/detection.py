@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from ocula.data.box_augment import BoxAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import TensorSamples
-from ocula.evaluation.detection import score_detections
+from ocula.evaluation.detection import pr_curve, score_detections
 from ocula.tasks.base import Task
 from ocula.tasks.folds import Folds, shuffled_folds
 
 DEFAULT_MODEL = "fcos"  # ocula.models.detectors: a timm backbone, torchvision's FPN and FCOS head
 PROBE_CROP = 32  # side of the box crops the flip probe learns from (engine.flip_probe)
 PROBE_MAX_CROPS = 2000
+EXAMPLES = 12  # images whose boxes `ocula evaluate` keeps for its grid of examples (EVAL/detections.png)
+EXAMPLE_MIN_SCORE = 0.05  # detections kept with them; the grid draws those above its own threshold
 
 
 class DetectionTask(Task):
@@ -82,6 +84,16 @@ class DetectionTask(Task):
         report = score_detections(labels, probs, classes)
         report["nll"] = float("nan")  # no likelihood of a box set; the curves plot the training loss instead
         return report
+
+    def evaluation_extras(self, labels, probs, classes: list[str], names: list) -> dict:
+        """The PR curves at IoU 0.5 (`pr_curve`) and the first EXAMPLES images' boxes: truth (M, 5), detections
+        (D, 6) above EXAMPLE_MIN_SCORE, normalised, for EVAL/pr_curves.png and EVAL/detections.png."""
+        examples = []
+        for name, truth, dets in zip(names[:EXAMPLES], labels, probs):
+            dets = dets[(dets[:, 5] >= 0) & (dets[:, 4] >= EXAMPLE_MIN_SCORE)]
+            examples.append({"path": name, "truth": np.round(truth[truth[:, 0] >= 0], 5).tolist(),
+                             "detections": np.round(dets, 5).tolist()})
+        return {"pr_curve": pr_curve(labels, probs, iou=0.5), "examples": examples}
 
     def fold_splitter(self, labels, k: int, seed: int) -> Folds:
         return shuffled_folds(len(labels), k, seed)
