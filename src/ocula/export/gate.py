@@ -1,10 +1,12 @@
 """The accuracy gate: the exported model must agree with PyTorch on real, labelled images.
 
 Both models see the very same preprocessed batches, so any difference is the export's (operator
-numerics, quantization), never preprocessing drift. Reported:
+numerics, quantization), never preprocessing drift. What is measured is the task's question
+(`Task.fidelity`); for one class per sample:
     max_abs_logit_diff   max |Δlogit| over all images and classes
     top1_agreement       fraction of images where both models pick the same class
     delta_accuracy       (PyTorch accuracy − exported accuracy) in points; the gate fails above max_drop
+for detection: box agreement on the confident boxes and the COCO mAP drop in points.
 """
 from __future__ import annotations
 
@@ -14,10 +16,8 @@ import numpy as np
 import torch
 
 from ocula.errors import OculaError
-from ocula.inference.scoring import LabelledSplit, labelled_split, skipped_list, split_batches
+from ocula.inference.scoring import LabelledSplit, labelled_split, model_labels, skipped_list, split_batches
 from ocula.log import progress
-
-DEFAULT_MAX_DROP = {"fp32": 0.5, "int8": 1.0}  # accuracy points
 
 
 def gate_data(reference, data: Optional[str]) -> str:
@@ -38,7 +38,8 @@ def gate_samples(reference, data: str, limit: Optional[int] = None) -> LabelledS
 def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
                   workers: Optional[int] = None):
     """Run the reference and every candidate on the same batches →
-    (ref logits (N, K), [candidate logits (N, K)], labels (N,), skipped files)."""
+    (ref outputs (N, ...), [candidate outputs (N, ...)], labels (N, ...), skipped files): logits (N, K) and
+    class indices (N,) for a classifier, detections (N, D, 6) and boxes (N, M, 5) for a detector."""
     ref, cands, labels, skipped = [], [[] for _ in candidates], [], []
     with progress(total=len(samples), desc="accuracy gate", unit="img", leave=False) as bar:
         for batch in split_batches(reference, samples, batch_size, workers):
@@ -58,22 +59,6 @@ def paired_logits(reference, candidates: list, samples, *, batch_size: int = 64,
             skipped)
 
 
-def compare(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray, max_drop: float) -> dict:
-    """The gate's numbers from two logit arrays and the true labels (model class indices)."""
-    ref_top, cand_top = ref.argmax(1), cand.argmax(1)
-    acc_ref, acc_cand = float((ref_top == labels).mean()), float((cand_top == labels).mean())
-    delta = round((acc_ref - acc_cand) * 100, 6)
-    report = {"images": int(len(labels)), "max_abs_logit_diff": float(np.abs(ref - cand).max()),
-              "mean_abs_logit_diff": float(np.abs(ref - cand).mean()),
-              "top1_agreement": float((ref_top == cand_top).mean()), "accuracy_pytorch": acc_ref,
-              "accuracy_exported": acc_cand, "delta_accuracy_points": delta, "max_drop_points": max_drop,
-              "passed": bool(delta <= max_drop)}
-    report["reason"] = None if report["passed"] else (
-        f"accuracy gate failed: accuracy dropped {delta:.2f} points "
-        f"({acc_ref * 100:.2f}% → {acc_cand * 100:.2f}%), more than the {max_drop:g} allowed")
-    return report
-
-
 def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop: Optional[float] = None,
                   limit: Optional[int] = None, batch_size: int = 64, workers: Optional[int] = None):
     """Compare exported models (e.g. OnnxClassifiers) with `reference` (the PyTorch Classifier).
@@ -81,7 +66,8 @@ def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop
     `candidates`: one model → one report dict; a list → a list of reports (one pass over the data).
     `data`: a built-in name, folder or CSV with labels (default: the run's own data: its test split,
     else the held-out val); `limit`: at most this many images, evenly spaced; `max_drop`: allowed
-    accuracy drop in points (default 0.5 for fp32, 1 for int8).
+    drop of the task's score in points (`Task.fidelity_max_drop`: accuracy 0.5 for fp32, 1 for int8; detection
+    mAP 1 and 2).
     """
     single = not isinstance(candidates, (list, tuple))
     candidates = [candidates] if single else list(candidates)
@@ -92,11 +78,13 @@ def accuracy_gate(reference, candidates, data: Optional[str] = None, *, max_drop
     split = gate_samples(reference, spec, limit)
     ref, outs, labels, skipped = paired_logits(reference, candidates, split.samples, batch_size=batch_size,
                                                workers=workers)
+    task = reference.task
+    labels = model_labels(split.mapping, labels, len(reference.classes))
     reports = []
     for cand, out in zip(candidates, outs):
         precision = getattr(cand, "precision", "fp32")
-        drop = DEFAULT_MAX_DROP.get(precision, 0.5) if max_drop is None else float(max_drop)
-        report = compare(ref, out, split.mapping[labels], drop)
+        drop = task.fidelity_max_drop.get(precision, 0.5) if max_drop is None else float(max_drop)
+        report = task.fidelity(ref, out, labels, list(reference.classes), drop)
         report.update(precision=precision, data=spec, split=split.name, skipped=skipped_list(split.skipped + skipped))
         reports.append(report)
     return reports[0] if single else reports
@@ -107,10 +95,6 @@ def format_gate(report: dict) -> str:
     verdict = "PASS" if report["passed"] else "FAIL"
     return (f"accuracy gate [{report['precision']}] on {report['data']} [{report['split']}], "
             f"{report['images']} images: {verdict}\n"
-            f"  max |Δlogit| {report['max_abs_logit_diff']:.3g}   top-1 agreement "
-            f"{report['top1_agreement'] * 100:.2f}%\n"
-            f"  accuracy PyTorch {report['accuracy_pytorch'] * 100:.2f}%  exported "
-            f"{report['accuracy_exported'] * 100:.2f}%  Δ {report['delta_accuracy_points']:+.2f} points "
-            f"(max {report['max_drop_points']:g})"
+            + "\n".join(f"  {line}" for line in report["summary"])
             + (f"\n  {len(report['skipped'])} unreadable files skipped (listed in the gate report)"
                if report.get("skipped") else ""))

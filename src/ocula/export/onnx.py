@@ -1,5 +1,8 @@
 """PyTorch bundle → one self-contained .onnx file with a dynamic batch axis.
 
+A classifier's graph outputs `logits` (B, K); a detector's outputs `detections` (B, D, 6) (boxes decoded and
+NMS-filtered inside the graph: ocula.export.detection).
+
 Everything needed to predict travels in the file's `metadata_props`:
     ocula           the bundle metadata as JSON (arch, contract, classes, versions) + an "export" block
     ocula.classes   JSON list of class names          (readable by tools that know nothing of ocula)
@@ -19,10 +22,11 @@ import torch
 from ocula import tasks
 from ocula.data.contract import DataContract
 from ocula.errors import OculaError
+from ocula.export.detection import detections_graph, is_detector
 from ocula.io import atomic_path
 from ocula.version import __version__
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+INPUT_NAME, OUTPUT_NAME, DETECTIONS_NAME = "input", "logits", "detections"
 META_KEY = "ocula"
 EXAMPLE_BATCH = 2  # a batch of 1 would let the exporter specialise the batch axis to 1
 
@@ -33,10 +37,14 @@ def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int]
 
     contract = DataContract.from_dict(meta["contract"])
     example = torch.randn(EXAMPLE_BATCH, contract.channels, contract.input_size, contract.input_size)
-    model = TaskLogits(model.eval().float().to("cpu"), meta)
-    proto = _torch_export(model, example, opset)
+    model = model.eval().float().to("cpu")
+    if is_detector(model):
+        graph, output = detections_graph(model, contract.input_size).eval(), DETECTIONS_NAME
+    else:
+        graph, output = TaskLogits(model, meta), OUTPUT_NAME
+    proto = _torch_export(graph, example, opset, output)
     onnx.checker.check_model(proto)
-    return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto)), out)
+    return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto), output=output), out)
 
 
 class TaskLogits(torch.nn.Module):
@@ -50,23 +58,24 @@ class TaskLogits(torch.nn.Module):
         return self.task.forward(self.model, x)
 
 
-def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: Optional[int]):
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: Optional[int],
+                  output: str = OUTPUT_NAME):
     """torch.export-based exporter (the supported one); the TorchScript exporter only as a fallback."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        input_names=[INPUT_NAME], output_names=[output],
                                         dynamic_shapes=({0: batch},), optimize=True, verbose=False)
         return program.model_proto
     except Exception as e:  # noqa: BLE001 - any exporter failure gets the second route
         warnings.warn(f"torch.export-based ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
                       "falling back to the TorchScript exporter")
-    return _torchscript_export(model, example, opset)
+    return _torchscript_export(model, example, opset, output)
 
 
-def _torchscript_export(model, example, opset):
+def _torchscript_export(model, example, opset, output: str = OUTPUT_NAME):
     import io
 
     import onnx
@@ -75,8 +84,8 @@ def _torchscript_export(model, example, opset):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset or 17,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          input_names=[INPUT_NAME], output_names=[output],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}})
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -84,10 +93,10 @@ def _opset_of(proto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _export_meta(meta: dict, *, precision: str, opset: int, **extra) -> dict:
+def _export_meta(meta: dict, *, precision: str, opset: int, output: str = OUTPUT_NAME, **extra) -> dict:
     out = dict(meta)
     out["export"] = {"format": "onnx", "precision": precision, "opset": opset, "input": INPUT_NAME,
-                     "output": OUTPUT_NAME, "ocula": __version__, "torch": torch.__version__, **extra}
+                     "output": output, "ocula": __version__, "torch": torch.__version__, **extra}
     return out
 
 

@@ -29,8 +29,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ocula.inference.predictor import Predictor
 from ocula.serve.batching import BatcherBusy, BatcherClosed, MicroBatcher
-from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, images_to_batch,
+from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, image_size, images_to_batch,
                                 read_image_bodies, send_error)
 from ocula.serve.metrics import Metrics, MetricsMiddleware
 from ocula.serve.oip import make_router
@@ -178,20 +179,33 @@ def _add_routes(app, service: Service, key_required: bool) -> None:
         bodies = await service.read(read_image_bodies(request, service.max_images))
         probs = service.model.task.probabilities(await service.classify_bodies(bodies))
         floor = service.model.min_confidence if min_confidence is None else min_confidence
-        preds = []
-        for (label, _), p in zip(bodies, probs):
-            top = [{"label": name, "prob": q} for name, q in service.model.task.top(p, service.model.classes, topk)]
-            preds.append({"source": label, "label": top[0]["label"], "prob": top[0]["prob"], "topk": top,
-                          "abstained": floor is not None and top[0]["prob"] < floor})
-            chosen = service.model.task.label_set(p, service.model.classes)  # multilabel: the thresholded set
-            if chosen is not None:
-                preds[-1]["labels"] = [{"label": name, "prob": q} for name, q in chosen]
-        return {"model": service.name, "predictions": preds}
+        return {"model": service.name, "predictions": [prediction(service.model, label, data, p, topk, floor)
+                                                       for (label, data), p in zip(bodies, probs)]}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
+
+
+def prediction(model, source: str, data: bytes, probs: torch.Tensor, topk: int, floor: Optional[float]) -> dict:
+    """One image's answer: its top-k (a classifier), the thresholded set (multilabel) or the boxes in its own
+    pixels (a detector), as `Predictor` answers."""
+    task, classes = model.task, model.classes
+    boxes = task.boxes(probs, classes, image_size(data) or (1, 1), getattr(model, "box_threshold",
+                                                                           Predictor.box_threshold))
+    if boxes is not None:  # detection: label/prob are the best box's
+        top = [{"label": b["label"], "prob": b["score"]} for b in boxes[:topk]]
+    else:
+        top = [{"label": name, "prob": q} for name, q in task.top(probs, classes, topk)]
+    out = {"source": source, "label": top[0]["label"] if top else None, "prob": top[0]["prob"] if top else None,
+           "topk": top, "abstained": floor is not None and (not top or top[0]["prob"] < floor)}
+    chosen = task.label_set(probs, classes)  # multilabel: the thresholded set
+    if chosen is not None:
+        out["labels"] = [{"label": name, "prob": q} for name, q in chosen]
+    if boxes is not None:
+        out["boxes"] = boxes
+    return out
 
 
 # The body is read by hand (multipart or raw bytes), so FastAPI cannot infer it: described here for

@@ -8,9 +8,11 @@
 
 One input per request, either FP32 [B, C, H, W] already preprocessed to the model's contract, or BYTES
 [B] of encoded image files (binary: 4-byte little-endian length + bytes per element; JSON: base64
-strings) that the server decodes and preprocesses. Outputs: `logits` and `probabilities`, FP32 [B, K]
-(a multilabel model adds `labels`, BOOL [B, K]: each probability at or above its class's threshold);
-Triton's classification extension (`class_count`) answers "prob:index:label" strings. Tensors may
+strings) that the server decodes and preprocesses. Outputs are the task's (`Task.serve_outputs`): a classifier's
+`logits` and `probabilities`, FP32 [B, K] (a multilabel model adds `labels`, BOOL [B, K]: each probability at or
+above its class's threshold); a detector's `detections`, FP32 [B, D, 6] (x1, y1, x2, y2 normalised to [0, 1],
+score, class; padding rows score 0, class -1). Triton's classification extension (`class_count`, on [B, K]
+outputs) answers "prob:index:label" strings. Tensors may
 travel as JSON or in Triton's binary extension (`Inference-Header-Content-Length`).
 Errors are `{"error": "..."}` with a 4xx status, which tritonclient raises as InferenceServerException.
 """
@@ -62,9 +64,10 @@ def make_router(service):
     async def model_metadata(name: str, version: Optional[str] = None):
         check(name, version)
         k = len(service.model.classes)
+        shapes = service.model.task.serve_outputs(k)
         return {"name": service.name, "versions": [VERSION], "platform": service.platform,
                 "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *service.input_shape]}],
-                "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, k]} for out in OUTPUTS]
+                "outputs": [{"name": out, "datatype": "FP32", "shape": [-1, *shape]} for out, shape in shapes.items()]
                 + [{"name": name, "datatype": "BOOL", "shape": [-1, k]} for name in service.model.task.label_outputs]
                 + [{"name": "abstained", "datatype": "BOOL", "shape": [-1]}],
                 "parameters": {"classes": list(service.model.classes),
@@ -84,7 +87,8 @@ def make_router(service):
             raise Rejected(415, "compressed requests are not supported; send the body uncompressed")
         body = await service.read(request.body())
         req, binary = split_body(body, request.headers.get("inference-header-content-length"))
-        wanted = requested_outputs(req, len(service.model.classes), outputs_of(service.model))
+        wanted = requested_outputs(req, len(service.model.classes), outputs_of(service.model),
+                                   classifiable(service.model))
         x = read_input(req, binary, service)
         logits = await service.classify(_infer(service, x))
         return encode_response(service, req, wanted, logits)
@@ -144,13 +148,20 @@ def split_body(body: bytes, header_length: Optional[str]):
 
 
 def outputs_of(model) -> tuple:
-    """The outputs a request without `outputs` gets: logits, probabilities (+ the task's label outputs: a
-    multilabel model's `labels`)."""
-    return OUTPUTS + tuple(model.task.label_outputs)
+    """The outputs a request without `outputs` gets: the task's (a classifier's logits and probabilities, a
+    detector's detections) + its label outputs (a multilabel model's `labels`)."""
+    return tuple(model.task.serve_outputs(len(model.classes))) + tuple(model.task.label_outputs)
 
 
-def requested_outputs(req, num_classes: int, defaults: tuple = OUTPUTS) -> list:
-    """[(name, binary: bool, class_count or 0)], checked before the model runs."""
+def classifiable(model) -> tuple:
+    """The outputs with one value per class, [B, K]: Triton's classification extension applies to them."""
+    k = len(model.classes)
+    return tuple(name for name, shape in model.task.serve_outputs(k).items() if shape == [k])
+
+
+def requested_outputs(req, num_classes: int, defaults: tuple = OUTPUTS, per_class: tuple = OUTPUTS) -> list:
+    """[(name, binary: bool, class_count or 0)], checked before the model runs; `per_class`: the outputs that
+    take a class_count."""
     default_binary = bool(req.parameters.get("binary_data_output", False))
     if not req.outputs:
         return [(name, default_binary, 0) for name in defaults]
@@ -161,6 +172,9 @@ def requested_outputs(req, num_classes: int, defaults: tuple = OUTPUTS) -> list:
         count = out.parameters.get("classification", 0)
         if not isinstance(count, int) or count < 0:
             raise Rejected(400, f"output '{out.name}': classification must be a count of classes")
+        if count and out.name not in per_class:
+            raise Rejected(400, f"output '{out.name}' has no value per class: classification applies to "
+                                f"{', '.join(per_class) or 'no output of this model'}")
         wanted.append((out.name, bool(out.parameters.get("binary_data", default_binary)),
                        min(count, num_classes)))
     return wanted
@@ -251,20 +265,18 @@ def _flatten(data):
 
 # ---------------------------------------------------------------------------- response
 def encode_response(service, req, wanted: list, logits: torch.Tensor):
-    probs = service.model.task.probabilities(logits)
-    values = {"logits": logits, "probabilities": probs}
+    task, classes = service.model.task, service.model.classes
+    probs = task.probabilities(logits)
     entries, blobs = [], []
     for name, binary, class_count in wanted:
         if name == "abstained":
-            floor = service.model.min_confidence
-            datatype = "BOOL"
-            arr = (probs.max(1).values < floor).numpy() if floor is not None else np.zeros(len(probs), bool)
-        elif name in service.model.task.label_outputs:  # multilabel: the thresholded set as multi-hot
-            datatype, arr = "BOOL", service.model.task.label_output(name, probs).numpy()
+            datatype, arr = "BOOL", abstained(task, probs, classes, service.model.min_confidence)
+        elif name in task.label_outputs:  # multilabel: the thresholded set as multi-hot
+            datatype, arr = "BOOL", task.label_output(name, probs).numpy()
         elif class_count:
-            datatype, arr = "BYTES", _classification(values[name], class_count, service.model.classes)
+            datatype, arr = "BYTES", _classification(task.serve_output(name, logits), class_count, classes)
         else:
-            datatype, arr = "FP32", values[name].numpy().astype("<f4")
+            datatype, arr = "FP32", task.serve_output(name, logits).numpy().astype("<f4")
         entry = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
             blob = _pack(arr, datatype)
@@ -281,6 +293,14 @@ def encode_response(service, req, wanted: list, logits: torch.Tensor):
         return Response(text, media_type="application/json")
     return Response(text + b"".join(blobs), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(text))})
+
+
+def abstained(task, probs: torch.Tensor, classes: list[str], floor) -> np.ndarray:
+    """BOOL [B]: the best answer (top probability; a detector's best box score) is below `floor`."""
+    if floor is None:
+        return np.zeros(len(probs), bool)
+    tops = [task.top(p, classes, 1) for p in probs]
+    return np.array([not top or top[0][1] < floor for top in tops], dtype=bool)
 
 
 def _classification(values: torch.Tensor, k: int, classes: list[str]) -> np.ndarray:

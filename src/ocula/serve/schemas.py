@@ -20,13 +20,20 @@ class Label(BaseModel):
     prob: float
 
 
+class Box(BaseModel):
+    label: str
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in pixels of the uploaded image
+
+
 class ImagePrediction(BaseModel):
     source: str  # the uploaded file's name, or "<body>" for a raw body
-    label: str
-    prob: float
-    topk: list[Label]  # best first
+    label: Optional[str] = None  # the top class (a detector: the best box's; absent when it found none)
+    prob: Optional[float] = None
+    topk: list[Label]  # best first (a detector: its best boxes' labels and scores)
     abstained: bool = False  # the top probability is below the server's (or the request's) min_confidence
     labels: Optional[list[Label]] = None  # multilabel models: the labels at or above their thresholds
+    boxes: Optional[list[Box]] = None  # detectors: the boxes scoring at least the box threshold, best first
 
 
 class PredictResponse(BaseModel):

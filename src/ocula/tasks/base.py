@@ -28,6 +28,7 @@ class Task:
     imbalance_remedies: str = "weighted-loss, sampler, logit-adjust or balanced-softmax"  # the --balance hint
     calibrates: bool = True  # fit_calibration can fit something on held-out outputs (engine.calibrate)
     cross_fits: bool = True  # small data without a validation split may be cross-fitted (engine.cross_fit)
+    fidelity_max_drop = {"fp32": 0.5, "int8": 1.0}  # the export gate's default allowed drop (accuracy points)
 
     # ------------------------------------------------------------------ before training (on the class)
     @classmethod
@@ -146,6 +147,37 @@ class Task:
     def label_output(self, name: str, probs: torch.Tensor) -> torch.Tensor:
         """Probabilities (B, K) → the boolean output `name` of `label_outputs`."""
         raise KeyError(f"the {self.name} task has no output {name!r}")
+
+    def serve_outputs(self, num_classes: int) -> dict:
+        """The FP32 outputs serve's OIP answers (besides `label_outputs`): name → shape after the batch axis
+        (-1: varies); `serve_output` computes each. A request naming no output gets all of them."""
+        return {"logits": [num_classes], "probabilities": [num_classes]}
+
+    def serve_output(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs (B, ...) → the OIP output `name` of `serve_outputs`."""
+        return logits if name == "logits" else self.probabilities(logits)
+
+    def fidelity(self, ref: np.ndarray, new: np.ndarray, labels: np.ndarray, classes: list[str],
+                 max_drop: float) -> dict:
+        """The export gate: raw outputs of the reference model and of an exported copy on the same labelled
+        images (labels as the model numbers its classes) → how far apart they are, with "passed", "reason" and
+        "summary" (lines for the terminal). Here: top-1 agreement and the accuracy drop in points."""
+        ref_top, new_top = ref.argmax(1), new.argmax(1)
+        acc_ref, acc_new = float((ref_top == labels).mean()), float((new_top == labels).mean())
+        delta = round((acc_ref - acc_new) * 100, 6)
+        report = {"images": int(len(labels)), "max_abs_logit_diff": float(np.abs(ref - new).max()),
+                  "mean_abs_logit_diff": float(np.abs(ref - new).mean()),
+                  "top1_agreement": float((ref_top == new_top).mean()), "accuracy_pytorch": acc_ref,
+                  "accuracy_exported": acc_new, "delta_accuracy_points": delta, "max_drop_points": max_drop,
+                  "passed": bool(delta <= max_drop)}
+        report["reason"] = None if report["passed"] else (
+            f"accuracy gate failed: accuracy dropped {delta:.2f} points "
+            f"({acc_ref * 100:.2f}% → {acc_new * 100:.2f}%), more than the {max_drop:g} allowed")
+        report["summary"] = [
+            f"max |Δlogit| {report['max_abs_logit_diff']:.3g}   top-1 agreement {report['top1_agreement'] * 100:.2f}%",
+            f"accuracy PyTorch {acc_ref * 100:.2f}%  exported {acc_new * 100:.2f}%  Δ {delta:+.2f} points "
+            f"(max {max_drop:g})"]
+        return report
 
     def export_properties(self, meta: dict) -> dict:
         """A saved model's meta → the ONNX metadata a runtime needs to read the graph's logits as this task does:

@@ -18,13 +18,16 @@ import torch.nn.functional as F
 from ocula.data.box_augment import BoxAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import TensorSamples
-from ocula.evaluation.detection import pr_curve, score_detections
+from ocula.evaluation.detection import box_agreement, pr_curve, score_detections
 from ocula.tasks.base import Task
 from ocula.tasks.folds import Folds, shuffled_folds
 
 DEFAULT_MODEL = "fcos"  # ocula.models.detectors: a timm backbone, torchvision's FPN and FCOS head
 PROBE_CROP = 32  # side of the box crops the flip probe learns from (engine.flip_probe)
 PROBE_MAX_CROPS = 2000
+# The export gate: an exported detector must find the PyTorch model's confident boxes (score >= CONFIDENT, same
+# class, IoU >= 0.5) and the PyTorch model its boxes, both at least MIN_BOX_AGREEMENT of the time.
+CONFIDENT, MIN_BOX_AGREEMENT = 0.3, 0.95
 EXAMPLES = 12  # images whose boxes `ocula evaluate` keeps for its grid of examples (EVAL/detections.png)
 EXAMPLE_MIN_SCORE = 0.05  # detections kept with them; the grid draws those above its own threshold
 
@@ -38,6 +41,7 @@ class DetectionTask(Task):
     calibrates = False
     cross_fits = False  # folds of a detector cost k full trainings: a carved val split decides instead
     imbalance_remedies = "none yet for boxes"
+    fidelity_max_drop = {"fp32": 1.0, "int8": 2.0}  # |ΔmAP| in points: 0.01 for fp32 (the brief of issue 25)
 
     @classmethod
     def default_augment(cls) -> tuple[str, str]:
@@ -142,6 +146,39 @@ class DetectionTask(Task):
             out.append({"label": classes[int(d[5])], "score": round(d[4], 5),
                         "box": [round(d[0] * w, 2), round(d[1] * h, 2), round(d[2] * w, 2), round(d[3] * h, 2)]})
         return out
+
+    def serve_outputs(self, num_classes: int) -> dict:
+        return {"detections": [-1, 6]}  # per image D rows: x1, y1, x2, y2 in [0, 1], score, class (-1: none)
+
+    def serve_output(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(logits)
+
+    def fidelity(self, ref: np.ndarray, new: np.ndarray, labels: np.ndarray, classes: list[str],
+                 max_drop: float) -> dict:
+        """Box agreement on the confident boxes (both ways, IoU 0.5, same class) and the mAP drop in points."""
+        agree = box_agreement(ref, new, iou=0.5, score_thresh=CONFIDENT)
+        every = box_agreement(ref, new, iou=0.5, score_thresh=0.0)  # every returned box, not part of the decision
+        map_ref, map_new = self.score(labels, ref, classes)["mAP"], self.score(labels, new, classes)["mAP"]
+        delta = round((map_ref - map_new) * 100, 6)
+        report = {"images": int(len(labels)), "box_agreement": agree, "box_agreement_all": every,
+                  "agreement": agree["agreement"], "min_agreement": MIN_BOX_AGREEMENT, "mAP_pytorch": map_ref,
+                  "mAP_exported": map_new, "delta_mAP_points": delta, "max_drop_points": max_drop}
+        problems = []
+        if agree["agreement"] < MIN_BOX_AGREEMENT:
+            problems.append(f"{agree['agreement'] * 100:.1f}% of the confident boxes agree, below the "
+                            f"{MIN_BOX_AGREEMENT * 100:g}% required")
+        if abs(delta) > max_drop:
+            problems.append(f"mAP moved {delta:+.2f} points ({map_ref:.4f} → {map_new:.4f}), more than the "
+                            f"{max_drop:g} allowed")
+        report["passed"] = not problems
+        report["reason"] = f"detection gate failed: {'; '.join(problems)}" if problems else None
+        diff = "" if agree["max_score_diff"] is None else f", max |Δscore| {agree['max_score_diff']:.3g}"
+        report["summary"] = [
+            f"box agreement {agree['agreement'] * 100:.2f}% (IoU 0.5, boxes scoring >= {CONFIDENT:g}: "
+            f"{agree['n_a']} PyTorch, {agree['n_b']} exported; min {MIN_BOX_AGREEMENT * 100:g}%){diff}; "
+            f"all {every['n_a']} boxes: {every['agreement'] * 100:.2f}%",
+            f"mAP PyTorch {map_ref:.4f}  exported {map_new:.4f}  drop {delta:+.2f} points (max ±{max_drop:g})"]
+        return report
 
     def export_properties(self, meta: dict) -> dict:
         return {"ocula.task": self.name, "ocula.outputs": "detections (B, D, 6): x1, y1, x2, y2 in [0, 1], score, "

@@ -1,0 +1,140 @@
+"""Detection runs exported and served (issue 25): `ocula export` writes one ONNX graph whose output is the
+detections (B, D, 6) with a dynamic batch axis and NMS inside, gated by box agreement and the mAP drop;
+OnnxClassifier predicts boxes through the Predictor; `ocula serve` answers boxes on /predict and a
+`detections` tensor over the Open Inference Protocol (the real tritonclient)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from ocula.cli import main  # noqa: E402
+from ocula.export.runtime import OnnxClassifier  # noqa: E402
+from ocula.inference.predictor import Classifier  # noqa: E402
+from ocula.serve import create_app  # noqa: E402
+from ocula.serve.runner import BackgroundServer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(detection_run, tmp_path_factory):
+    """`ocula export RUN --out DIR/model.onnx` once: (fp32 path, rc, what it printed)."""
+    out = tmp_path_factory.mktemp("det_export") / "model.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["export", detection_run, "--out", str(out)])
+    return out, rc, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def clf(detection_run):
+    return Classifier.load(detection_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images(photo_objects) -> list[str]:
+    return sorted(str(p) for p in Path(photo_objects, "images", "test").iterdir())[:6]
+
+
+def read(path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def test_export_writes_one_detections_output_with_a_dynamic_batch(exported):
+    import onnx
+
+    path, rc, printed = exported
+    assert rc == 0, printed
+    proto = onnx.load(str(path))
+    (out,) = proto.graph.output
+    dims = out.type.tensor_type.shape.dim
+    assert out.name == "detections" and len(dims) == 3 and dims[2].dim_value == 6
+    assert dims[0].dim_param and not dims[0].dim_value  # symbolic: any batch
+    assert "NonMaxSuppression" in {n.op_type for n in proto.graph.node}
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["ocula.task"] == "detection" and json.loads(props["ocula.classes"])
+    assert json.loads(props["ocula"])["export"]["output"] == "detections"
+
+
+def test_the_gate_measures_box_agreement_and_the_map_drop(exported):
+    path, _, printed = exported
+    gate = json.loads(path.with_name("model.gate.json").read_text())
+    assert gate["passed"] and gate["reason"] is None and gate["split"] == "test" and gate["images"] == 12
+    assert gate["agreement"] >= 0.95 and gate["box_agreement"]["iou"] == 0.5
+    assert gate["box_agreement_all"]["agreement"] >= 0.99  # fp32: every returned box, low scores included
+    assert abs(gate["delta_mAP_points"]) <= gate["max_drop_points"] == 1.0
+    assert gate["mAP_pytorch"] == pytest.approx(gate["mAP_exported"], abs=1e-4)
+    assert "accuracy gate [fp32]" in printed and "box agreement" in printed and "mAP PyTorch" in printed
+
+
+def test_onnx_predicts_the_same_boxes_as_pytorch_at_any_batch_size(exported, clf, images):
+    onnx_clf = OnnxClassifier.load(exported[0])
+    for model in (clf, onnx_clf):
+        model.box_threshold = 0.05  # every kept box, not only the confident ones
+    want, got = clf.predict(images), onnx_clf.predict(images, batch_size=4)  # batches of 4 and 2
+    assert any(p.boxes for p in want)
+    for w, g in zip(want, got):
+        assert [b["label"] for b in g.boxes] == [b["label"] for b in w.boxes]
+        assert np.allclose([b["box"] for b in g.boxes], [b["box"] for b in w.boxes], atol=0.05)
+        assert np.allclose([b["score"] for b in g.boxes], [b["score"] for b in w.boxes], atol=1e-4)
+    x = torch.stack([clf.preprocess(p) for p in images[:3]])
+    assert onnx_clf.logits(x[:1]).shape == (1, clf.model.detections_per_img, 6)
+    assert torch.allclose(onnx_clf.logits(x), clf.logits(x), atol=1e-4)
+
+
+def test_predict_endpoint_answers_boxes_in_the_image_pixels(clf, images):
+    clf.box_threshold = 0.05
+    want = clf.predict(images[:3])
+    with TestClient(create_app(clf, "det", max_wait_ms=1)) as c:
+        r = c.post("/predict?topk=3", files=[("files", (Path(p).name, read(p), "image/jpeg")) for p in images[:3]])
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        for g, w in zip(got, want):
+            assert g["source"] == Path(w.source).name
+            assert [b["label"] for b in g["boxes"]] == [b["label"] for b in w.boxes]
+            assert np.allclose([b["box"] for b in g["boxes"]], [b["box"] for b in w.boxes], atol=1e-3)
+            assert g["label"] == w.label and len(g["topk"]) == min(3, len(w.boxes))
+        assert max(b["box"][2] for g in got for b in g["boxes"]) > 1  # pixels, not [0, 1]
+        page = c.get("/").text
+        assert "drawBoxes" in page and "<canvas" in page
+
+
+def test_tritonclient_reads_the_detections(clf, images):
+    httpclient = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    with BackgroundServer(create_app(clf, "det", max_wait_ms=5)) as server:
+        c = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        try:
+            meta = c.get_model_metadata("det")
+            assert meta["outputs"][0] == {"name": "detections", "datatype": "FP32", "shape": [-1, -1, 6]}
+            assert meta["parameters"]["task"] == "detection"
+
+            x = torch.stack([clf.preprocess(p) for p in images[:3]])
+            inp = httpclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x.numpy(), binary_data=True)
+            res = c.infer("det", [inp], outputs=[httpclient.InferRequestedOutput("detections", binary_data=True)])
+            assert np.allclose(res.as_numpy("detections"), clf.logits(x).numpy(), atol=1e-5)
+
+            blobs = np.array([read(p) for p in images[:3]], dtype=object)
+            enc = httpclient.InferInput("image", [3], "BYTES")
+            enc.set_data_from_numpy(blobs, binary_data=True)
+            dets = c.infer("det", [enc]).as_numpy("detections")  # no outputs named: the task's
+            assert dets.shape == (3, clf.model.detections_per_img, 6)
+            assert np.allclose(dets, res.as_numpy("detections"), atol=1e-5)
+
+            with pytest.raises(InferenceServerException, match="no value per class"):
+                c.infer("det", [inp], outputs=[httpclient.InferRequestedOutput("detections", class_count=2)])
+            with pytest.raises(InferenceServerException, match="unknown output 'logits'"):
+                c.infer("det", [inp], outputs=[httpclient.InferRequestedOutput("logits")])
+        finally:
+            c.close()
