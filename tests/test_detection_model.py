@@ -9,7 +9,8 @@ from torchvision.ops import box_iou
 
 from ocula.engine.weights import load_weights
 from ocula.errors import OculaError
-from ocula.models.detection import DETECTION_MODELS, Detector, build_detector, load_backbone_weights
+from ocula.engine.weights import load_backbone_weights
+from ocula.models.detection import DETECTION_MODELS, Detector, build_detector
 
 TINY = "test_efficientnet"  # 82k parameters, strides 8/16/32
 S = 64

@@ -30,7 +30,7 @@ from ocula.errors import OculaError
 from ocula.log import logger
 from ocula.run_dir import RunDir
 from ocula.engine import strategies
-from ocula.engine.weights import LoadReport, WeightsSource, load_weights, read_weights
+from ocula.engine.weights import LoadReport, WeightsSource, load_backbone_weights, load_weights, read_weights
 
 DEFAULT_MODEL = ModelConfig().name
 PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe --probe sgd, times lr
@@ -63,7 +63,8 @@ class TransferPlan:
     def attach(self, model: nn.Module) -> None:
         if self.source is not None and self.source.state_dict:
             try:
-                self.report = load_weights(model, self.source)
+                backbone_only = getattr(model, "loads_backbone_weights", False) and not self.source.is_ocula
+                self.report = (load_backbone_weights if backbone_only else load_weights)(model, self.source)
             except OculaError as e:
                 if self.source.is_ocula or self.cfg.model.name != DEFAULT_MODEL:
                     raise

@@ -365,3 +365,29 @@ def _maybe_timm_filter(model: nn.Module, state: dict, target: dict, report: Load
         report.filter_fn = f"{type(model).__module__}.checkpoint_filter_fn"
         return filtered
     return state
+
+
+def load_backbone_weights(model: nn.Module, source) -> LoadReport:
+    """Load classifier weights (a timm checkpoint, or a port such as the EfficientNet-Lite ImageNet file)
+    into `model.backbone` (a Detector or its timm features module).
+
+    `load_weights(model.backbone, path)` works when the file's names are timm's; a port is paired by
+    position, which needs the file and the model to hold the same tensors, and a features_only module
+    lacks the classifier's last conv and head. So the file goes into the whole timm classifier first,
+    whose backbone tensors are then copied by name. The report counts the backbone's tensors."""
+    import timm
+
+    features = getattr(model, "backbone", model)
+    arch = (getattr(features, "pretrained_cfg", None) or {}).get("architecture")
+    if not arch:
+        raise OculaError("load_backbone_weights needs a timm features_only backbone (it names its architecture)")
+    full = timm.create_model(arch, pretrained=False)
+    report = load_weights(full, source)
+    full_state, want = full.state_dict(), features.state_dict()
+    shared = {k: v for k, v in full_state.items() if k in want and v.shape == want[k].shape}
+    features.load_state_dict(shared, strict=False)
+    loaded = [k for k in shared if k not in report.missing]
+    report.missing = [k for k in want if k not in loaded]
+    report.loaded, report.total = len(loaded), len(want)
+    report.unexpected = report.unexpected + [k for k in full_state if k not in want]  # the classifier's tail
+    return report

@@ -12,7 +12,7 @@ normalised batches, which is what lets training use whole-batch tensors, channel
 
 Backbone weights: `model.backbone` is the timm `features_only` module and takes the plain timm model's keys
 (`conv_stem.weight`, `blocks.0.0.conv_dw.weight`, `layer1.0.conv1.weight`); the classifier's keys are
-unexpected there and ignored. `load_backbone_weights(model, path)` also takes ports in other layouts
+unexpected there and ignored. `ocula.engine.weights.load_backbone_weights(model, path)` also takes ports in other layouts
 (the EfficientNet-Lite ImageNet files) through `ocula.engine.weights.load_weights`.
 
 `build_detector` also wraps torchvision's own detectors by name (`fcos_resnet50_fpn`, ...) behind the same
@@ -33,7 +33,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from ocula.engine.weights import LoadReport, load_weights
 from ocula.errors import OculaError, unknown
 
 # Provisional: the train-step probe (256 px, batch 16, 2 cores) is still running.
@@ -65,6 +64,8 @@ class _Channels(nn.Module):
 
 class Detector(nn.Module):
     """timm backbone (strides 8/16/32) → FPN P3-P7 → torchvision FCOS or RetinaNet head."""
+
+    loads_backbone_weights = True  # a classifier's weights file fills `backbone` (engine.weights.load_backbone_weights)
 
     def __init__(self, num_classes: int, img_size: int, *, head: str = "fcos", backbone: str = DEFAULT_BACKBONE,
                  pretrained_backbone: bool = False, fpn_channels: int = DEFAULT_FPN_CHANNELS, head_convs: int = 4,
@@ -274,29 +275,3 @@ def build_detector(name: str, num_classes: int, *, backbone: str = DEFAULT_BACKB
     model.ocula_arch = {"name": name, "num_classes": num_classes, "in_chans": 3, "input_size": img_size,
                         "kwargs": kwargs}
     return model
-
-
-def load_backbone_weights(model: nn.Module, source) -> LoadReport:
-    """Load classifier weights (a timm checkpoint, or a port such as the EfficientNet-Lite ImageNet file)
-    into `model.backbone` (a Detector or its timm features module).
-
-    `load_weights(model.backbone, path)` works when the file's names are timm's; a port is paired by
-    position, which needs the file and the model to hold the same tensors, and a features_only module
-    lacks the classifier's last conv and head. So the file goes into the whole timm classifier first,
-    whose backbone tensors are then copied by name. The report counts the backbone's tensors."""
-    import timm
-
-    features = model.backbone if isinstance(model, Detector) else model
-    arch = (getattr(features, "pretrained_cfg", None) or {}).get("architecture")
-    if not arch:
-        raise OculaError("load_backbone_weights needs a timm features_only backbone (it names its architecture)")
-    full = timm.create_model(arch, pretrained=False)
-    report = load_weights(full, source)
-    full_state, want = full.state_dict(), features.state_dict()
-    shared = {k: v for k, v in full_state.items() if k in want and v.shape == want[k].shape}
-    features.load_state_dict(shared, strict=False)
-    loaded = [k for k in shared if k not in report.missing]
-    report.missing = [k for k in want if k not in loaded]
-    report.loaded, report.total = len(loaded), len(want)
-    report.unexpected = report.unexpected + [k for k in full_state if k not in want]  # the classifier's tail
-    return report
