@@ -35,10 +35,15 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ocula.errors import OculaError, unknown
 
-# Provisional: the train-step probe (256 px, batch 16, 2 cores) is still running.
-DEFAULT_BACKBONE = "resnet18"
-# 256 FPN channels and 4 head convs (torchvision's) cost more than a resnet18 backbone at 256 px on
-# 5 levels; 128 channels keep the head below the backbone. Pass fpn_channels=256 for the paper's head.
+# Measured (issue 25): FCOS train step, 256 px, batch 16, 2 cores shared with other jobs, fp32, s/step:
+# efficientnet_lite0 29, mobilenetv3_large_100 32, resnet18 38, resnet10t 43 (noisy: load 5-7). Backbone
+# MACs per image: 0.48, 0.28, 2.37, 1.43, but the 128-channel head costs 1.62 on every backbone, so the
+# light ones win by ~25%, not 5x. lite0 is the fastest measured and the one ImageNet file that loads offline
+# (load_backbone_weights), so scratch and pretrained runs share a default. bf16 autocast is not the
+# default anywhere: this CPU has AVX2 without AVX512-BF16/AMX, and a resnet18 bf16 step took over 4x fp32.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+# With torchvision's 256 FPN channels the FCOS head costs 6.5 GMAC per 256 px image (FPN 0.9), 2.7x a
+# whole resnet18; 128 channels cut it to 1.6 (FPN 0.2). Pass fpn_channels=256 for the paper's head.
 DEFAULT_FPN_CHANNELS = 128
 
 DETECTION_MODELS: dict[str, str] = {
