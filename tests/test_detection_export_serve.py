@@ -91,10 +91,13 @@ def test_onnx_predicts_the_same_boxes_as_pytorch_at_any_batch_size(exported, clf
     assert torch.allclose(onnx_clf.logits(x), clf.logits(x), atol=1e-4)
 
 
-def test_predict_endpoint_answers_boxes_in_the_image_pixels(clf, images):
+@pytest.mark.parametrize("backend", ["pytorch", "onnx"])
+def test_predict_endpoint_answers_boxes_in_the_image_pixels(backend, clf, exported, images):
     clf.box_threshold = 0.05
     want = clf.predict(images[:3])
-    with TestClient(create_app(clf, "det", max_wait_ms=1)) as c:
+    served = clf if backend == "pytorch" else OnnxClassifier.load(exported[0])
+    served.box_threshold = 0.05
+    with TestClient(create_app(served, "det", max_wait_ms=1)) as c:
         r = c.post("/predict?topk=3", files=[("files", (Path(p).name, read(p), "image/jpeg")) for p in images[:3]])
         assert r.status_code == 200, r.text
         got = r.json()["predictions"]
@@ -138,3 +141,53 @@ def test_tritonclient_reads_the_detections(clf, images):
                 c.infer("det", [inp], outputs=[httpclient.InferRequestedOutput("logits")])
         finally:
             c.close()
+
+
+def test_int8_is_attempted_and_its_gate_decides(exported, detection_run, photo_objects):
+    """Static QDQ int8 of the detector: written, and gated by the same measures (whether it holds is the data's
+    answer; on this 2-epoch model it is reported, not assumed)."""
+    from ocula.export.gate import accuracy_gate
+    from ocula.export.quantize import quantize_int8
+
+    int8 = exported[0].with_name("model.int8.onnx")
+    info = quantize_int8(exported[0], int8, photo_objects, calib_size=16)
+    assert info["method"].startswith("static")
+    model = OnnxClassifier.load(int8)
+    assert model.precision == "int8"
+    gate = accuracy_gate(Classifier.load(detection_run, device="cpu"), model)
+    assert gate["max_drop_points"] == 2.0 and 0 <= gate["agreement"] <= 1
+    assert gate["passed"] == (gate["agreement"] >= gate["min_agreement"] and abs(gate["delta_mAP_points"]) <= 2.0)
+    assert (gate["reason"] is None) == gate["passed"]
+
+
+def test_page_draws_the_boxes_over_the_image(detection_run, images, tmp_path):
+    """The page at `/` in headless Chromium (see tests/test_serve_browser.py): a detector's boxes are drawn on a
+    canvas over the uploaded image, in the palette's colours."""
+    pytest.importorskip("selenium")
+    from browser import INSTALLED, MISSING, headless_chromium
+
+    if not INSTALLED:
+        pytest.skip(MISSING)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    model = Classifier.load(detection_run, device="cpu")
+    model.box_threshold = 0.1
+    image = next(p for p in images if model.predict(p).boxes)
+    first = model.predict(image).boxes[0]["box"]
+    with headless_chromium(tmp_path / "profile", window="900,620") as browser, \
+            BackgroundServer(create_app(model, "det")) as server:
+        browser.get(server.url + "/")
+        browser.find_element(By.ID, "file").send_keys(image)
+        WebDriverWait(browser, 20).until(lambda d: "box" in d.find_element(By.ID, "status").text)
+        canvas = browser.find_element(By.ID, "boxes")
+        assert canvas.is_displayed() and not browser.find_element(By.ID, "preview").is_displayed()
+        scale = 360 / 64  # the canvas is 360 px on its long side; the photo-objects images are 64 px
+        x, y = round(first[0] * scale), round((first[1] + first[3]) / 2 * scale)  # the first box's left edge
+        pixel = browser.execute_script(
+            "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data)"
+            ".slice(0, 3)", canvas, x, y)
+        palette = [(37, 99, 235), (220, 38, 38), (22, 163, 74), (217, 119, 6), (147, 51, 234), (8, 145, 178),
+                   (219, 39, 119), (101, 163, 13)]
+        assert min(max(abs(a - b) for a, b in zip(pixel, c)) for c in palette) <= 8, pixel  # antialiased edge
+        assert browser.find_elements(By.CSS_SELECTOR, "#results li")
