@@ -25,6 +25,10 @@ from ocula.tasks.folds import Folds, shuffled_folds
 DEFAULT_MODEL = "fcos"  # ocula.models.detectors: a timm backbone, torchvision's FPN and FCOS head
 PROBE_CROP = 32  # side of the box crops the flip probe learns from (engine.flip_probe)
 PROBE_MAX_CROPS = 2000
+# A detector from scratch needs many passes over a small set; a CPU gives it minutes. 6,000 images seen is
+# 20 epochs of 300 images, about ten minutes on two CPU cores at 224 px (docs/benchmarks.md, issue 25).
+DEFAULT_IMAGES_SEEN = 6000
+MIN_EPOCHS, MAX_EPOCHS = 10, 300
 # The export gate: an exported detector must find the PyTorch model's confident boxes (score >= CONFIDENT, same
 # class, IoU >= 0.5) and the PyTorch model its boxes, both at least MIN_BOX_AGREEMENT of the time.
 CONFIDENT, MIN_BOX_AGREEMENT = 0.3, 0.95
@@ -46,6 +50,12 @@ class DetectionTask(Task):
     @classmethod
     def default_augment(cls) -> tuple[str, str]:
         return "light", "augment light, box-aware: zoom 0.6-1.4 and shifts with the boxes moved along (boxes)"
+
+    @staticmethod
+    def default_epochs(images: int, batch: int) -> tuple[int, str]:
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, -(-DEFAULT_IMAGES_SEEN // max(1, images))))
+        return epochs, (f"{images} training images: about tasks.detection.DEFAULT_IMAGES_SEEN images seen "
+                        f"(between MIN_EPOCHS and MAX_EPOCHS epochs)")
 
     @staticmethod
     def default_model() -> tuple[str, str]:
