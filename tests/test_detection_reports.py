@@ -50,7 +50,7 @@ def test_evaluate_prints_map_and_ap_per_class_not_accuracy(detection_run, photo_
     done = subprocess.run([sys.executable, "-m", "ocula", "evaluate", detection_run, photo_objects, "--out",
                            str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    head = done.stdout.splitlines()[1]
+    head = next(line for line in done.stdout.splitlines() if line.startswith("images="))
     assert "mAP=" in head and "mAP50=" in head and "mAP75=" in head
     assert "accuracy" not in done.stdout and "Traceback" not in done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
