@@ -122,8 +122,9 @@ def main() -> None:
             budget, img_size = budget or found["wall_s"], found["img_size"]
         elif row == "torchvision":
             size = img_size or 224
+            same_model = ["--backbone", "efficientnet_lite0", "--fpn-channels", "64", "--head-convs", "2"]  # ocula's
             found = run_peer("detection_torchvision_loop.py", coco, budget, ["--img-size", str(size), "--threads",
-                             str(args.threads)], args.work / "torchvision.json")
+                             str(args.threads)] + same_model, args.work / "torchvision.json")
             found = {"row": "torchvision", **found.get("result", found)}
         elif row == "yolo":
             size = img_size or 224

@@ -88,12 +88,15 @@ class TimmBackboneWithFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
 
 
-def build_model(backbone: str, num_classes: int, img_size: int):
+def build_model(backbone: str, num_classes: int, img_size: int, fpn_channels: int = 256, head_convs: int = 4):
     from torchvision.models.detection import FCOS
+    from torchvision.models.detection.fcos import FCOSHead
 
     # FCOS's default anchor generator has 5 levels (8..128 px), matching P3-P7 here
-    return FCOS(TimmBackboneWithFPN(backbone), num_classes=num_classes, min_size=img_size, max_size=img_size,
-                score_thresh=0.05, detections_per_img=100)
+    body = TimmBackboneWithFPN(backbone, fpn_channels)
+    head = FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs)  # one anchor (point) per location
+    return FCOS(body, num_classes=num_classes, min_size=img_size, max_size=img_size, score_thresh=0.05,
+                detections_per_img=100, head=head)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -103,6 +106,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget-s", type=float, required=True, help="training wall-clock budget, seconds")
     ap.add_argument("--backbone", default="resnet18", help="timm model name (features_only)")
     ap.add_argument("--img-size", type=int, default=256)
+    ap.add_argument("--fpn-channels", type=int, default=256, help="FPN and head width (torchvision's: 256)")
+    ap.add_argument("--head-convs", type=int, default=4, help="convs per head branch (torchvision's: 4)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
@@ -126,7 +131,7 @@ def main(argv=None) -> dict:
     print(f"data {args.data}: {len(train_paths)} train / {len(test_paths)} test images, {K} classes, "
           f"{sum(map(len, train_t))} train boxes", flush=True)
 
-    model = build_model(args.backbone, K, args.img_size)
+    model = build_model(args.backbone, K, args.img_size, args.fpn_channels, args.head_convs)
     n_params = sum(p.numel() for p in model.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
