@@ -134,3 +134,11 @@ def test_labels_are_one_padded_tensor_per_batch(photo_objects):
     assert labels.ndim == 3 and labels.shape[2] == 5
     real = labels[labels[..., 0] >= 0]
     assert (real[:, 1:] >= 0).all() and (real[:, 1:] <= 1).all() and (real[:, 3] > real[:, 1]).all()
+
+
+def test_evaluate_on_hostile_annotations_names_what_it_skipped(detection_run, tmp_path):
+    root = tmp_path / "hostile-eval"
+    write_photo_objects(root, train=12, test=4, size=64, classes=3, hostile=True, seed=3)
+    report = ocula.evaluate(detection_run, str(root), split="train")
+    assert report["images"] >= 8 and 0.0 <= report["mAP"] <= 1.0
+    assert report["skipped"] and all("\n" not in str(s) for s in report["skipped"])
