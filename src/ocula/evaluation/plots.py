@@ -116,8 +116,10 @@ def _groups(columns: dict[str, np.ndarray]) -> list[tuple[str, list[str]]]:
         return "acc" in c or c.split("_")[-1].startswith("top") or is_monitor(c)
 
     usable = [c for c, v in columns.items() if c != "epoch" and np.isfinite(v).any()]
+    scores = [c for c in usable if is_acc(c) and "loss" not in c]
+    named = "accuracy" if any("acc" in c for c in scores) or not scores else " / ".join(c.split("/")[-1] for c in scores)
     groups = [("loss", [c for c in usable if "loss" in c]),
-              ("accuracy", [c for c in usable if is_acc(c) and "loss" not in c]),
+              (named, scores),  # a detector's run has mAP and no accuracy
               ("learning rate", [c for c in usable if is_lr(c)])]
     return [(label, cols) for label, cols in groups if cols]
 
