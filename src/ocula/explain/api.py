@@ -23,6 +23,7 @@ import torch.nn as nn
 from ocula import log
 from ocula.errors import BadImageError, OculaError, did_you_mean
 from ocula.explain import overlay
+from ocula.explain.boxes import box_map, box_method
 from ocula.explain.cam import CAM_METHODS, cam_maps
 from ocula.explain.reference import REFERENCE_METHODS, reference_maps
 from ocula.explain.rollout import attention_gradient_maps, rollout_maps
@@ -45,10 +46,16 @@ class Explanation:
     predicted_prob: Optional[float] = None
     view: Optional[np.ndarray] = None  # uint8 (H, W, C), or (T, H, W, C): the pixels the model saw
     error: Optional[str] = None
+    box: Optional[list] = None  # detection: the explained box, x1, y1, x2, y2 in [0, 1]; prob is its score
+    layer: Optional[str] = None  # detection: the CAM layer of this box (the stage of its FPN level)
+    note: Optional[str] = None  # detection: why the map is blank, when it is
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("source", "target", "label", "prob", "predicted",
-                                                "predicted_prob", "error")}
+        row = {k: getattr(self, k) for k in ("source", "target", "label", "prob", "predicted",
+                                               "predicted_prob", "error")}
+        if self.box is not None:
+            row.update(box=self.box, score=self.prob, layer=self.layer, note=self.note)
+        return row
 
 
 # ---------------------------------------------------------------------------- level 1: tensors
@@ -121,6 +128,8 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
 
     clf = as_classifier(model_or_run)
     index = target_index(target, clf.classes)
+    if clf.task.explains_boxes:
+        return _explain_boxes(clf, images, box_method(method), index, layer, progress)
     results, tensors = _load_inputs(clf, images)
     ready = [i for i, r in enumerate(results) if r.error is None]
     starts = range(0, len(ready), batch_size)
@@ -136,6 +145,24 @@ def explain_images(model_or_run, images, method: str = "auto", target=None, laye
                 results[i] = _per_label(clf, results[i], tensors[i], p, method, layer, options)
         del maps, logits, x
     return [r for item in results for r in (item if isinstance(item, list) else [item])]
+
+
+def _explain_boxes(clf, images, method: str, index: Optional[int], layer, progress: bool) -> list[Explanation]:
+    """A detector: per image, the map of its best box (of class `index` when given); explain.boxes."""
+    results, tensors = _load_inputs(clf, images)
+    ready = [i for i, r in enumerate(results) if r.error is None]
+    for i in log.progress(ready, desc=f"explain boxes ({method})", unit="image",
+                          disable=not progress or len(ready) < 2):
+        found = box_map(clf.model, tensors[i].to(clf.device), index, method, layer)
+        r = results[i]
+        if "error" in found:
+            r.error = found["error"]
+            continue
+        r.map, r.box, r.layer, r.note = found["map"], found["box"], found["layer"], found["note"]
+        r.target, r.prob = found["class"], found["score"]
+        r.label = clf.classes[r.target]
+        r.predicted, r.predicted_prob = clf.classes[found["top"][0]], found["top"][1]
+    return results
 
 
 def _per_label(clf, first: Explanation, x: torch.Tensor, probs: torch.Tensor, method: str, layer, options) -> list:
@@ -257,14 +284,14 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
     """Explain inputs and write, under `out`: one overlay PNG per input, grid.png (several inputs),
     maps.npz (map_0000, … in input order) and summary.json. → the summary."""
     clf = as_classifier(model_or_run)
-    chosen = resolve_method(clf.model, method)
+    chosen = box_method(method) if clf.task.explains_boxes else resolve_method(clf.model, method)
     results = explain_images(clf, inputs, chosen, target, layer, batch_size=batch_size, **options)
     out = Path(out)
     panels, rows, arrays = [], [], {}
     for i, r in enumerate(results):
         row = r.to_dict()
         if r.error is None:
-            picture = _panel(r, clf.modality)
+            picture = _panel(r, clf.modality)  # a detection's box is drawn on it
             row["overlay"] = overlay.save_png(picture, out / f"{i:04d}_{_stem(r.source)}.png")
             row["map_key"] = f"map_{i:04d}"
             arrays[row["map_key"]] = r.map.astype(np.float16)  # 2 bytes a pixel is plenty for [0, 1]
@@ -274,8 +301,11 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
         overlay.save_png(overlay.grid(panels, cols), out / "grid.png")
     if arrays:
         write_npz(out / "maps.npz", arrays)
+    layers = sorted({r.layer for r in results if r.layer})
     summary = {"model": str(getattr(model_or_run, "name", model_or_run)), "method": chosen,
-               "layer": _layer_name(clf.model, chosen, layer), "target": target, "out": str(out),
+               "layer": ", ".join(layers) if layers else layer if clf.task.explains_boxes
+               else _layer_name(clf.model, chosen, layer),
+               "target": target, "out": str(out),
                "explained": len(arrays), "errors": sum(1 for r in results if r.error), "items": rows}
     write_json(out / "summary.json", summary)
     return summary
@@ -283,7 +313,8 @@ def explain_to_folder(model_or_run, inputs, out: Union[str, Path] = "maps", meth
 
 def _panel(r: Explanation, modality: Modality):
     title = f"{r.label} {r.prob:.2f}" + ("" if r.label == r.predicted else f" (pred {r.predicted} {r.predicted_prob:.2f})")
-    return overlay.sample_panel(modality.stills(r.view), modality.stills(r.map), title)
+    title += " (flat map)" if r.note else ""
+    return overlay.sample_panel(modality.stills(r.view), modality.stills(r.map), title, box=r.box)
 
 
 def _layer_name(model: nn.Module, method: str, layer: Optional[str]) -> Optional[str]:

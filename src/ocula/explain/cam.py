@@ -111,6 +111,14 @@ def _method_image(method, model, x, layer, acts, grads, classes, batch_size) -> 
     return engine.get_cam_image(x, layer.module, targets, acts, grads, False)
 
 
+def cam_image(method: str, model: nn.Module, x: torch.Tensor, layer: TargetLayer, acts: np.ndarray,
+              grads: np.ndarray) -> np.ndarray:
+    """A gradient method's mathematics on activations and gradients captured by the caller (for any scalar
+    target, e.g. one detected box's logit: explain.boxes) → (N, h, w)."""
+    engine = _library_method(method, model)
+    return engine.get_cam_image(x, layer.module, [None] * len(acts), acts, grads, False)
+
+
 def _library_method(method: str, model: nn.Module):
     try:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM

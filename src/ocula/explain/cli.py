@@ -12,12 +12,14 @@ def register(subparsers) -> dict:
     p = subparsers.add_parser("explain", help="saliency maps: CAMs for CNNs, attention rollout for ViTs",
                               description="Explain predictions: writes an overlay PNG per input, grid.png, "
                               "maps.npz and summary.json.", formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="default method: gradcam for CNNs, rollout for vision transformers")
+                              epilog="default method: gradcam for CNNs, rollout for vision transformers, "
+                              "layercam on the top box for detectors")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("inputs", nargs="+", help="image files, folders, globs or CSV manifests")
     p.add_argument("--method", default="auto", choices=METHOD_CHOICES, metavar="METHOD",
                    help=f"one of {', '.join(METHOD_CHOICES)} (default: auto)")
-    p.add_argument("--target", help="class name or index to explain (default: each image's prediction)")
+    p.add_argument("--target", help="class name or index to explain (default: each image's prediction; "
+                   "a detector: the best box of that class, else each image's top box)")
     p.add_argument("--layer", help="CAM target layer by module name (default: chosen per architecture)")
     p.add_argument("--out", default="maps", metavar="DIR", help="output folder (default: maps/)")
     p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout only")
@@ -34,6 +36,8 @@ def cmd_explain(args) -> int:
                                 discard_ratio=args.discard_ratio)
     for item in summary["items"]:
         shown = f"ERROR: {item['error']}" if item["error"] else f"{item['label']} {item['prob']:.3f}"
+        if item.get("box"):
+            shown += " box " + " ".join(f"{v:.3f}" for v in item["box"]) + (f" ({item['note']})" if item.get("note") else "")
         print(f"{display_name(item['source'], line=True)[-60:]:<60}  {shown}")
     layer = f" on layer {summary['layer']}" if summary["layer"] else ""
     print(f"{summary['method']}{layer}: {summary['explained']} maps in {summary['out']}/ "

@@ -44,12 +44,19 @@ def as_rgb(view) -> np.ndarray:
     return np.repeat(arr, 3, -1) if arr.shape[-1] == 1 else arr
 
 
-def panel(view, heat: np.ndarray, title: str = "") -> Image.Image:
-    """The image and its overlay side by side, under a one-line title."""
+def panel(view, heat: np.ndarray, title: str = "", box=None) -> Image.Image:
+    """The image and its overlay side by side, under a one-line title; `box` (x1, y1, x2, y2 in [0, 1]): a
+    detection's box, drawn on both."""
     rgb = as_rgb(view)
-    pair = np.concatenate([rgb, np.full((rgb.shape[0], max(1, rgb.shape[1] // 32), 3), 255, np.uint8),
-                           blend(rgb, heat)], 1)
-    return _titled(_enlarge(Image.fromarray(pair)), title)
+    gap = max(1, rgb.shape[1] // 32)
+    pair = Image.fromarray(np.concatenate([rgb, np.full((rgb.shape[0], gap, 3), 255, np.uint8), blend(rgb, heat)], 1))
+    if box is not None:
+        h, w = rgb.shape[:2]
+        x1, y1, x2, y2 = (v * s for v, s in zip(box, (w, h, w, h)))
+        draw = ImageDraw.Draw(pair)
+        for dx in (0, w + gap):
+            draw.rectangle([x1 + dx, y1, max(x1, x2 - 1) + dx, max(y1, y2 - 1)], outline=(0, 255, 0))
+    return _titled(_enlarge(pair), title)
 
 
 def clip_panel(views: Sequence, heats: np.ndarray, title: str = "") -> Image.Image:
@@ -60,11 +67,11 @@ def clip_panel(views: Sequence, heats: np.ndarray, title: str = "") -> Image.Ima
     return _titled(_enlarge(Image.fromarray(row)), title)
 
 
-def sample_panel(views: Sequence, heats: Sequence, title: str = "") -> Image.Image:
+def sample_panel(views: Sequence, heats: Sequence, title: str = "", box=None) -> Image.Image:
     """One explained sample as its modality's stills (`Modality.stills`): a single still beside its overlay,
     several (a clip's frames) as a strip of overlays."""
     if len(views) == 1:
-        return panel(views[0], heats[0], title)
+        return panel(views[0], heats[0], title, box)
     return clip_panel(views, np.stack(heats), title)
 
 
