@@ -101,14 +101,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/ocula-det-bench"))
     ap.add_argument("--train", type=int, default=300)
     ap.add_argument("--test", type=int, default=150)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=160, help="image side (160: a row fits in minutes on a CPU)")
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-s", type=float, help="peers' budget (default: the ocula row's wall clock)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="every row's torch threads (OMP_NUM_THREADS)")
     ap.add_argument("--lite0", default=None, help="the ImageNet EfficientNet-Lite0 .pth (default: the PyPI package's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # ocula's rows read it; the peers also get --threads
     args.work.mkdir(parents=True, exist_ok=True)
     result = {"machine": print_machine(), "data": vars(args).copy(), "rows": []}
     result["data"]["work"] = str(args.work)
@@ -156,5 +157,4 @@ def lite0_file() -> str:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
     main()
