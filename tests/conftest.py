@@ -87,3 +87,19 @@ def detection_run(photo_objects, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("runs") / "det"
     ocula.train(photo_objects, backbone="test_efficientnet", epochs=2, out=str(out), seed=0)
     return str(out)
+
+
+def bright_squares(n: int, size: int = 64, seed: int = 0):
+    """n images of a bright square (16-32 px) on dim noise, normalised-looking floats, with its box as a
+    detection target (n, 2, 5): what a tiny detector learns in a few dozen steps."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g) * 0.2 - 1.0
+    t = torch.full((n, 2, 5), -1.0)
+    for i in range(n):
+        w = int(torch.randint(16, 33, (1,), generator=g))
+        x0, y0 = (int(v) for v in torch.randint(0, size - w, (2,), generator=g))
+        x[i, :, y0:y0 + w, x0:x0 + w] = 1.5
+        t[i, 0] = torch.tensor([0, x0 / size, y0 / size, (x0 + w) / size, (y0 + w) / size])
+    return x, t

@@ -18,22 +18,14 @@ from scipy.stats import spearmanr
 from ocula.errors import OculaError
 from ocula.explain.boxes import box_map, mass_inside
 from ocula.models.detection import build_detector
+from tests.conftest import bright_squares
 
 TINY = "test_efficientnet"
 S = 64
 
 
-def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images of a bright square (16-32 px) on dim noise, with its box (as tests/test_detection_model.py)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, S, S, generator=g) * 0.2 - 1.0
-    t = torch.full((n, 2, 5), -1.0)
-    for i in range(n):
-        w = int(torch.randint(16, 33, (1,), generator=g))
-        x0, y0 = (int(v) for v in torch.randint(0, S - w, (2,), generator=g))
-        x[i, :, y0:y0 + w, x0:x0 + w] = 1.5
-        t[i, 0] = torch.tensor([0, x0 / S, y0 / S, (x0 + w) / S, (y0 + w) / S])
-    return x, t
+def squares(n: int, seed: int):
+    return bright_squares(n, S, seed)
 
 
 def detector(seed: int):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from ocula.engine.weights import load_weights
+from ocula.engine.weights import load_backbone_weights, load_weights
 from ocula.errors import OculaError
-from ocula.engine.weights import load_backbone_weights
 from ocula.models.detection import DETECTION_MODELS, Detector, build_detector
+from tests.conftest import bright_squares
 
 TINY = "test_efficientnet"  # 82k parameters, strides 8/16/32
 S = 64
@@ -118,17 +118,8 @@ def test_state_dict_round_trip_and_deepcopy():
     assert c.head is c._tv.head and c.head is not a.head
 
 
-def squares(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images of a bright square (16-32 px) on dim noise, with its box."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, S, S, generator=g) * 0.2 - 1.0
-    t = torch.full((n, 2, 5), -1.0)
-    for i in range(n):
-        w = int(torch.randint(16, 33, (1,), generator=g))
-        x0, y0 = (int(v) for v in torch.randint(0, S - w, (2,), generator=g))
-        x[i, :, y0:y0 + w, x0:x0 + w] = 1.5
-        t[i, 0] = torch.tensor([0, x0 / S, y0 / S, (x0 + w) / S, (y0 + w) / S])
-    return x, t
+def squares(n: int, seed: int = 0):
+    return bright_squares(n, S, seed)
 
 
 def test_overfits_a_bright_square():
