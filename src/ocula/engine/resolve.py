@@ -125,10 +125,10 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     train_samples, val_samples, skipped = setup.decode_splits(splits, contract, cfg, modality)
     flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
                                   len(splits.classes), modality, device)
-    batch_size = _batch_size(cfg, len(train_samples))
+    batch_size = _batch_size(cfg, len(train_samples), task_kind)
     epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value)
     cfg = cfg.replace(batch_size=batch_size.value, epochs=epochs.value)  # before the lr: sgd's scales with the batch
-    peak_lr = _peak_lr(cfg)
+    peak_lr = _peak_lr(cfg, task_kind)
     head_lr = _head_lr(cfg, peak_lr.value)
     precision = _precision(cfg, device)
     freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
@@ -204,9 +204,12 @@ def _flips(cfg: TrainConfig, samples, contract: DataContract, num_classes: int, 
     return dist.broadcast_object(decisions)  # every rank augments the same way
 
 
-def _batch_size(cfg: TrainConfig, images: int) -> Choice:
+def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task) -> Choice:
     if cfg.optim.batch_size is not None:
         return Choice(cfg.optim.batch_size, "set in the config", USER)
+    own = task_kind.default_batch(images)
+    if own is not None:
+        return Choice(own[0], own[1], RULE)
     if cfg.from_weights:
         return Choice(DEFAULT_BATCH, "from pretrained weights: config_sections.DEFAULT_BATCH", RULE)
     batch = min(DEFAULT_BATCH, max(MIN_SMALL_BATCH, images // MIN_STEPS_PER_EPOCH))
@@ -223,9 +226,12 @@ def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
     return Choice(value, why, RULE)
 
 
-def _peak_lr(cfg: TrainConfig) -> Choice:
+def _peak_lr(cfg: TrainConfig, task_kind=tasks.Task) -> Choice:
     if cfg.optim.lr is not None:
         return Choice(cfg.optim.lr, "set in the config", USER)
+    own = task_kind.default_lr(cfg.optim.optimizer, cfg.from_weights)
+    if own is not None:
+        return Choice(own[0], own[1], RULE)
     lr = cfg.peak_lr  # TrainConfig.peak_lr holds the rule and its measurements
     if cfg.optim.optimizer == "sgd":
         why = f"sgd: 0.1 per 256 images, batch {cfg.optim.batch_size}"

@@ -50,6 +50,16 @@ class Task:
         return DEFAULT_EPOCHS, "config_sections.DEFAULT_EPOCHS"
 
     @staticmethod
+    def default_batch(images: int):
+        """(batch size, why) when this task has its own rule; None: the engine's (engine.resolve)."""
+        return None
+
+    @staticmethod
+    def default_lr(optimizer: str, from_weights: bool):
+        """(peak lr, why) when this task has its own rule; None: TrainConfig.peak_lr's."""
+        return None
+
+    @staticmethod
     def default_model():
         """(model name, why) when the data need a model of their own kind (detection: a detector); None: the
         config's model."""
