@@ -1,0 +1,67 @@
+"""`ocula predict RUN INPUTS...`: labels, label sets or boxes per input, on the terminal, as JSON or CSV, and
+(detectors) drawn on the images."""
+from __future__ import annotations
+
+import csv
+
+
+def cmd_predict(args) -> int:
+    from ocula import api
+
+    from ocula.io import write_json, write_output
+
+    preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                                              workers=args.workers, tta=args.tta,
+                                              min_confidence=args.min_confidence, box_threshold=args.box_threshold,
+                                              nms_iou=args.nms_iou)]
+    if args.draw:
+        from ocula.evaluation.detection_plots import draw_predictions
+
+        print(f"drew {draw_predictions(preds, args.draw)} images with their boxes in {args.draw}")
+    if args.json:
+        write_json(args.json, preds)
+    if args.csv:
+        write_output(args.csv, _predictions_csv(preds, args.topk))
+    if "-" not in (args.json, args.csv):
+        from ocula.names import display_name
+
+        names = [display_name(p["source"], line=True) for p in preds]
+        width = min(60, max((len(n) for n in names), default=10))
+        for name, p in zip(names, preds):
+            chosen = p["labels"] if p.get("labels") is not None else p["topk"]  # multilabel: the set
+            if p.get("boxes") is not None:  # detection: every box, not the k best
+                chosen = [{"label": f"{b['label']}@{','.join(f'{v:.0f}' for v in b['box'])}", "prob": b["score"]}
+                          for b in p["boxes"]]
+            shown = p["error"] and f"ERROR: {display_name(p['error'], line=True)}" or "  ".join(
+                f"{t['label']} {t['prob']:.3f}" for t in chosen) or "(no label above its threshold)"
+            print(f"{name[-width:]:<{width}}  {shown}" + ("  (abstain)" if p.get("abstained") else ""))
+        errors = sum(1 for p in preds if p["error"])
+        if errors:
+            print(f"{errors} of {len(preds)} inputs could not be read")
+        abstained = sum(1 for p in preds if p.get("abstained"))
+        if args.min_confidence is not None:
+            print(f"{abstained} of {len(preds)} predictions abstained (top probability below {args.min_confidence:g})")
+    return 1 if preds and all(p["error"] for p in preds) else 0
+
+
+def _predictions_csv(preds: list[dict], topk: int) -> str:
+    import io
+
+    from ocula.names import csv_cell
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if any(p.get("boxes") is not None for p in preds):  # detection: one row per box (an image with none: one empty row)
+        w.writerow(["source", "label", "score", "x1", "y1", "x2", "y2", "error"])
+        for p in preds:
+            for b in p.get("boxes") or [{"label": "", "score": None, "box": [""] * 4}]:
+                w.writerow([csv_cell(p["source"]), b["label"], "" if b["score"] is None else f"{b['score']:.5f}",
+                            *b["box"], p["error"] or ""])
+        return buf.getvalue()
+    w.writerow(["source", "label", "prob", "error"] + [c for i in range(2, topk + 1) for c in (f"label{i}", f"prob{i}")])
+    for p in preds:
+        extra = [v for t in p["topk"][1:] for v in (t["label"], f"{t['prob']:.6f}")]
+        label = "|".join(t["label"] for t in p["labels"]) if p.get("labels") is not None else p["label"] or ""
+        w.writerow([csv_cell(p["source"]), label, "" if p["prob"] is None else f"{p['prob']:.6f}",
+                    p["error"] or ""] + extra)
+    return buf.getvalue()
