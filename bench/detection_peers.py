@@ -122,13 +122,13 @@ def main() -> None:
             found = run_ocula("ocula-default", coco, args.work, [])
             budget, img_size = budget or found["wall_s"], found["img_size"]
         elif row == "torchvision":
-            size = img_size or 224
+            size = img_size or args.size
             same_model = ["--backbone", "efficientnet_lite0", "--fpn-channels", "64", "--head-convs", "2"]  # ocula's
             found = run_peer("detection_torchvision_loop.py", coco, budget, ["--img-size", str(size), "--threads",
                              str(args.threads)] + same_model, args.work / "torchvision.json")
             found = {"row": "torchvision", **found.get("result", found)}
         elif row == "yolo":
-            size = img_size or 224
+            size = img_size or args.size
             found = run_peer("detection_yolo.py", yolo, budget, ["--img-size", str(size), "--threads", str(args.threads),
                              "--gt-coco", str(coco)], args.work / "yolo.json")
             found = {"row": "yolo", **found.get("result", found)}
