@@ -12,6 +12,8 @@ probability 0.98^300 < 0.3 % (1 %: < 5 %), where 24 checks passed it 62 % of the
 """
 from __future__ import annotations
 
+import io
+
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -115,3 +117,20 @@ def _content_is_grey(path: str, tolerance: float = 3.0) -> bool:
     img.thumbnail((64, 64))
     a = np.asarray(img, dtype=np.int16)
     return float(np.abs(a[..., 0] - a[..., 1]).mean() + np.abs(a[..., 1] - a[..., 2]).mean()) <= tolerance
+
+
+EXIF_ORIENTATION, TURNED = 0x0112, (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def shown_size(data: bytes) -> Optional[tuple[int, int]]:
+    """The (width, height) of an encoded image as it is shown (EXIF orientation applied), from its header alone:
+    a detector's boxes are given in these pixels, whatever size the image was decoded at. None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            turned = img.getexif().get(EXIF_ORIENTATION, 1) in TURNED
+        return (h, w) if turned else (w, h)
+    except Exception:  # noqa: BLE001 - the body was decoded already; a header that fails now gives no size
+        return None

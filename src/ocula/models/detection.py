@@ -21,6 +21,7 @@ forward contract, untrained (nothing downloads here).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -77,7 +78,7 @@ class Detector(nn.Module):
     loads_backbone_weights = True  # a classifier's weights file fills `backbone` (engine.weights.load_backbone_weights)
 
     def __init__(self, num_classes: int, img_size: int, *, head: str = "fcos", backbone: str = DEFAULT_BACKBONE,
-                 pretrained_backbone: bool = False, fpn_channels: int = DEFAULT_FPN_CHANNELS, head_convs: int = DEFAULT_HEAD_CONVS,
+                 pretrained_backbone: bool = False, fpn_channels: int = DEFAULT_FPN_CHANNELS, head_convs: Optional[int] = None,
                  score_thresh: float = 0.05, nms_thresh: float | None = None, detections_per_img: int = 100,
                  topk_candidates: int = 1000):
         super().__init__()
@@ -96,10 +97,10 @@ class Detector(nn.Module):
         if head == "fcos":
             anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)  # torchvision's FCOS
             tv = tvd.FCOS(_Channels(fpn_channels), num_classes, anchor_generator=anchors,
-                          head=FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs),
+                          head=FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs or DEFAULT_HEAD_CONVS),
                           nms_thresh=0.6 if nms_thresh is None else nms_thresh, **common)
         else:
-            if head_convs != 4:
+            if head_convs not in (None, 4):
                 raise OculaError("torchvision's RetinaNet head has 4 convs; head_convs applies to fcos only")
             # torchvision's _default_anchorgen: 3 scales x 3 ratios at 4x each level's stride
             sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))

@@ -29,9 +29,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ocula.data.native import shown_size
 from ocula.inference.predictor import Predictor
 from ocula.serve.batching import BatcherBusy, BatcherClosed, MicroBatcher
-from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, image_size, images_to_batch,
+from ocula.serve.limits import (BodyLimit, HeaderLimit, InFlightLimit, Rejected, header, images_to_batch,
                                 read_image_bodies, send_error)
 from ocula.serve.metrics import Metrics, MetricsMiddleware
 from ocula.serve.oip import make_router
@@ -192,7 +193,7 @@ def prediction(model, source: str, data: bytes, probs: torch.Tensor, topk: int, 
     """One image's answer: its top-k (a classifier), the thresholded set (multilabel) or the boxes in its own
     pixels (a detector), as `Predictor` answers."""
     task, classes = model.task, model.classes
-    boxes = task.boxes(probs, classes, image_size(data) or (1, 1), getattr(model, "box_threshold",
+    boxes = task.boxes(probs, classes, shown_size(data) or (1, 1), getattr(model, "box_threshold",
                                                                            Predictor.box_threshold))
     if boxes is not None:  # detection: label/prob are the best box's
         top = [{"label": b["label"], "prob": b["score"]} for b in boxes[:topk]]

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import io
 import json
 from typing import Optional
 
@@ -182,20 +181,3 @@ def images_to_batch(model, bodies: list[tuple[str, bytes]], max_pixels: int) -> 
     tensors = [model.preprocess(decode(data, label, contract.channels, max_pixels, contract.input_size))
                for label, data in bodies]
     return torch.stack(tensors)
-
-
-EXIF_ORIENTATION, TURNED = 0x0112, (5, 6, 7, 8)  # orientations that swap width and height
-
-
-def image_size(data: bytes) -> Optional[tuple[int, int]]:
-    """The (width, height) of an encoded image as it is shown (EXIF orientation applied), from its header alone:
-    a detector's boxes are given in these pixels, whatever size the image was decoded at. None if unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            turned = img.getexif().get(EXIF_ORIENTATION, 1) in TURNED
-        return (h, w) if turned else (w, h)
-    except Exception:  # noqa: BLE001 - the body was decoded already; a header that fails now gives no size
-        return None
