@@ -5,6 +5,25 @@ from __future__ import annotations
 import csv
 
 
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
+    p.add_argument("run", help="run directory or .safetensors bundle")
+    p.add_argument("inputs", nargs="+", help="image files, folders, globs ('*.png') or CSV manifests")
+    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--json", metavar="PATH", help="write predictions as JSON ('-' for stdout)")
+    p.add_argument("--csv", metavar="PATH", help="write predictions as CSV ('-' for stdout)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--min-confidence", type=float, metavar="P", help="mark predictions whose top probability "
+                   "is below P as abstained (choose P from evaluate's risk-coverage figures)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (see evaluate --tta)")
+    g = p.add_argument_group("detectors")
+    g.add_argument("--box-threshold", type=float, metavar="S", help="drop boxes scoring below S (default 0.25)")
+    g.add_argument("--nms-iou", type=float, metavar="IOU", help="non-maximum suppression merges same-class boxes "
+                   "overlapping more than this (default: the model's, FCOS 0.6)")
+    g.add_argument("--draw", metavar="DIR", help="write each image with its boxes drawn to DIR")
+
+
 def cmd_predict(args) -> int:
     from ocula import api
 

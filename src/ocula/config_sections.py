@@ -182,6 +182,13 @@ class RunConfig(Section):
     calibrate: str = option("temperature", "after training, fit a temperature on the validation split so "
                             "probabilities match accuracy (skipped, with the reason, when the split is too "
                             "small); none: keep the raw softmax", ("temperature", "none"))
+    compile: bool = option(False, "torch.compile the model (falls back to eager, with one line, when no compiler "
+                           "is usable; the first-compile time is printed)")
+    engine: str = option("local", "local: this process (or torchrun's); ray: Ray Train's TorchTrainer over "
+                         "ray_workers workers (pip install ocula[ray])", ("local", "ray"))
+    ray_workers: int = option(1, "engine=ray: training workers (--engine ray --ray-workers N)")
+    ray_address: Optional[str] = option(None, "engine=ray: a running Ray cluster to join (default: a local one)")
+    max_failures: int = option(0, "engine=ray: worker failures to survive, each resumed from the last checkpoint")
 
 
 @dataclass
