@@ -1,6 +1,6 @@
 """Run every malformed model file through every command that reads one; print a Markdown table.
 
-    .venv/bin/python docs/bench/reliability_readers_matrix.py RUN_DIR WORK_DIR
+    .venv/bin/python bench/reliability_readers_matrix.py RUN_DIR WORK_DIR
 
 RUN_DIR: a trained ocula run (its weights/best.safetensors and state/last.safetensors are the good
 files the hostile ones are made from). The hostile files come from tests/test_reliability_readers.py.
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("t", HERE / "tests" / "test_reliability_readers.py")
 t = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(t)
