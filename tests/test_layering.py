@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-BASE = {"errors", "names", "version", "io", "log", "weights_file", "environment", "run_dir"}
+BASE = {"errors", "names", "version", "io", "log", "weights_file", "environment", "run_dir", "lazy"}
 LAYERS = [  # lowest first: top-level name under ocula → layer
     BASE,
     {"config", "config_sections", "data", "models"},

@@ -9,6 +9,8 @@ onnx / onnxruntime are imported inside the functions that need them, so this pac
 """
 from __future__ import annotations
 
+from ocula.lazy import lazy_getattr
+
 # Loaded on first use: `ocula --help` imports this package (for its CLI) and must not import torch.
 _EXPORTS = {
     "ExportResult": "ocula.export.pipeline",
@@ -23,10 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ocula.export' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

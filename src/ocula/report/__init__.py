@@ -10,6 +10,8 @@ command that would fill it.
 """
 from __future__ import annotations
 
+from ocula.lazy import lazy_getattr
+
 # Loaded on first use: `ocula --help` imports this package (for its CLI) and must not import torch.
 _EXPORTS = {
     "collect_run": "ocula.report.collect",
@@ -21,10 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ocula.report' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

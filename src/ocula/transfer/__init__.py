@@ -10,6 +10,8 @@ Heavy pieces load on first use, so `import ocula.transfer` stays cheap.
 """
 from __future__ import annotations
 
+from ocula.lazy import lazy_getattr
+
 _EXPORTS = {
     "read_weights": "ocula.engine.weights", "load_weights": "ocula.engine.weights",
     "LoadReport": "ocula.engine.weights", "layer_groups": "ocula.engine.strategies",
@@ -24,10 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ocula.transfer' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
