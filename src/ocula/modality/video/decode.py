@@ -25,7 +25,7 @@ from ocula.data.folders import is_debris
 from ocula.data.images import is_image_path, open_image
 from ocula.data.transforms import interpolation, resize_size
 from ocula.errors import BadImageError
-from ocula.io import atomic_path
+from ocula.data.synth_clips import write_video  # noqa: F401  (re-exported: the writer lives with the generators)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"})
 PAD_MODES = ("repeat", "reject")
@@ -206,24 +206,3 @@ def _video_stream(container, path: str):
     if not streams:
         raise BadClipError(path, "no video stream")
     return streams[0]
-
-
-# ------------------------------------------------------------------------------ writing
-def write_video(path, frames: np.ndarray, fps: int = 12, crf: int = 18) -> None:
-    """uint8 (T, H, W, 3) → an H.264 .mp4 (yuv420p, even sizes), written atomically."""
-    import av
-
-    frames = np.asarray(frames, dtype=np.uint8)
-    t, h, w = frames.shape[:3]
-    if h % 2 or w % 2:
-        raise ValueError("H.264 (yuv420p) needs even frame sizes")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
-            for rgb in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)

@@ -30,7 +30,7 @@ from ocula.data.samples import DatasetSplits, TensorSamples
 from ocula.errors import OculaError, did_you_mean
 from ocula.io import write_json
 from ocula.log import progress
-from ocula.modality.video.decode import write_video
+from ocula.data.synth_clips import write_clip
 
 MOTIONS = {"vertical": ("down", "up"), "horizontal": ("left", "right"), "scale": ("grow", "shrink")}
 FORWARD = {"vertical": "down", "horizontal": "right", "scale": "grow"}  # the coordinate increases
@@ -146,20 +146,10 @@ def write_moving_shapes(out, *, per_class: int = 60, test_per_class: Optional[in
         clips, labels, classes = generate(n, motion=motion, frames=frames, size=size, seed=split_seed)
         for i, (clip, label) in enumerate(progress(list(zip(clips, labels)), desc=f"write {split}", unit="clip",
                                                    leave=False)):
-            _write_clip(Path(out) / split / classes[label] / f"clip_{i:04d}", clip, fmt)
+            write_clip(Path(out) / split / classes[label] / f"clip_{i:04d}", clip, fmt)
         counts[split] = len(labels)
     write_json(Path(out) / "moving_shapes.json", {"motion": motion, "classes": list(MOTIONS[motion]),
                                                   "frames": frames, "size": size, "format": fmt, "seed": seed,
                                                   "counts": counts})
     return counts
 
-
-def _write_clip(stem: Path, clip: np.ndarray, fmt: str) -> None:
-    if fmt == "mp4":
-        write_video(stem.with_suffix(".mp4"), clip)
-        return
-    from PIL import Image
-
-    stem.mkdir(parents=True, exist_ok=True)
-    for j, frame in enumerate(clip):
-        Image.fromarray(frame).save(stem / f"frame_{j:02d}.png")
