@@ -95,8 +95,11 @@ class OptimConfig(Section):
                                        "engine.resolve.MIN_STEPS_PER_EPOCH steps")
     lr: Optional[float] = option(None, "peak; default: the rule of TrainConfig.peak_lr (adamw: from scratch or from "
                                  "weights, lp-ft config.LPFT_LR; sgd: scaled with the batch); RUN/resolved.json says which")
-    optimizer: str = option("adamw", choices=("adamw", "sgd"))
-    weight_decay: float = option(0.05, "never applied to norms and biases")
+    optimizer: str = option("adamw", "adamw, sgd (Nesterov): torch's; the others: timm's create_optimizer_v2 "
+                            "(lion wants an lr 3-10x below adamw's: set --lr)",
+                            ("adamw", "sgd", "lamb", "lion", "adan", "adopt", "nadamw", "radam"))
+    weight_decay: float = option(0.05, "not on 1-d tensors (norms, biases) nor on the model's no_weight_decay() "
+                                 "(tokens, positions): timm's rule")
     momentum: float = option(0.9, "sgd (Nesterov)")
     schedule: str = option("cosine", choices=("cosine", "onecycle", "constant"))
     warmup_epochs: float = option(1.0, "onecycle: fraction of the run is pct_warmup instead")

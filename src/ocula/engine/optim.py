@@ -1,4 +1,10 @@
-"""Optimizers and per-step learning-rate schedules."""
+"""Optimizers and per-step learning-rate schedules.
+
+Which parameters decay is timm's rule, the same for every strategy (`no_decay_names`): no decay on 1-d
+tensors (norms, biases, scales) and on what the model lists in `no_weight_decay()` (timm: class
+tokens, position embeddings, relative position tables). Names are not guessed: a conv in a
+MetaFormer's `token_mixer` or a Mixer's `mlp_tokens` is an ordinary weight and decays.
+"""
 from __future__ import annotations
 
 import math
@@ -6,22 +12,42 @@ import math
 import torch
 import torch.nn as nn
 
+from ocula.errors import OculaError
 
-def param_groups(model: nn.Module, weight_decay: float, extra_groups=None) -> list[dict]:
-    """No weight decay on norms, biases and 1-d parameters (embeddings' scales, tokens)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name
-         else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# Models that declare no `no_weight_decay()` (ocula's seed attention models) keep their positions and
+# class token out of decay under timm's names for them.
+TOKEN_NAMES = ("pos_embed", "cls_token")
+OWN = ("adamw", "sgd")  # built here as ocula always has; every other name is timm's create_optimizer_v2
+
+
+def no_decay_names(model: nn.Module) -> tuple[str, ...]:
+    """Name patterns (fnmatch, as timm matches them) kept out of weight decay besides 1-d tensors."""
+    if hasattr(model, "no_weight_decay"):
+        return tuple(model.no_weight_decay())
+    return TOKEN_NAMES
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups, decay and no decay, by timm's `param_groups_weight_decay`."""
+    from timm.optim import param_groups_weight_decay
+
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay_names(model))
 
 
 def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Groups carry their weight decay (and may carry their own lr); `lr` is the default."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    from timm.optim import create_optimizer_v2
+
+    try:  # groups already split, so timm only builds the optimizer
+        return create_optimizer_v2(groups, opt=name, lr=lr, momentum=momentum)
+    except (AssertionError, ValueError, KeyError) as e:
+        import timm
+
+        raise OculaError(f"optimizer '{name}' is not available in timm {timm.__version__} ({e})") from None
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:

@@ -20,7 +20,7 @@ from typing import Optional
 import torch.nn as nn
 
 from ocula import tasks
-from ocula.config import ModelConfig, TrainConfig
+from ocula.config import ModelConfig, OptimConfig, TrainConfig, choices_of
 from ocula.data.contract import DataContract
 from ocula.engine import distributed as dist
 from ocula.engine.callbacks import Callback
@@ -33,7 +33,9 @@ from ocula.engine import strategies
 from ocula.engine.weights import LoadReport, WeightsSource, load_backbone_weights, load_weights, read_weights
 
 DEFAULT_MODEL = ModelConfig().name
-PROBE_LR_FACTOR = {"adamw": 100, "sgd": 10}  # default head lr of linear-probe --probe sgd, times lr
+# default head lr of linear-probe --probe sgd, times lr: measured for adamw and sgd; timm's other (adaptive)
+# optimizers take adamw's
+PROBE_LR_FACTOR = {name: 10 if name == "sgd" else 100 for name in choices_of(OptimConfig, "optimizer")}
 PROBE_ONLY_BELOW = 20  # training images per class: below, strategy=auto fits the probe and stops there
 
 

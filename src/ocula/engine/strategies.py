@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ocula.config import TransferConfig, choices_of
 from ocula.engine.callbacks import Callback
-from ocula.engine.optim import param_groups as plain_groups
+from ocula.engine.optim import no_decay_names, param_groups as plain_groups
 from ocula.engine.weights import classifier_keys
 from ocula.errors import OculaError
 from ocula.log import logger
@@ -90,9 +90,9 @@ def param_groups(model: nn.Module, strategy: str, lr: float, weight_decay: float
         from timm.optim import param_groups_layer_decay
 
         source = model if hasattr(model, "group_matcher") else _WithMatcher(model)
-        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+        # the plain path's decay rule (engine.optim): 1-d tensors and the model's no_weight_decay() list
         groups = param_groups_layer_decay(source, weight_decay=weight_decay, layer_decay=layer_decay,
-                                          no_weight_decay_list=skip)
+                                          no_weight_decay_list=no_decay_names(model))
         for g in groups:
             g["lr"] = lr * g.pop("lr_scale")
     else:
@@ -103,7 +103,8 @@ def param_groups(model: nn.Module, strategy: str, lr: float, weight_decay: float
 
 
 def _split_head(model: nn.Module, groups: list[dict], head_lr: float) -> list[dict]:
-    head = {id(p) for n, p in model.named_parameters() if n in set(layer_groups(model)[-1])}
+    names = set(layer_groups(model)[-1])  # once: inside the comprehension it was rebuilt per parameter
+    head = {id(p) for n, p in model.named_parameters() if n in names}
     out = []
     for g in groups:
         out.append(dict(g, params=[p for p in g["params"] if id(p) not in head]))
