@@ -14,6 +14,7 @@ and in the separate Ultralytics venv alike.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -150,3 +151,17 @@ def write_json(path: str | Path | None, payload: dict) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"wrote {path}")
+
+
+def peer_parser(doc: str, data_help: str, batch_size: int) -> argparse.ArgumentParser:
+    """The options both peers take, so one command line drives either: data, budget, size, batch, threads, seed."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help=data_help)
+    ap.add_argument("--budget-s", type=float, required=True, help="training wall-clock budget, seconds")
+    ap.add_argument("--img-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the peer's own)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the results here")
+    return ap

@@ -26,7 +26,6 @@ bench/detection_common.score: mAP, mAP50, mAP75) and a RESULT line; --json OUT w
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -101,22 +100,14 @@ def build_model(backbone: str, num_classes: int, img_size: int, fpn_channels: in
 
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="COCO layout directory (train + test splits)")
-    ap.add_argument("--budget-s", type=float, required=True, help="training wall-clock budget, seconds")
+    ap = dc.peer_parser(__doc__, "COCO layout directory (train + test splits)", batch_size=8)
     ap.add_argument("--backbone", default="resnet18", help="timm model name (features_only)")
-    ap.add_argument("--img-size", type=int, default=256)
     ap.add_argument("--fpn-channels", type=int, default=256, help="FPN and head width (torchvision's: 256)")
     ap.add_argument("--head-convs", type=int, default=4, help="convs per head branch (torchvision's: 4)")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
                     help="adamw: lr 1e-3 wd 1e-4; sgd: the references' lr 0.01 momentum 0.9 wd 1e-4")
     ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (adamw) / 0.01 (sgd)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-epochs", type=int, default=10_000, help="a cap besides the budget (default: none)")
-    ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
     if args.threads:

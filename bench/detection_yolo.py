@@ -33,7 +33,6 @@ iou 0.6, max_det 100), Ultralytics' own model.val(split="test") mAPs for referen
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -154,31 +153,23 @@ def _coco_ground_truth(coco_dir: Path, paths: list[Path]):
 
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="YOLO layout directory with data.yaml")
-    ap.add_argument("--budget-s", type=float, required=True, help="training wall-clock budget, seconds (time=)")
+    sys.path.insert(0, str(BENCH_DIR))
+    import detection_common as dc
+
+    ap = dc.peer_parser(__doc__, "YOLO layout directory with data.yaml", batch_size=16)
     ap.add_argument("--model", default="yolo11n.yaml", help="architecture yaml: built from scratch, no weights")
-    ap.add_argument("--img-size", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: Ultralytics' cores - 1)")
     ap.add_argument("--val-slice", type=int, default=16, help="train images in the stand-in val set")
     ap.add_argument("--gt-coco", default=None, help="score against this COCO layout's test split")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="Ultralytics' run directory (default: a fresh temp dir)")
-    ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ocula-yolo-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     _guard_network()
     _offline_ultralytics(work / "config", args.threads)
-    sys.path.insert(0, str(BENCH_DIR))
     import numpy as np
     import torch
     from ultralytics import YOLO, __version__ as ul_version
-
-    import detection_common as dc
 
     if args.threads:
         torch.set_num_threads(args.threads)
