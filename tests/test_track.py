@@ -1,7 +1,10 @@
 """Trackers: a real local MLflow store (SQLite file, and a `mlflow server` process) read back with
-MlflowClient; TensorBoard event files read back with tensorboard's own EventAccumulator; rank 0 only."""
+MlflowClient, the logged pyfunc model loaded back with mlflow.pyfunc; TensorBoard event files (scalars,
+hparams) read back with tensorboard's own EventAccumulator; rank 0 only."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +46,17 @@ def _check_mlflow_run(client, run_dir: Path) -> None:
     for name in ("best_val/accuracy", "train_time_s", "final_val/accuracy", "epochs_run"):
         assert name in run.data.metrics, name
     assert run.data.metrics["epochs_run"] == EPOCHS
+    calibration = json.loads((run_dir / "calibration.json").read_text())  # fitted on val at the end of training
+    assert abs(run.data.metrics["calibration/ece"] - calibration["after"]["ece"]) < 1e-9
+    assert abs(run.data.metrics["calibration/ece_before"] - calibration["before"]["ece"]) < 1e-9
+    assert abs(run.data.metrics["calibration/temperature"] - calibration["temperature"]) < 1e-9
+    resolved = json.loads((run_dir / "resolved.json").read_text())["config"]  # the config as trained
+    assert run.data.params["lr"] == json.dumps(resolved["optim"]["lr"])
+    assert run.data.params["epochs"] == str(EPOCHS) and run.data.params["batch_size"] == "64"
+    config = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert config == {"config/config.json", "config/resolved.json"}
+    local = client.download_artifacts(run.info.run_id, "config/resolved.json", str(run_dir.parent / "dl-config"))
+    assert json.loads(Path(local).read_text())["config"] == resolved
     root = {a.path for a in client.list_artifacts(run.info.run_id)}
     bundle = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
     assert {"report.html", "metrics.csv", "curves.png", "bundle"} <= root
@@ -152,6 +166,80 @@ def test_tensorboard_event_files_load_in_tensorboards_reader(tracked_run):
     config = next(v for k, v in text.items() if k.startswith("config"))
     files = next(v for k, v in text.items() if k.startswith("files"))
     assert "seed_cnn" in config and "best.safetensors" in files and "report.html" in files
+
+
+def test_tensorboard_hparams_hold_the_resolved_config_and_the_final_metrics(tracked_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir, _ = tracked_run
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")  # what the HParams dashboard reads
+    parsed = {tag: plugin_data_pb2.HParamsPluginData.FromString(blob) for tag, blob in content.items()}
+    start = next(p.session_start_info for p in parsed.values() if p.HasField("session_start_info"))
+    experiment = next(p.experiment for p in parsed.values() if p.HasField("experiment"))
+    resolved = json.loads((run_dir / "resolved.json").read_text())["config"]
+    assert start.hparams["model"].string_value == "seed_cnn"
+    assert abs(start.hparams["lr"].number_value - resolved["optim"]["lr"]) < 1e-12
+    assert start.hparams["epochs"].number_value == EPOCHS and start.hparams["hflip"].bool_value is False
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"final/best_val/accuracy", "final/calibration/ece", "final/train_time_s"} <= metrics
+    assert "final/calibration/ece" in acc.Tags()["scalars"]  # the metrics the hparams name are logged
+
+
+def _digit_files(folder: Path, n: int = 12) -> list[str]:
+    """Some of scikit-learn's digits as PNG files, as a user would send them."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = load_digits().images[-n:]  # 0..16
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(str(folder / f"digit-{i}.png"))
+        Image.fromarray((img * 255 / 16).round().astype(np.uint8), "L").save(paths[-1])
+    return paths
+
+
+def test_the_logged_model_predicts_what_ocula_predicts(tracked_run, tmp_path):
+    """`mlflow.pyfunc.load_model("runs:/<id>/model")`: the same labels and probabilities as `ocula predict`,
+    from file paths and from base64 image bytes; unreadable rows come back with their reason."""
+    import mlflow
+    import pandas as pd
+
+    import ocula
+
+    run_dir, uri = tracked_run
+    run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    paths = _digit_files(tmp_path / "digits")
+    ocula_preds = list(ocula.predict(str(run_dir), paths, topk=10))
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert model.metadata.signature.params.to_dict()[0]["name"] == "topk"
+    out = model.predict(pd.DataFrame({"path": paths}), params={"topk": 10})
+    assert list(out.columns[:4]) == ["label", "prob", "label_2", "prob_2"] and out["error"].isna().all()
+    for (_, row), want in zip(out.iterrows(), ocula_preds):
+        assert row["label"] == want.label and abs(row["prob"] - want.prob) < 1e-5
+        got = {row["label"]: row["prob"], **{row[f"label_{k}"]: row[f"prob_{k}"] for k in range(2, 11)}}
+        assert got.keys() == {lab for lab, _ in want.topk}
+        assert all(abs(got[lab] - p) < 1e-5 for lab, p in want.topk)
+
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    encoded = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths[:3]]
+    rows = pd.DataFrame({"path": [None, None, None, str(tmp_path / "broken.png"), None, paths[4]],
+                         "image": [*encoded, None, "%%% not base64", None]})
+    out = model.predict(rows)  # topk 1: label, prob, error
+    assert list(out.columns) == ["label", "prob", "error"]
+    assert list(out["label"][:3]) == [p.label for p in ocula_preds[:3]] and out["error"][:3].isna().all()
+    assert all(abs(a - p.prob) < 1e-5 for a, p in zip(out["prob"][:3], ocula_preds[:3]))
+    assert out["label"][5] == ocula_preds[4].label
+    assert pd.isna(out["label"][3]) and pd.isna(out["prob"][3]) and out["error"][3]  # the reader's reason
+    assert pd.isna(out["label"][4]) and "base64" in out["error"][4]
 
 
 def test_tracker_names_are_checked():

@@ -1,21 +1,18 @@
 """TrackerCallback: the trainer's events → each chosen tracker backend, on rank 0 only."""
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional, Union
 
 from ocula.engine import distributed as dist
 from ocula.engine.callbacks import Callback, default_callbacks
 from ocula.errors import OculaError, did_you_mean
 from ocula.report.callback import ReportCallback
-from ocula.run_dir import RunDir, best_score, is_monitor
+from ocula.run_dir import RunDir
 from ocula.track.mlflow_backend import MLflowBackend
+from ocula.track.record import EPOCH_KEYS, calibration_metrics, final_metrics, numbers
 from ocula.track.tensorboard_backend import TensorBoardBackend
 
 TRACKERS = ("tensorboard", "mlflow")
-# besides these, the validation monitor under the name the logs give it (val/accuracy, val/mAP; val_acc before)
-EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_top5", "lr", "epoch_s", "train_img_per_s")
-FINAL_KEYS = ("best_val_acc", "train_time_s", "epochs_run", "best_epoch")  # best_val_acc: summaries before issue 24
 
 
 def parse_trackers(spec: Union[None, str, Iterable[str]]) -> list[str]:
@@ -52,15 +49,6 @@ def _backend(name: str):
     return MLflowBackend()
 
 
-def _numbers(logs: dict, keys: Iterable[str]) -> dict[str, float]:
-    out = {}
-    for k in [*keys, *(k for k in logs if isinstance(k, str) and is_monitor(k) and k not in keys)]:
-        v = logs.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[k] = float(v)
-    return out
-
-
 def flat_config(cfg) -> dict:
     """The config by the names of the CLI (`lr`, `model`), whether TrainConfig is flat or in sections."""
     flat = getattr(cfg, "flat", None)
@@ -86,23 +74,21 @@ class TrackerCallback(Callback):
             b.start(run, config)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        metrics = _numbers(logs, EPOCH_KEYS)
+        metrics = numbers(logs, EPOCH_KEYS)
         for b in self.backends:
             b.log_epoch(epoch + 1, metrics)
 
     def on_fit_end(self, trainer, logs):
         if not self.backends:
             return
-        final = {**{f"final_{k}": v for k, v in _numbers(logs.get("final") or {}, EPOCH_KEYS).items()},
-                 **_numbers(logs, FINAL_KEYS)}
-        monitor, best = best_score(logs)
-        if monitor and logs.get("monitor"):  # best_val/mAP: the best score, named by what it measures
-            final.update({f"best_{k}": v for k, v in _numbers({monitor: best}, (monitor,)).items()})
         run = RunDir(trainer.run_dir)
-        artifacts = [p for p in (run.weights("best"), run.model, run.metrics_csv, run.curves_png) if p.is_file()]
+        # calibration.json is written before on_fit_end (the trainer calibrates first): its ECE is final
+        final = {**final_metrics(logs), **calibration_metrics(run.read_calibration())}
+        best = run.weights("best")
+        artifacts = [p for p in (best, run.model, run.metrics_csv, run.curves_png) if p.is_file()]
         report = run.report_html
         for b in self.backends:
-            b.finish(final, artifacts, report if report.is_file() else None)
+            b.finish(final, artifacts, report if report.is_file() else None, best if best.is_file() else None)
         self.backends = []
 
 
