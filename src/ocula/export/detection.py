@@ -40,13 +40,8 @@ class BatchedDetections(nn.Module):
     def __init__(self, model: Detector, size: int):
         super().__init__()
         self.model, self.size, self.fcos = model, int(size), model.head_name == "fcos"
-        self.box_coder = model._tv.box_coder  # noqa: SLF001 - the detector's own decoding (FCOS: linear, l/t/r/b)
-        with torch.no_grad():
-            features = model.forward_features(torch.zeros(1, 3, size, size))
-            anchors = model._anchors(size, features, torch.device("cpu"))  # noqa: SLF001 - (A, 4) pixels
-        cells = [f.shape[-2] * f.shape[-1] for f in features]
-        self.per_level = [c * (anchors.shape[0] // sum(cells)) for c in cells]  # anchors of each level
-        self.register_buffer("anchors", anchors.float(), persistent=False)
+        anchors, self.per_level = model.anchors_at(self.size)  # (A, 4) pixels; anchors of each level
+        self.register_buffer("anchors", anchors, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -61,17 +56,11 @@ class BatchedDetections(nn.Module):
             top, idx = score.flatten(1).topk(min(int(m.topk_candidates), a * k), dim=1)  # (B, T)
             anchor_idx, label = torch.div(idx, k, rounding_mode="floor"), idx % k
             codes = reg.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # (B, T, 4)
-            decoded = self.decode(codes.reshape(-1, 4), anchors[anchor_idx.reshape(-1)])
+            decoded = m.decode_boxes(codes.reshape(-1, 4), anchors[anchor_idx.reshape(-1)])
             boxes.append(decoded.reshape(b, -1, 4).clamp(0, self.size))
             scores.append(top)
             labels.append(label)
         return self.suppress(torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(labels, 1), k)
-
-    def decode(self, codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """(N, 4) box codes at (N, 4) anchors → (N, 4) pixel boxes, as torchvision's postprocessing decodes them."""
-        if self.fcos:  # BoxLinearCoder.decode: (N, 4) in, (N, 4) out
-            return self.box_coder.decode(codes, anchors)
-        return self.box_coder.decode_single(codes, anchors)
 
     def suppress(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
         """Candidates (B, N, 4) pixels, (B, N), (B, N) → detections (B, D, 6)."""

@@ -155,6 +155,21 @@ class Detector(nn.Module):
                                                    [(size, size)] * x.shape[0])
             return _to_ocula(dets, size, self.detections_per_img)
 
+    def anchors_at(self, size: int) -> tuple[torch.Tensor, list[int]]:
+        """The (A, 4) fp32 pixel anchors of one S×S image and how many belong to each FPN level, for code that
+        decodes the head's outputs itself (the batched ONNX graph, export.detection)."""
+        with torch.no_grad():
+            features = self.forward_features(torch.zeros(1, 3, size, size))
+        anchors = self._anchors(size, features, torch.device("cpu"))
+        cells = [f.shape[-2] * f.shape[-1] for f in features]
+        return anchors.float(), [c * (anchors.shape[0] // sum(cells)) for c in cells]
+
+    def decode_boxes(self, codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """(N, 4) box codes at (N, 4) anchors → (N, 4) pixel boxes, as the detector's postprocessing decodes them."""
+        if self.head_name == "fcos":  # BoxLinearCoder.decode: (N, 4) in, (N, 4) out
+            return self._tv.box_coder.decode(codes, anchors)
+        return self._tv.box_coder.decode_single(codes, anchors)
+
     def _loss(self, targets, head, anchors, per_level) -> dict:
         if self.head_name == "fcos":
             return dict(self._tv.compute_loss(targets, head, anchors, per_level))
