@@ -1,7 +1,9 @@
-"""Everything DDP in one place: init from torchrun's environment, rank queries, reductions."""
+"""Everything DDP in one place: init from torchrun's environment (or Ray Train's process group), rank queries,
+reductions, and who this torchrun job is across its restarts."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import torch
@@ -25,13 +27,37 @@ def launched_by_torchrun() -> bool:
 
 
 def init(device: torch.device) -> None:
-    """gloo on CPU, nccl on GPU; a no-op outside torchrun."""
+    """gloo on CPU, nccl on GPU; a no-op outside torchrun, and where a launcher (Ray Train) made the group."""
     if not launched_by_torchrun() or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if restart_count() > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's default (static) rendezvous keeps one store across restarts, and the dead attempt's gloo
+        # addresses in it made the restarted ranks dial ports nobody listens on: each attempt gets its own keys.
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"ocula/attempt_{restart_count()}", store),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+        return
     dist.init_process_group(backend=backend)
+
+
+def restart_count() -> int:
+    """0 on torchrun's first attempt (and outside torchrun); N on its N-th restart after a lost worker."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def elastic_job() -> dict | None:
+    """What stays the same across the restarts of one torchrun job, or None outside torchrun. The rendezvous id
+    names a job (`--rdzv-id`, or a fresh uuid under `--standalone`); torchrun's default id is "none", and then
+    the agent process that respawns the workers (this host, our parent) tells one job from the next."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return None
+    if run_id != "none":
+        return {"run_id": run_id}
+    return {"run_id": run_id, "host": socket.gethostname(), "agent_pid": os.getppid()}
 
 
 def local_device(requested: str) -> torch.device:

@@ -4,13 +4,17 @@
     write_run_files(trainer)          # RUN/config.json, resolved.json, split.json, environment.json, data.json
     save_training_state(trainer)      # model, optimizer, scheduler, EMA, scaler, history, RNG states
     load_training_state(trainer)      # --resume: all of that back, or one line saying why not
+    after_restart(cfg)                # torchrun --max-restarts: a restarted attempt resumes its own run
 
 The state is a safetensors file with a JSON header (ocula.weights_file.save_state), so resuming never unpickles.
 """
 from __future__ import annotations
 
+import json
 import random
+import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,6 +23,8 @@ from ocula import bundle, environment
 from ocula.config import TrainConfig, coerce, read_config_file, read_values
 from ocula.engine import distributed as dist
 from ocula.errors import BadWeightsError, OculaError, one_line
+from ocula.io import write_text
+from ocula.log import logger
 from ocula.weights_file import load_state, save_state
 from ocula.run_dir import RunDir
 from ocula.weights_file import load_into
@@ -33,6 +39,56 @@ def write_run_files(trainer) -> None:
     run.write_split(trainer.splits.split_info)
     run.write_environment(environment.describe(trainer.device, trainer.world))
     write_data_file(trainer)
+    job = dist.elastic_job()
+    if job is not None:
+        write_text(_elastic_marker(run.path), json.dumps(job))
+
+
+# ---------------------------------------------------------------------- torchrun restarts
+def _elastic_marker(run_dir) -> Path:
+    """RUN/elastic.json: the torchrun job that writes this run (distributed.elastic_job)."""
+    return Path(run_dir) / "elastic.json"
+
+
+def _default_base(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{Path(cfg.data.source.rstrip('/')).stem or 'data'}-{cfg.model.name}"
+
+
+def _job_run_dir(cfg: TrainConfig, job: dict) -> Optional[str]:
+    """The run directory this torchrun job's first attempt chose: --out, or the newest runs/<data>-<model>[-N]
+    whose marker names this job (without --out a restart would otherwise pick a fresh -N)."""
+    if cfg.run.out:
+        candidates = [Path(cfg.run.out)]
+    else:
+        base = _default_base(cfg)
+        pattern = re.compile(re.escape(base.name) + r"(-\d+)?")
+        candidates = [p for p in base.parent.glob(base.name + "*") if pattern.fullmatch(p.name)]
+    mine = []
+    for path in candidates:
+        try:
+            if json.loads(_elastic_marker(path).read_text()) == job:
+                mine.append(path)
+        except (OSError, ValueError):
+            continue
+    return str(max(mine, key=lambda p: _elastic_marker(p).stat().st_mtime)) if mine else None
+
+
+def after_restart(cfg: TrainConfig) -> TrainConfig:
+    """torchrun --max-restarts: a restarted attempt carries on from the last state its job saved (per epoch), with
+    no flag, so the run ends bit for bit where an uninterrupted one ends. Rank 0 decides (the state lives on its
+    disk) and tells the others. A job killed before its first epoch ended starts again in the same directory."""
+    job = dist.elastic_job()
+    if cfg.run.resume or job is None or dist.restart_count() == 0:
+        return cfg
+    run_dir = _job_run_dir(cfg, job) if dist.is_main() else None
+    has_state = run_dir is not None and RunDir(run_dir).state.is_file()
+    run_dir, has_state = dist.broadcast_object((run_dir, has_state))
+    if run_dir is None:
+        return cfg
+    if dist.is_main():
+        logger.info(f"torchrun restart {dist.restart_count()}: "
+                    + (f"resuming {run_dir} from its last epoch" if has_state else f"starting {run_dir} again"))
+    return cfg.replace(resume=run_dir) if has_state else cfg.replace(out=run_dir)
 
 
 def write_data_file(trainer) -> None:
@@ -91,8 +147,9 @@ def save_training_state(trainer) -> None:
     state = {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
              "scheduler": t.scheduler.state_dict(), "epoch": len(t.history) and t.history[-1]["epoch"],
              "global_step": t.global_step, "history": t.history, "best_metric": t.best_metric,
-             "best_epoch": t.best_epoch, "elapsed_train_s": t.elapsed_train_s,
-             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+             "best_epoch": t.best_epoch, "elapsed_train_s": t.elapsed_train_s, "rng": rng_state()}
+    if t.world > 1:  # every rank's, gathered at the end of the epoch (Trainer._end_epoch)
+        state["rng_ranks"] = t.rank_rng
     if t.ema is not None:
         state["ema"] = t.ema.module.state_dict()
     if t.scaler is not None:
@@ -124,9 +181,19 @@ def _restore(t, path: Path, state: dict) -> None:
     t.start_epoch, t.global_step = int(state["epoch"]), int(state["global_step"])
     t.history, t.elapsed_train_s = list(state["history"]), float(state["elapsed_train_s"])
     t.best_metric, t.best_epoch = state["best_metric"], int(state["best_epoch"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(tuple(state["rng"]["numpy"]))
-    random.setstate(_as_tuples(state["rng"]["python"]))
+    ranks = state.get("rng_ranks") or []
+    set_rng_state(ranks[t.rank] if len(ranks) == t.world else state["rng"])
+
+
+def rng_state() -> dict:
+    """This process's random generators: torch (CPU), numpy and python."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(tuple(rng["numpy"]))
+    random.setstate(_as_tuples(rng["python"]))
 
 
 def _as_tuples(o):

@@ -59,6 +59,8 @@ class Trainer:
         self.device = dist.local_device(cfg.run.device)
         dist.init(self.device)
         self.rank, self.world = dist.rank(), dist.world_size()
+        if splits is None:  # not a cross-fit fold
+            self.cfg = cfg = run_files.after_restart(cfg)  # torchrun restarted us: resume this job's run
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -110,12 +112,13 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=cfg.optim.ema)
-        self.ddp_model = self._wrap_ddp()
+        self.ddp_model = setup.training_module(self._wrap_ddp(), cfg, self.device)  # run.compile: torch.compile
 
         self.callbacks = (default_callbacks(cfg) if callbacks is None else callbacks) + self.transfer.callbacks()
         self.history: list[dict] = []
         self.start_epoch, self.global_step, self.elapsed_train_s = 0, 0, 0.0
         self.best_metric, self.best_epoch, self.is_best, self.should_stop = None, -1, False, False
+        self.rank_rng = None  # every rank's random generators at the end of the last epoch (DDP)
         self.run_dir = cfg.run.resume or cfg.run.out or setup.default_run_dir(cfg)
         self.run_dir = dist.broadcast_object(self.run_dir)
         self._fingerprint = setup.fingerprint(self.splits) if dist.is_main() else ""
@@ -212,6 +215,8 @@ class Trainer:
             logs.update(self.cross_fit.epoch_logs(int(logs["epoch"]), self.monitor))
         self._track_best(epoch, logs)
         self.history.append(logs)
+        if self.world > 1:  # the state saved by rank 0 holds each rank's generators: a restart resumes them all
+            self.rank_rng = dist.all_gather_objects(run_files.rng_state())
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, logs)
         return self.should_stop or self._hit_max_steps()
