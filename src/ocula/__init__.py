@@ -4,12 +4,12 @@ Heavy modules load on first use, so `import ocula` stays fast.
 """
 from ocula.version import __version__
 
-__all__ = ["train", "load", "evaluate", "predict", "import_model", "create_model", "list_models", "Trainer",
-           "TrainConfig", "__version__"]
+__all__ = ["train", "load", "evaluate", "predict", "batch_predict", "import_model", "create_model", "list_models",
+           "Trainer", "TrainConfig", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("train", "load", "evaluate", "predict"):
+    if name in ("train", "load", "evaluate", "predict", "batch_predict"):
         from ocula import api
 
         return getattr(api, name)

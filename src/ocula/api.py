@@ -88,6 +88,30 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
         yield from clf.predict_files(paths, topk=topk, batch_size=batch_size, workers=workers)
 
 
+def batch_predict(model, inputs, out, *, runtime: str = "torch", device: str = "auto", compile: bool = False,
+                  topk: int = 1, batch_size: int = 32, tta: bool = False, min_confidence: Optional[float] = None,
+                  box_threshold: Optional[float] = None, address: Optional[str] = None,
+                  num_cpus: Optional[int] = None, actors: Optional[int] = None) -> dict:
+    """`predict` on Ray Data, for many files: one row per file in the Parquet folder `out` (an existing one is
+    refused) → a summary dict. `runtime`: torch (the bundle), onnx or int8 (a .onnx file, or the run's
+    model.onnx / model.int8.onnx); `address` joins a running Ray cluster ("auto"), else a local one of
+    `num_cpus` starts; `actors`: the most model copies (ocula.inference.batch)."""
+    import functools
+
+    from ocula.inference import batch
+
+    if runtime not in ("torch", "onnx", "int8"):
+        raise OculaError(f"runtime must be torch, onnx or int8, not {runtime!r}")
+    if runtime != "torch":  # each actor opens its own session, with its own threads
+        from ocula.export.runtime import OnnxClassifier
+
+        model = functools.partial(OnnxClassifier.load, str(model), int8=runtime == "int8")
+    source = batch.ModelSource(model if callable(model) else str(model), device, compile, tta,
+                               min_confidence, box_threshold)
+    return batch.batch_predict(source, inputs, out, topk=topk, batch_size=batch_size, address=address,
+                               num_cpus=num_cpus, actors=actors)
+
+
 # ---------------------------------------------------------------------- evaluate
 def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int = 64,
              out_dir: Optional[str] = None, workers: Optional[int] = None, tta: bool = False) -> dict:

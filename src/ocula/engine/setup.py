@@ -18,6 +18,7 @@ from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_
 from ocula.engine.input_choice import default_backbone
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
+from ocula.models.compiled import compile_model
 from ocula.models.registry import create_model, get_spec
 
 
@@ -67,6 +68,13 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
                          pretrained=cfg.model.pretrained is True and not encoder_hub, **kwargs)
     model.ocula_arch["kwargs"].pop("backbone_pretrained", None)  # the bundle holds the weights
     return model
+
+
+def training_module(module: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: `module` (the model, or its DDP wrapper) behind torch.compile with
+    run.compile (eager, with one line, where no compiler is usable), else `module` itself. Evaluation and the
+    saved bundles use the bare model, so a compiled run saves the same weights file."""
+    return compile_model(module, device) if cfg.run.compile else module
 
 
 def to_memory(samples, contract: DataContract, cfg: TrainConfig, desc: str, train: bool = False,

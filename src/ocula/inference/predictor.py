@@ -14,7 +14,8 @@ import torch
 from ocula import bundle, modality, tasks
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples
-from ocula.errors import BadImageError
+from ocula.errors import BadImageError, OculaError
+from ocula.models.compiled import compile_model
 
 
 @dataclass
@@ -56,6 +57,28 @@ class Predictor:
         self.contract = DataContract.from_dict(meta["contract"])
         self.modality = modality.for_meta(meta)
         self.task = tasks.for_meta(meta)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Predictor":
+        """A Predictor with no model: the bundle's preprocessing and task rules alone, for decoding where the
+        model is not (the read stage of ocula.inference.batch)."""
+        reader = cls.__new__(cls)
+        reader._init_contract(meta)
+        return reader
+
+    def configured(self, *, tta: bool = False, min_confidence: Optional[float] = None,
+                   box_threshold: Optional[float] = None) -> "Predictor":
+        """These prediction settings on this predictor (None: unchanged), checked: a probability outside
+        [0, 1] is an OculaError."""
+        for name, value in (("min_confidence", min_confidence), ("box_threshold", box_threshold)):
+            if value is not None and not 0 <= float(value) <= 1:
+                raise OculaError(f"{name} must be a probability in [0, 1], not {value}")
+        self.tta = tta or self.tta
+        if min_confidence is not None:
+            self.min_confidence = float(min_confidence)
+        if box_threshold is not None:
+            self.box_threshold = float(box_threshold)
+        return self
 
     @property
     def name(self) -> str:
@@ -159,9 +182,15 @@ class Predictor:
             for path, reason in bad:
                 yield Prediction(path, error=reason)
             if x is not None:
-                probs = self.probabilities(x)
-                for i, pr in zip(idx.tolist(), probs):
-                    yield self._result(paths[i], pr, topk, self._size(paths[i]))
+                chosen = [paths[i] for i in idx.tolist()]
+                yield from self.predict_batch(x, chosen, [self._size(p) for p in chosen], topk)
+
+    def predict_batch(self, x: torch.Tensor, sources: list[str], sizes: list, topk: int = 1) -> list[Prediction]:
+        """A preprocessed batch (`preprocess`'s samples stacked) → one Prediction per row, named by `sources`;
+        `sizes`: each input's (width, height) for boxes in its pixels (None when unknown). What every
+        file reader shares: local DataLoader workers and Ray Data (ocula.inference.batch)."""
+        probs = self.probabilities(x)
+        return [self._result(source, pr, topk, size) for source, pr, size in zip(sources, probs, sizes)]
 
 
 class Classifier(Predictor):
@@ -178,6 +207,12 @@ class Classifier(Predictor):
                            ("cpu" if device == "auto" else device))
         model, meta = bundle.load_model(path, dev)
         return cls(model, meta, dev)
+
+    def compile(self) -> "Classifier":
+        """Run the model through torch.compile from the next forward (`--compile`), once for every batch
+        size; eager, with one line, where no compiler is usable (ocula.models.compiled)."""
+        self.model = compile_model(self.model, self.device, dynamic=True)
+        return self
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
