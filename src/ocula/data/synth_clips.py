@@ -24,6 +24,7 @@ the layouts `ocula train` reads, plus out/clips.json with the parameters.
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 from typing import Optional
 
@@ -160,20 +161,28 @@ def generate(kind: str, per_class: int, *, frames: int = 16, size: int = 64, see
 
 
 # ------------------------------------------------------------------------------ on disk
-def write_video(path, frames: np.ndarray, fps: int = 12, crf: int = 18) -> None:
-    """uint8 (T, H, W, 3) → an H.264 .mp4 (yuv420p, even sizes), written atomically."""
+def write_video(path, frames, fps: int = 12, crf: int = 18, *, options: Optional[dict] = None,
+                rotation: int = 0) -> None:
+    """uint8 (T, H, W, 3) (or an iterable of (H, W, 3) frames) → an H.264 .mp4 (yuv420p, even sizes), written
+    atomically. `options`: x264's, over the defaults (e.g. {"g": "30"}: a keyframe every 30 frames instead of
+    250; {"tune": "film"}: B-frames, as cameras write); `rotation`: a display-matrix tag,
+    degrees counter-clockwise, as phones write it."""
     import av
 
-    frames = np.asarray(frames, dtype=np.uint8)
-    t, h, w = frames.shape[:3]
+    frames = iter(frames)
+    first = np.asarray(next(frames), dtype=np.uint8)
+    h, w = first.shape[:2]
     if h % 2 or w % 2:
         raise ValueError("H.264 (yuv420p) needs even frame sizes")
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
-            for rgb in frames:
+            stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency", **(options or {})}
+            if rotation:
+                stream.set_display_rotation(rotation)
+            for rgb in itertools.chain([first], frames):
+                rgb = np.asarray(rgb, dtype=np.uint8)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():

@@ -155,8 +155,10 @@ def _read_frame_folder(folder: str, pick: Callable, channels: int) -> torch.Tens
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-def _read_video(path: str, pick: Callable) -> torch.Tensor:
-    """Decode only up to the last frame needed; convert only the frames picked."""
+def _read_video(path: str, pick: Callable, seek: bool = True) -> torch.Tensor:
+    """Decode only what the picked frames need (seeking to the keyframe before each one when the stream's
+    index says a keyframe lies ahead, else decoding forward); convert only the frames picked; turn them
+    upright as the stream's rotation says (a phone's portrait video is stored landscape with a tag)."""
     import av
 
     try:
@@ -164,10 +166,12 @@ def _read_video(path: str, pick: Callable) -> torch.Tensor:
             raise BadClipError(path, "empty file")
         n = _frame_count(path)
         wanted = pick(n)
-        arrays, decoded = _decode_frames(path, wanted)
+        arrays, decoded = _decode_frames(path, wanted, seek=seek)
+        if seek and len(arrays) < len(set(wanted.tolist())):  # a seek landed past a frame: decode it all
+            arrays, decoded = _decode_frames(path, wanted, seek=False)
         if len(arrays) < len(set(wanted.tolist())):  # the header overstated the length: go by what decoded
             wanted = pick(decoded)
-            arrays, _ = _decode_frames(path, wanted)
+            arrays, _ = _decode_frames(path, wanted, seek=False)
     except BadClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, StopIteration) as e:
@@ -185,20 +189,82 @@ def _frame_count(path: str) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)  # webm/mkv: count packets
 
 
-def _decode_frames(path: str, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
-    """→ ({frame index: (H, W, 3) uint8} for the wanted indices, frames decoded)."""
+def _decode_frames(path: str, wanted: np.ndarray, seek: bool = True) -> tuple[dict[int, np.ndarray], int]:
+    """→ ({frame index: (H, W, 3) uint8, upright} for the wanted indices, frames decoded (or reached))."""
     import av
 
-    need, last, got, i = set(wanted.tolist()), int(wanted.max()), {}, -1
     with av.open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i in need:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
+        timing = _constant_rate_timing(stream) if seek else None
+        if timing is None:
+            return _decode_forward(container, stream, wanted)
+        return _decode_seeking(container, stream, wanted, *timing)
+
+
+def _decode_forward(container, stream, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+    need, last, got, i = set(wanted.tolist()), int(wanted.max()), {}, -1
+    for i, frame in enumerate(container.decode(stream)):
+        if i in need:
+            got[i] = _upright(frame, stream)
+        if i >= last:
+            break
     return got, i + 1
+
+
+def _decode_seeking(container, stream, wanted: np.ndarray, first: float, step: float, keys: list
+                    ) -> tuple[dict[int, np.ndarray], int]:
+    """Frame i is the one shown at first + i·step (a constant frame rate). Before each wanted frame, seek
+    when a keyframe lies between the frame last decoded and it (decoding forward would pass it anyway)."""
+    from bisect import bisect_right
+
+    need, got, pos, frames = set(wanted.tolist()), {}, -1, None
+    for target in sorted(need):
+        if target <= pos:
+            continue
+        target_pts = first + target * step
+        if frames is None or bisect_right(keys, target_pts) > bisect_right(keys, first + pos * step):
+            container.seek(int(target_pts), stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                return got, pos + 1  # no timestamps: the caller decodes forward instead
+            pos = int(round((frame.pts - first) / step))
+            if pos in need and pos not in got:
+                got[pos] = _upright(frame, stream)
+            if pos >= target:
+                break
+        else:
+            break  # the end of the stream
+    return got, pos + 1
+
+
+def _constant_rate_timing(stream) -> Optional[tuple[float, float, list]]:
+    """(pts of frame 0, pts per frame, keyframe timestamps) when the stream has a constant frame rate and an
+    index with keyframes; None (decode forward, counting frames) otherwise: a variable rate would make
+    "frame i" by timestamp differ from frame i by count."""
+    rate, base = stream.average_rate, stream.time_base
+    if not rate or not base or not stream.frames or not stream.duration:
+        return None
+    step = float(1 / (rate * base))
+    if abs(stream.duration / step - stream.frames) > 1:
+        return None
+    keys = sorted(e.timestamp for e in stream.index_entries if e.is_keyframe)
+    if not keys:
+        return None
+    return float(stream.start_time or 0), step, keys
+
+
+def _upright(frame, stream) -> np.ndarray:
+    """(H, W, 3) uint8 as the video is meant to be shown: its display matrix (or a legacy `rotate` tag)
+    turned into quarter turns counter-clockwise."""
+    rgb = frame.to_ndarray(format="rgb24")
+    degrees = frame.rotation  # counter-clockwise, from the display matrix
+    if not degrees:
+        tag = stream.metadata.get("rotate")  # older muxers: clockwise degrees
+        degrees = -float(tag) if tag and tag.lstrip("-").isdigit() else 0
+    turns = int(round(degrees / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _video_stream(container, path: str):
