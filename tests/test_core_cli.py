@@ -47,7 +47,7 @@ def test_train_accepts_flags_and_key_value(tmp_path, capsys):
     (["train", "digits", "--epoch", "3"], "did you mean: --epochs"),
     (["train", "digits", "--model", "resnt18"], "did you mean: resnet18"),
     (["train", "digits", "--epochs", "three"], "epochs='three': expected int"),
-    (["train", "digits", "--optimizer", "adam"], "did you mean: adamw"),
+    (["train", "digits", "--optimizer", "adamww"], "did you mean: adamw"),
     (["train", "nowhere/at/all"], "no such dataset or folder"),
     (["evaluate", "runs/does-not-exist", "digits"], "no such run or model file"),
     (["train", "digits", "--recipe", "fmnist-fats"], "did you mean: fmnist-fast"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -15,7 +16,8 @@ import warnings
 from ocula import log
 from ocula.cli_predict import add_predict_parser, cmd_predict
 from ocula.cli_train import add_train_parser, split_overrides
-from ocula.errors import OculaError, did_you_mean, one_line
+from ocula.errors import ExitCode, OculaError, did_you_mean, one_line
+from ocula.inference.device import DEVICE_HELP, check_device
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,7 +40,8 @@ PLUGIN_MODULES = ("ocula.export.cli", "ocula.serve.cli", "ocula.audit.cli", "ocu
 def build_parser() -> Parser:
     parser = Parser(prog="ocula", description="Image and video recognition: train, evaluate, predict.",
                     allow_abbrev=False)
-    parser.add_argument("--version", action="store_true", help="print the version")
+    parser.add_argument("--version", action="store_true", help="print the versions of ocula, Python, torch, "
+                        "torchvision, timm and onnxruntime")
     # Read by _main before parsing, so they work after the command too (`ocula train … --quiet`).
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and results")
     parser.add_argument("--verbose", action="store_true", help="also debug messages")
@@ -52,28 +55,29 @@ def build_parser() -> Parser:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.json, CSVs and the confusion-matrix plot here "
                    "(default: RUN/eval-DATA)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int)
+    add_loader_options(p)
+    p.add_argument("--device", type=check_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--explain-errors", type=int, metavar="N", help="gallery of the N most confident errors "
                    "with their saliency maps (OUT/errors/)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over the flips training "
-                   "allowed and four 1-px-scale shifts (5-6x the compute)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="test-time augmentation: "
+                   "average over the flips training allowed and four 1-px-scale shifts (5-6x the compute)")
     p = sub.add_parser("calibrate", help="refit a run's temperature on other labelled data (stored in the bundle)")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("data", help="built-in name, folder or CSV with labels (not the test set you report on)")
     p.add_argument("--split", choices=["train", "val", "test"], help="which split (default: test, else val, else all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int)
+    add_loader_options(p)
     add_predict_parser(sub)
     p = sub.add_parser("models", help="list model names (ocula's own and timm's)")
     p.add_argument("--filter", default="*", help="substring or glob, e.g. vit or 'resnet*'")
-    p.add_argument("--own", action="store_true", help="only ocula's own families")
+    p.add_argument("--own", action=argparse.BooleanOptionalAction, default=False,
+                   help="only ocula's own families (--no-own: timm's too)")
     sub.add_parser("recipes", help="list shipped training recipes")
     p = sub.add_parser("datasets", help="list built-in datasets, or export one to a folder of PNGs")
-    p.add_argument("action", nargs="?", choices=["list", "export", "make"], default="list")
-    p.add_argument("name", nargs="?", help="export: the built-in dataset")
-    p.add_argument("out", nargs="?", help="export: target folder (class sub-folders are created)")
-    p.add_argument("--split", default="test")
+    p.add_argument("action", nargs="?", choices=["list", "export", "make"], default="list",
+                   help="list (default): the built-in datasets; export: one to PNGs; make: a generated one")
+    p.add_argument("name", nargs="?", help="export: the built-in dataset; make: moving-shapes or photo-objects")
+    p.add_argument("out", nargs="?", help="export, make: target folder (class sub-folders are created)")
+    p.add_argument("--split", default="test", help="export: which split (default: test)")
     p.add_argument("--limit", type=int, help="export at most this many images")
     p = sub.add_parser("import", help="an ocula model from pretrained weights, no training (ImageNet names)",
                        description="Write a model directory from pretrained weights: timm's ImageNet-1k class "
@@ -88,6 +92,33 @@ def build_parser() -> Parser:
     _register_plugins(sub)
     SUBPARSERS.update(sub.choices)
     return parser
+
+
+def add_loader_options(p) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default: the cores, at "
+                   "most 4; 0 = in this process)")
+
+
+VERSION_OF = ("torch", "torchvision", "timm")  # what a bug report needs besides ocula's own
+OPTIONAL_VERSION_OF = ("onnxruntime", "onnxruntime-gpu")  # shown when installed
+
+
+def version_text() -> str:
+    """`ocula --version`: one `name version` line each, read from the installed metadata (no imports)."""
+    import platform
+    from importlib import metadata
+
+    from ocula.version import __version__
+
+    lines = [f"ocula {__version__}", f"python {platform.python_version()}"]
+    for name in VERSION_OF + OPTIONAL_VERSION_OF:
+        try:
+            lines.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            if name in VERSION_OF:
+                lines.append(f"{name} not installed")
+    return "\n".join(lines)
 
 
 def _register_plugins(sub) -> None:
@@ -129,7 +160,7 @@ def cmd_evaluate(args) -> int:
 
     out = args.out or str(RunDir(args.run).evaluation(args.data).path)
     report = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, out_dir=out,
-                          workers=args.workers, tta=args.tta)
+                          workers=args.workers, tta=args.tta, device=args.device)
     if args.json:
         write_json(args.json, report)
     if args.json != "-":
@@ -201,7 +232,7 @@ def cmd_calibrate(args) -> int:
         print(f"  ECE {b['ece']:.4f} → {a['ece']:.4f}   NLL {b['nll']:.4f} → {a['nll']:.4f}   "
               f"Brier {b['brier']:.4f} → {a['brier']:.4f}")
     print(f"stored in {result['bundle']}")
-    return 0 if result.get("fitted") else 2
+    return ExitCode.OK if result.get("fitted") else ExitCode.USER
 
 
 def cmd_import(args) -> int:
@@ -218,33 +249,38 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
-    """`ocula …`: exit 0 on success, 2 for a problem the user can fix (one line on stderr), 1 for an
-    internal error (one line on stderr, the traceback in a crash log; OCULA_DEBUG=1 re-raises)."""
+    """`ocula …` → its exit code (ocula.errors.ExitCode, docs/cli.md): 0 ok; 2 a problem the user can fix
+    (one line on stderr); 3 a failed gate; 1 an internal error (one line on stderr, the traceback in a
+    crash log and, with --verbose, on stderr; OCULA_DEBUG=1 re-raises); 130 interrupted."""
     try:
-        return _main(argv)
-    except OculaError as e:
-        return _fail(str(e), 2)
+        return int(_main(argv))
+    except OculaError as e:  # GateFailed included: its exit_code is 3
+        return _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         print("ocula: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `ocula predict … | head`: the reader left; nothing more to say
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
-        return 141
+        return ExitCode.BROKEN_PIPE
     except OSError as e:  # the disk (full, read-only, no permission) or a file that vanished
         if os.environ.get("OCULA_DEBUG") and e.errno not in DISK_ERRNOS:
             raise
         from ocula.errors import disk_error
 
-        return _fail(str(disk_error(e)), 2)
+        return _fail(str(disk_error(e)), ExitCode.USER)
     except Exception as e:  # noqa: BLE001 - the last resort: a bug of ours, one line + a crash log
         if os.environ.get("OCULA_DEBUG"):
             raise
-        log = _crash_log(e, argv)
-        where = f"details in {log}" if log else "set OCULA_DEBUG=1 for the traceback"
-        return _fail(f"internal error: {type(e).__name__}: {one_line(e)} ({where})", 1)
+        log_path = _crash_log(e, argv)
+        if log.logger.isEnabledFor(logging.DEBUG):  # --verbose: the traceback here too, above the one line
+            import traceback
+
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        where = f"details in {log_path}" if log_path else "set OCULA_DEBUG=1 for the traceback"
+        return _fail(f"internal error: {type(e).__name__}: {one_line(e)} ({where})", ExitCode.INTERNAL)
 
 
 DISK_ERRNOS = (28, 30, 13, 1, 122, 5)  # ENOSPC, EROFS, EACCES, EPERM, EDQUOT, EIO
@@ -254,7 +290,7 @@ def _fail(message: str, code: int) -> int:
     from ocula.names import display_name
 
     print(f"ocula: error: {display_name(message, line=True)}", file=sys.stderr)
-    return code
+    return int(code)
 
 
 def _crash_log(e: BaseException, argv) -> str:
@@ -315,13 +351,11 @@ def _main(argv=None) -> int:
             hint = did_you_mean(extra[0].split("=")[0], options)
             parser.exit(2, f"ocula: error: unrecognized arguments: {' '.join(extra)}{hint}\n")
     if args.version:
-        from ocula.version import __version__
-
-        print(__version__)
-        return 0
+        print(version_text())
+        return ExitCode.OK
     if not args.command:
         parser.print_help()
-        return 2
+        return ExitCode.USER
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     return COMMANDS[args.command](args)
 

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import argparse
+
 from ocula.errors import OculaError
 
 GENERATORS = ("moving-shapes", "photo-objects")
@@ -21,14 +23,15 @@ def register(subparsers) -> dict:
         g.add_argument("--clips", type=int, default=60, help="training clips per class (test: a third)")
         g.add_argument("--frames", type=int, default=16, help="frames per clip")
         g.add_argument("--size", type=int, help="side in pixels (default: moving-shapes 32, photo-objects 256)")
-        g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--seed", type=int, default=0, help="seed of the generator (default: 0)")
         g = p.add_argument_group("make photo-objects (boxes on scikit-image's photographs)")
         g.add_argument("--layout", choices=["coco", "yolo"], default="coco", help="COCO JSON or YOLO data.yaml")
         g.add_argument("--train", type=int, default=300, help="training images")
         g.add_argument("--val", type=int, default=0, help="validation images (default none: ocula carves one)")
         g.add_argument("--test", type=int, default=150, help="test images")
         g.add_argument("--classes", type=int, default=4, help="object classes")
-        g.add_argument("--hostile", action="store_true", help="add broken annotations and files to train")
+        g.add_argument("--hostile", action=argparse.BooleanOptionalAction, default=False,
+                       help="add broken annotations and files to train")
     return {}
 
 

@@ -26,23 +26,35 @@ def add_train_parser(sub) -> None:
             key = flat_key(f)
             if key == "data":
                 continue
-            group.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, **option_spec(f, key))
+            flag = key.replace("_", "-")
+            group.add_argument(f"--{flag}", dest=key, default=None, **option_spec(f, key))
+            if f.type in FLAG_OR_VALUE:  # `--no-hflip` beside `--hflip [VALUE]`: a negative that takes no value
+                group.add_argument(f"--no-{flag}", dest=key, action="store_const", const=False,
+                                   help=f"same as --{flag} false")
     p.add_argument("--from", dest="init_from", default=None, metavar="RUN",  # the issue's spelling
                    help="start from an ocula run or any weights file (same as --init-from)")
     p.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
 
 
+FLAG_OR_VALUE = ("Union[bool, str]", "Optional[bool]")  # a switch that also takes a value (auto, a file)
+
+
 def option_spec(f, key: str) -> dict:
-    """argparse keywords for one config field: metavar, help (with choices and default), bare flags."""
+    """argparse keywords for one config field: metavar, help (with choices and default); a bool field is
+    `--x/--no-x`; a bool-or-value field (hflip: true, false or auto) `--x [VALUE]`, alone true (its
+    `--no-x` is added beside it)."""
     text = f.metadata.get("help", "")
     if key == "model_kwargs":
         return {"metavar": "JSON", "help": f"""{text}, as JSON: '{{"patch_size": 2}}'"""}
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     choices = " | ".join(c if isinstance(c, str) else json.dumps(c) for c in f.metadata.get("choices", ()))
     shown = f"({choices}; default: {default!r})" if choices else f"(default: {default!r})"
-    flag = f.type in ("bool", "Union[bool, str]")  # `--hflip` alone means true
-    return {"metavar": key.upper(), "nargs": "?" if flag else None, "const": "true" if flag else None,
-            "help": f"{text} {shown}" if text else shown}
+    spec = {"help": f"{text} {shown}" if text else shown}
+    if f.type == "bool":
+        return {**spec, "action": argparse.BooleanOptionalAction}
+    if f.type in FLAG_OR_VALUE:
+        return {**spec, "nargs": "?", "const": True, "metavar": key.upper()}
+    return {**spec, "metavar": key.upper()}
 
 
 def split_overrides(args) -> dict:

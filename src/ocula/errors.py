@@ -1,14 +1,35 @@
-"""One domain exception: the CLI turns it into a one-line message and exit code 2."""
+"""One domain exception and the exit codes: the CLI turns an OculaError into a one-line message and its
+`exit_code` (2; a failed gate 3). The codes are documented in docs/cli.md."""
 from __future__ import annotations
 
 import difflib
+from enum import IntEnum
 from typing import Iterable
 
 from ocula.names import display_name
 
 
+class ExitCode(IntEnum):
+    """What `ocula …` exits with; scripts may branch on these."""
+    OK = 0
+    INTERNAL = 1  # a bug of ours: an unexpected exception (one line; the traceback under --verbose)
+    USER = 2  # a problem the user can fix: bad arguments (argparse's own 2), input, names, the disk
+    GATE = 3  # the command ran, but a check it exists to make did not pass (export's accuracy gate, verify)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    BROKEN_PIPE = 141  # the reader of stdout left (`ocula predict … | head`; 128 + SIGPIPE)
+
+
 class OculaError(Exception):
     """A problem the user can fix (bad input, unknown name, missing data). Never a bug."""
+
+    exit_code = ExitCode.USER
+
+
+class GateFailed(OculaError):
+    """A check failed on good input: an export's accuracy gate, verify's "different" verdict. The command
+    still wrote what it made (to inspect); the exit code (3) tells a script not to ship it."""
+
+    exit_code = ExitCode.GATE
 
 
 class BadImageError(OculaError):

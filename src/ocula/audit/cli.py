@@ -20,7 +20,7 @@ def register(subparsers) -> dict:
     p.add_argument("--write-clean", metavar="CSV", help="also write a path,label,split manifest without flagged files")
     p.add_argument("--keep", default="", help="comma-separated categories that --write-clean should not drop, "
                    "e.g. outlier,label-issue")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the label-check models (default: 0)")
     return {"audit": run_audit}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ocula.errors import ExitCode
 from ocula.names import display_name
 
 METHOD_CHOICES = ("auto", "gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "rollout", "attn-grad", "occlusion", "ig")
@@ -24,7 +25,7 @@ def register(subparsers) -> dict:
     p.add_argument("--out", default="maps", metavar="DIR", help="output folder (default: maps/)")
     p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout only")
     p.add_argument("--discard-ratio", type=float, default=0.0, help="rollout only: weakest attention dropped")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="images per model call (default: 16)")
     return {"explain": cmd_explain}
 
 
@@ -42,4 +43,4 @@ def cmd_explain(args) -> int:
     layer = f" on layer {summary['layer']}" if summary["layer"] else ""
     print(f"{summary['method']}{layer}: {summary['explained']} maps in {summary['out']}/ "
           f"(overlays, maps.npz, summary.json)" + (f"; {summary['errors']} inputs unreadable" if summary["errors"] else ""))
-    return 1 if summary["explained"] == 0 else 0
+    return ExitCode.USER if summary["explained"] == 0 else ExitCode.OK  # no input could be read

@@ -24,7 +24,7 @@ import torch
 from ocula.errors import OculaError, did_you_mean
 from ocula.export.onnx import export_onnx
 from ocula.export.pipeline import default_onnx_path, int8_path
-from ocula.export.runtime import OnnxClassifier
+from ocula.export.runtime import OnnxClassifier, resolve_providers
 from ocula.inference.predictor import Classifier
 from ocula.log import progress
 
@@ -115,12 +115,12 @@ def _compiled(model: torch.nn.Module, example: torch.Tensor):
     return run
 
 
-def _onnx(path, threads: Optional[int]):
-    clf = OnnxClassifier.load(path, threads=threads)
+def _onnx(path, threads: Optional[int], providers):
+    clf = OnnxClassifier.load(path, threads=threads, providers=providers)
     return clf.logits
 
 
-def _backend(name: str, model, onnx_files: dict, threads, example):
+def _backend(name: str, model, onnx_files: dict, threads, example, providers=None):
     """→ (callable, size in bytes) or raises _Skip with the reason."""
     if name == "eager":
         return _eager(model), sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -134,7 +134,7 @@ def _backend(name: str, model, onnx_files: dict, threads, example):
     if path is None:
         raise _Skip("no model.int8.onnx in the run: create it with `ocula export RUN --format onnx --int8 "
                     "--calibrate DATA`" if key == "int8" else "no ONNX file")
-    return _onnx(path, threads), Path(path).stat().st_size
+    return _onnx(path, threads, providers), Path(path).stat().st_size
 
 
 class _Skip(Exception):
@@ -167,11 +167,14 @@ def count_flops(model: torch.nn.Module, example: torch.Tensor) -> Optional[int]:
 
 # ---------------------------------------------------------------------- the benchmark
 def benchmark(run, backends=("eager", "onnx"), batches=(1, 32), *, threads: Optional[int] = None,
-              repeats: int = 30, warmup: int = 3, max_seconds: float = 15.0, seed: int = 0) -> dict:
+              repeats: int = 30, warmup: int = 3, max_seconds: float = 15.0, seed: int = 0,
+              providers=None) -> dict:
     """Measure each backend at each batch size on random inputs of the model's contract → a report dict.
 
     `threads`: torch and ONNX Runtime intra-op threads (default: the libraries' own choice);
-    `repeats`: timed calls per cell (fewer if `max_seconds` runs out; warm-up calls never count).
+    `repeats`: timed calls per cell (fewer if `max_seconds` runs out; warm-up calls never count);
+    `providers`: ONNX Runtime's, as `resolve_providers` takes them (default: CUDA when available, then CPU;
+    inputs and outputs cross host memory on every call, as they do when serving).
     """
     import tempfile
 
@@ -181,6 +184,8 @@ def benchmark(run, backends=("eager", "onnx"), batches=(1, 32), *, threads: Opti
         raise OculaError(f"unknown backend '{bad}'{did_you_mean(bad, BACKENDS)}: choose from {', '.join(BACKENDS)}")
     if not batches or min(batches) < 1:
         raise OculaError("batch sizes must be positive integers")
+    onnx = any(b.startswith("onnx") for b in backends)
+    providers = resolve_providers(providers) if onnx else None  # a bad name fails before the slow steps
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -193,23 +198,23 @@ def benchmark(run, backends=("eager", "onnx"), batches=(1, 32), *, threads: Opti
                   "params": int(sum(p.numel() for p in clf.model.parameters())),
                   "flops_per_image": count_flops(clf.model, inputs[min(batches)][:1]),
                   "machine": machine_info(), "memory_method": "peak RSS growth (VmHWM after clear_refs)",
-                  "results": [], "skipped": {}, "notes": []}
+                  "providers": providers, "results": [], "skipped": {}, "notes": []}
         with tempfile.TemporaryDirectory(prefix="ocula-bench-") as tmp:
-            files, notes = _onnx_files(run, clf.model, clf.meta, tmp) if any(
-                b.startswith("onnx") for b in backends) else ({}, [])
+            files, notes = _onnx_files(run, clf.model, clf.meta, tmp) if onnx else ({}, [])
             report["notes"] += notes
             for name in backends:
-                _measure_backend(report, name, clf.model, files, threads, inputs, repeats, warmup, max_seconds)
+                _measure_backend(report, name, clf.model, files, threads, inputs, repeats, warmup, max_seconds,
+                                 providers)
         return report
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _measure_backend(report, name, model, files, threads, inputs, repeats, warmup, max_seconds) -> None:
-
+def _measure_backend(report, name, model, files, threads, inputs, repeats, warmup, max_seconds,
+                     providers=None) -> None:
     rss_before, can_peak = _status_kb("VmRSS"), _reset_peak()
     try:
-        fn, size = _backend(name, model, files, threads, inputs[min(inputs)])
+        fn, size = _backend(name, model, files, threads, inputs[min(inputs)], providers)
     except _Skip as e:
         report["skipped"][name] = str(e)
         return
@@ -240,5 +245,7 @@ def format_benchmark(report: dict) -> str:
                      f"{tp['median']:>9.1f} {tp['p5']:>7.1f}-{tp['p95']:<7.1f} {r['repeats']:>4} {peak:>8} {size:>8}")
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
+    if report.get("providers"):
+        lines.append(f"onnx providers: {', '.join(report['providers'])}")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

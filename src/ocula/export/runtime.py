@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ocula.errors import OculaError
+from ocula.errors import OculaError, did_you_mean
 from ocula.export.onnx import parse_meta
 from ocula.inference.predictor import Predictor
 
@@ -35,10 +35,41 @@ def resolve_onnx(path, int8: bool = False) -> Path:
     return p
 
 
-def make_session(path, threads: Optional[int] = None):
-    """A CPU InferenceSession: all graph optimisations, `threads` intra-op threads (None: ORT's choice)."""
+# The default order: a GPU when onnxruntime-gpu sees one, then the CPU (which also runs any node the GPU
+# provider lacks). Other installed providers (TensorRT builds engines for minutes; Azure calls a remote
+# endpoint) run only when named.
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def resolve_providers(providers=None) -> list[str]:
+    """Comma-separated names ("cuda,cpu"), a list, or None for the default → the full names of providers
+    this onnxruntime has, in order; an unknown or unavailable name is a one-line OculaError listing them."""
+    import onnxruntime as ort  # lazy: the CLI parses --providers without loading onnxruntime
+
+    available = ort.get_available_providers()
+    if not providers:
+        return [p for p in DEFAULT_PROVIDERS if p in available]
+    names = [n.strip() for n in providers.split(",")] if isinstance(providers, str) else list(providers)
+    by_short = {p.lower().removesuffix("executionprovider"): p for p in available}
+    chosen = []
+    for name in filter(None, names):
+        full = name if name in available else by_short.get(name.lower().removesuffix("executionprovider"))
+        if full is None:
+            raise OculaError(f"onnxruntime provider '{name}' is not available here; this onnxruntime "
+                             f"{ort.__version__} has: {', '.join(available)}{did_you_mean(name, available)}")
+        if full not in chosen:
+            chosen.append(full)
+    if not chosen:
+        raise OculaError(f"--providers '{providers}': name at least one of {', '.join(available)}")
+    return chosen
+
+
+def make_session(path, threads: Optional[int] = None, providers=None):
+    """An InferenceSession: all graph optimisations, `threads` intra-op threads (None: ORT's choice),
+    `providers` as `resolve_providers` takes them (default: CUDA when available, then CPU)."""
     import onnxruntime as ort
 
+    chosen = resolve_providers(providers)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -47,14 +78,15 @@ def make_session(path, threads: Optional[int] = None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=chosen)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise OculaError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
 
 
 class OnnxClassifier(Predictor):
     """Same surface as `Classifier` (classes, contract, transform, meta, preprocess, logits, predict,
-    predict_proba, predict_files), running an exported file on ONNX Runtime's CPU provider."""
+    predict_proba, predict_files), running an exported file on ONNX Runtime (`providers`: its CPU provider,
+    or CUDA first when onnxruntime-gpu sees a GPU; inputs and outputs pass through host memory)."""
 
     def __init__(self, session, meta: dict, path: Optional[Path] = None):
         self.session, self.path = session, path
@@ -64,10 +96,11 @@ class OnnxClassifier(Predictor):
         self.precision = meta.get("export", {}).get("precision", "fp32")
 
     @classmethod
-    def load(cls, path, threads: Optional[int] = None, int8: bool = False) -> "OnnxClassifier":
-        """`path`: a .onnx file or a run directory (its model.onnx; model.int8.onnx with int8=True)."""
+    def load(cls, path, threads: Optional[int] = None, int8: bool = False, providers=None) -> "OnnxClassifier":
+        """`path`: a .onnx file or a run directory (its model.onnx; model.int8.onnx with int8=True);
+        `providers`: "cuda,cpu" or a list (default: CUDA when available, then CPU)."""
         onnx_path = resolve_onnx(path, int8=int8)
-        session = make_session(onnx_path, threads)
+        session = make_session(onnx_path, threads, providers)
         meta = parse_meta(session.get_modelmeta().custom_metadata_map, onnx_path)
         return cls(session, meta, onnx_path)
 

@@ -1,6 +1,7 @@
 """`ocula report RUN` and `ocula runs [DIR]`: thin shells over ocula.report (argparse only at import)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ocula.io import write_text
@@ -22,7 +23,7 @@ def register(sub) -> dict:
     p.add_argument("dir", nargs="?", default="runs", help="folder holding runs (default: runs)")
     p.add_argument("--sort", metavar="COLUMN", help="sort by a column: run, data, model, epochs, best, eval_acc, "
                    "ece, ece_cal, export, size_mb, time_s, finished")
-    p.add_argument("--reverse", action="store_true", help="sort descending")
+    p.add_argument("--reverse", action=argparse.BooleanOptionalAction, default=False, help="sort descending")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write the rows as JSON (to stdout "
                    "without PATH)")
     return {"report": cmd_report, "runs": cmd_runs}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ocula.errors import OculaError
+from ocula.errors import ExitCode, OculaError
 from ocula.io import STDOUT, write_json
 
 
@@ -13,16 +13,19 @@ def register(subparsers) -> dict:
     p.add_argument("data", help="folder, CSV manifest or built-in dataset")
     p.add_argument("--out", required=True, help="emb.npy (+ emb.json with paths and labels) or emb.parquet")
     p.add_argument("--split", choices=["train", "val", "test"], help="only this split (default: all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default: the cores, at "
+                   "most 4; 0 = in this process)")
 
     p = subparsers.add_parser("similar", help="the k most similar images of a gallery to each query")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("queries", nargs="+", help="query images")
     p.add_argument("--index", required=True, help="gallery folder (embedded once, cached in RUN/index/) "
                    "or embeddings from `ocula embed` (.npy/.parquet)")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--backend", choices=["auto", "torch", "faiss"], default="auto")
+    p.add_argument("--k", type=int, default=5, help="hits per query (default: 5)")
+    p.add_argument("--backend", choices=["auto", "torch", "faiss"], default="auto",
+                   help="nearest-neighbour search: exact torch matrix products, or faiss HNSW (auto: faiss "
+                   "beyond 200,000 vectors when installed)")
     p.add_argument("--json", metavar="PATH", help="write the hits as JSON ('-' for stdout)")
 
     p = subparsers.add_parser("verify", help="same identity? (first: --calibrate on labelled validation data)")
@@ -31,7 +34,8 @@ def register(subparsers) -> dict:
     p.add_argument("--calibrate", metavar="DATA", help="choose and store the threshold on this labelled data")
     p.add_argument("--split", choices=["train", "val", "test"], help="calibrate on this split (default: all)")
     p.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01)")
-    p.add_argument("--criterion", choices=["far", "eer"], default="far")
+    p.add_argument("--criterion", choices=["far", "eer"], default="far", help="threshold at the target --far "
+                   "(default), or at the equal error rate")
     p.add_argument("--threshold", type=float, help="use this threshold instead of the stored one")
     return {"embed": cmd_embed, "similar": cmd_similar, "verify": cmd_verify}
 
@@ -95,4 +99,4 @@ def cmd_verify(args) -> int:
     r = verify_pair(args.run, *args.images, threshold=args.threshold)
     verdict = "same" if r["same"] else "different"
     print(f"{verdict}: score {r['score']:.4f} {'>=' if r['same'] else '<'} threshold {r['threshold']:.4f}")
-    return 0 if r["same"] else 1
+    return ExitCode.OK if r["same"] else ExitCode.GATE  # a verdict, not an error: scripts branch on 0 / 3
