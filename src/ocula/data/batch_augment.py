@@ -6,6 +6,10 @@ so every DDP rank and every resumed run sees exactly the same augmentation.
 
 Clips (B, T, C, H, W) reuse `BatchAugment.geometry` with T folded into channels, so one random draw
 per clip moves all its frames together (`ocula.modality.video.augment`).
+
+The rrc, randaugment and trivialaugment presets are torchvision's reference training recipe
+(references/classification/presets.py): RandomResizedCrop (8-100 % of the area, aspect 3/4-4/3) and
+the flip, then (randaugment, trivialaugment) torchvision's policy on the uint8 crop (`data.policies`).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ocula.data.contract import DataContract
+from ocula.data.policies import BatchPolicy
+from ocula.errors import OculaError
 
 
 def to_float(x: torch.Tensor, contract: DataContract) -> torch.Tensor:
@@ -60,6 +66,42 @@ def random_affine(x: torch.Tensor, out_size: int, gen: torch.Generator, *, scale
     mode = "nearest" if translate_px and scale == (1.0, 1.0) and out_size == w else "bilinear"
     grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], out_size, out_size], align_corners=False)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def random_resized_crop(x: torch.Tensor, out_size: int, gen: Optional[torch.Generator], *, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3), hflip: bool = True) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (and a random mirror) for each image of a float batch (B, C, H, W),
+    resampled to out_size by one affine grid. The crop box is drawn as torchvision draws it: up to 10
+    tries of an area fraction in `scale` and a log-uniform aspect in `ratio`, else the centred crop
+    with the aspect clamped to `ratio`."""
+    b, _, h, w = x.shape
+    tries = 10
+    area = h * w * torch.empty(b, tries).uniform_(scale[0], scale[1], generator=gen)
+    aspect = torch.exp(torch.empty(b, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen))
+    cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = fits.float().argmax(1, keepdim=True)  # the first try that fits, as torchvision's loop stops there
+    cw, ch = cw.gather(1, first).squeeze(1), ch.gather(1, first).squeeze(1)
+    fallback = _centre_box(h, w, ratio)
+    cw = torch.where(fits.any(1), cw, torch.tensor(float(fallback[1])))
+    ch = torch.where(fits.any(1), ch, torch.tensor(float(fallback[0])))
+    top = (torch.rand(b, generator=gen) * (h - ch + 1)).floor()
+    left = (torch.rand(b, generator=gen) * (w - cw + 1)).floor()
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)  # output [-1, 1] → the crop box in input coordinates (align_corners=False)
+    theta[:, 0, 0], theta[:, 1, 1] = cw / w * flip, ch / h
+    theta[:, 0, 2], theta[:, 1, 2] = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
+    grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], out_size, out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _centre_box(h: int, w: int, ratio) -> tuple[int, int]:
+    """(height, width) of torchvision's fallback crop: the whole image, its aspect clamped to `ratio`."""
+    if w / h < min(ratio):
+        return int(round(w / min(ratio))), w
+    if w / h > max(ratio):
+        return h, int(round(h * max(ratio)))
+    return h, w
 
 
 def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25, area=(0.02, 0.25)) -> torch.Tensor:
@@ -116,6 +158,10 @@ PRESETS = {
     "none": {},
     "light": {"shift": 1 / 7, "flip": True},  # ±size/7 px shift (4 px at 28 px: the classic pad-and-crop)
     "strong": {"area": (0.35, 1.0), "flip": True, "erasing": 0.25},  # square crop of 35-100 % area, erasing
+    # torchvision's reference recipe (module docstring); flips as the run decided
+    "rrc": {"rrc": (0.08, 1.0), "flip": True},
+    "randaugment": {"rrc": (0.08, 1.0), "flip": True, "policy": "randaugment"},
+    "trivialaugment": {"rrc": (0.08, 1.0), "flip": True, "policy": "trivialaugment"},
 }
 
 
@@ -136,13 +182,23 @@ class BatchAugment:
         self.hflip = bool(hflip) and self.ops.get("flip", False)
         self.mixup, self.cutmix, self.num_classes = mixup, cutmix, num_classes
         self.native_size = native_size
+        self.policy = None
+        if "policy" in self.ops:
+            if contract.channels not in (1, 3):
+                raise OculaError(f"augment {preset} needs images with 1 or 3 channels, not {contract.channels}")
+            self.policy = BatchPolicy(self.ops["policy"])
 
     def describe(self) -> str:
         return f"augment {self.preset}: " + ", ".join(self.operations())
 
     def operations(self) -> list[str]:
         ops = {"none": ["resize only"], "light": ["shift ±1/7 of the side"],
-               "strong": ["square crop of 35-100 % area", "random erasing p=0.25"]}[self.preset]
+               "strong": ["square crop of 35-100 % area", "random erasing p=0.25"]}.get(self.preset, [])
+        if "rrc" in self.ops:
+            low, high = self.ops["rrc"]
+            ops.append(f"random resized crop of {low:.0%}-{high:.0%} area, aspect 3/4-4/3")
+        if self.policy is not None:
+            ops.append(self.policy.describe())
         ops.append("horizontal flip" if self.hflip else "no flip")
         if self.mixup > 0:
             ops.append(f"mixup α={self.mixup:g}")
@@ -163,7 +219,21 @@ class BatchAugment:
         if "area" in ops:
             return random_erasing(random_affine(x, size, gen, scale=ops["area"], hflip=self.hflip), gen,
                                   p=ops["erasing"])
+        if "rrc" in ops:
+            x = random_resized_crop(x, size, gen, scale=ops["rrc"], hflip=self.hflip)
+            return self._policy(x, gen) if self.policy is not None else x
         return eval_resize(x, self.contract)
+
+    def _policy(self, x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+        """Normalised float (B, T·C, S, S) → back to uint8 pixels (as torchvision's policies take the crop),
+        through the policy (one draw per image or clip), normalised again."""
+        b, c = x.shape[0], self.contract.channels
+        mean = torch.tensor(self.contract.mean, device=x.device).view(1, 1, -1, 1, 1)
+        std = torch.tensor(self.contract.std, device=x.device).view(1, 1, -1, 1, 1)
+        frames = x.reshape(b, -1, c, *x.shape[-2:])  # (B, T, C, S, S); T = 1 for images
+        pixels = (frames * std + mean).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        out = (self.policy(pixels, gen).float().div_(255.0) - mean) / std
+        return out.reshape(x.shape)
 
     def mix(self, x: torch.Tensor, y, gen):
         if self.mixup > 0 or self.cutmix > 0:
