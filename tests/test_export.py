@@ -104,7 +104,7 @@ def test_cli_export_writes_files_and_gate_reports(exported):
     assert int8["max_drop_points"] == 1.0 and int8["top1_agreement"] > 0.8
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert int8["export"]["quantization"]["calibration_images"] == 128
-    assert rc == (0 if int8["passed"] else 1)
+    assert rc == (0 if int8["passed"] else 3)
     assert "accuracy gate [fp32]" in out and "accuracy gate [int8]" in out and "top-1 agreement" in out
 
 
@@ -113,7 +113,7 @@ def test_gate_failure_exits_nonzero_with_one_line(exported, tmp_path, capsys):
     target = tmp_path / "strict.onnx"
     rc = main(["export", str(run), "--out", str(target), "--max-drop", "-1", "--gate-limit", "50"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]  # no bars
-    assert rc == 1 and len(err) == 1 and err[0].startswith("ocula: error: fp32: accuracy gate failed")
+    assert rc == 3 and len(err) == 1 and err[0].startswith("ocula: error: fp32: accuracy gate failed")
     report = json.loads((tmp_path / "strict.gate.json").read_text())
     assert not report["passed"] and report["images"] == 50
 

@@ -24,17 +24,21 @@ from ocula.inference.predictor import Classifier
 from ocula.run_dir import WEIGHTS_DIR
 
 
-def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optional[int] = None):
-    """→ (model with the Classifier surface, OIP platform name)."""
+def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optional[int] = None,
+                     device: str = "auto", providers=None):
+    """→ (model with the Classifier surface, OIP platform name). `device` places the PyTorch model,
+    `providers` chooses onnxruntime's execution providers (--onnx)."""
+    from ocula.inference.device import available_device
+
     if int8 and not onnx:
         raise OculaError("--int8 serves the quantized ONNX export: add --onnx")
     if onnx:
         try:  # onnxruntime is imported by the load
-            return OnnxClassifier.load(run, threads=threads, int8=int8), "onnxruntime_onnx"
+            return OnnxClassifier.load(run, threads=threads, int8=int8, providers=providers), "onnxruntime_onnx"
         except ModuleNotFoundError as e:
             raise OculaError(f"--onnx needs ocula's export support ({e.name} is missing; "
                              f"pip install 'ocula[export]')") from None
-    return Classifier.load(run), "pytorch_libtorch"
+    return Classifier.load(run, device=available_device(device)), "pytorch_libtorch"
 
 
 def model_name(run) -> str:
@@ -116,7 +120,7 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
           threads: Optional[int] = None, access_log: bool = False, max_header_kb: float = 8.0,
           max_headers: int = 100, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0,
           max_in_flight: int = 256, max_connections: int = 1024, min_confidence: Optional[float] = None,
-          announce: Callable[[str], None] = print) -> None:
+          device: str = "auto", providers=None, announce: Callable[[str], None] = print) -> None:
     """Serve `run` over HTTP until interrupted (see docs/serve.md)."""
     import uvicorn
     from prometheus_client import disable_created_metrics
@@ -131,7 +135,8 @@ def serve(run, *, host: str = "127.0.0.1", port: int = 8000, onnx: bool = False,
         raise OculaError("--max-header-kb, --keep-alive-s and --header-timeout-s must be > 0; --max-headers, "
                          "--max-in-flight and --max-connections >= 1")
     key = api_key_from_env(api_key_env)
-    model, platform = load_for_serving(run, onnx=onnx, int8=int8, threads=threads)
+    model, platform = load_for_serving(run, onnx=onnx, int8=int8, threads=threads, device=device,
+                                       providers=providers)
     if min_confidence is not None:
         if not 0 <= min_confidence <= 1:
             raise OculaError(f"--min-confidence must be a probability in [0, 1], not {min_confidence}")
