@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 
+from ocula.errors import OculaError
+from ocula.inference.device import DEVICE_HELP, available_device, check_device
+
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
@@ -22,14 +25,40 @@ def add_predict_parser(sub) -> None:
     g.add_argument("--nms-iou", type=float, metavar="IOU", help="non-maximum suppression merges same-class boxes "
                    "overlapping more than this (default: the model's, FCOS 0.6)")
     g.add_argument("--draw", metavar="DIR", help="write each image with its boxes drawn to DIR")
+    p.add_argument("--device", type=check_device, default="auto", help=DEVICE_HELP)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (eager, with one line, where "
+                   "no compiler is usable; the first-compile time is printed)")
+    r = p.add_argument_group("many files on Ray Data (pip install 'ocula[ray]'; docs/batch-predict.md)")
+    r.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data reads, decodes and predicts into a Parquet folder")
+    r.add_argument("--out", metavar="DIR", help="engine=ray: the Parquet folder to write (must not exist)")
+    r.add_argument("--ray-address", metavar="ADDR", help="join this running Ray cluster ('auto', "
+                   "'ray://host:10001'); default: start a local one")
+    r.add_argument("--ray-cpus", type=int, metavar="N", help="the local cluster's CPUs (default: every core)")
+    r.add_argument("--actors", type=int, metavar="N", help="at most N model copies (default: all CPUs but one, "
+                   "or one per GPU)")
+    r.add_argument("--runtime", choices=["torch", "onnx", "int8"], default="torch", help="engine=ray: the "
+                   "PyTorch bundle, or the run's ONNX export (model.onnx, model.int8.onnx) or a .onnx file")
+
+
+# What the Ray engine writes instead of the terminal's table, and options it has no use for.
+RAY_ONLY = ("out", "ray_address", "ray_cpus", "actors")
+LOCAL_ONLY = {"json": "--json", "csv": "--csv", "draw": "--draw", "nms_iou": "--nms-iou", "workers": "--workers"}
 
 
 def cmd_predict(args) -> int:
+    if args.engine == "ray":
+        return _predict_on_ray(args)
+    if any(getattr(args, name) is not None for name in RAY_ONLY) or args.runtime != "torch":
+        raise OculaError("--out, --ray-address, --ray-cpus, --actors and --runtime are for --engine ray")
     from ocula import api
 
     from ocula.io import write_json, write_output
 
-    preds = [p.to_dict() for p in api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size,
+    model = api.load(args.run, available_device(args.device))
+    if args.compile:
+        model.compile()
+    preds = [p.to_dict() for p in api.predict(model, args.inputs, topk=args.topk, batch_size=args.batch_size,
                                               workers=args.workers, tta=args.tta,
                                               min_confidence=args.min_confidence, box_threshold=args.box_threshold,
                                               nms_iou=args.nms_iou)]
@@ -61,6 +90,24 @@ def cmd_predict(args) -> int:
         if args.min_confidence is not None:
             print(f"{abstained} of {len(preds)} predictions abstained (top probability below {args.min_confidence:g})")
     return 1 if preds and all(p["error"] for p in preds) else 0
+
+
+def _predict_on_ray(args) -> int:
+    from ocula import api
+
+    if not args.out:
+        raise OculaError("--engine ray writes a Parquet folder: give --out DIR (e.g. --out preds.parquet)")
+    given = [flag for name, flag in LOCAL_ONLY.items() if getattr(args, name) not in (None, False)]
+    if given:
+        raise OculaError(f"{', '.join(given)}: not with --engine ray (it writes Parquet to --out)")
+    found = api.batch_predict(args.run, args.inputs, args.out, runtime=args.runtime, device=args.device,
+                              compile=args.compile, topk=args.topk, batch_size=args.batch_size, tta=args.tta,
+                              min_confidence=args.min_confidence, box_threshold=args.box_threshold,
+                              address=args.ray_address, num_cpus=args.ray_cpus, actors=args.actors)
+    print(f"{found['rows']:,} files in {found['seconds']:.1f} s ({found['rows_per_s']:,.1f} rows/s): "
+          f"{found['predicted']:,} predicted, {found['skipped']:,} skipped (their reason in the error column); "
+          f"model {found['model']} → {found['out']}")
+    return 1 if found["rows"] and not found["predicted"] else 0
 
 
 def _predictions_csv(preds: list[dict], topk: int) -> str:
