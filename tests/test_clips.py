@@ -33,7 +33,7 @@ def _shift(a: np.ndarray, b: np.ndarray) -> int:
 
 def test_direction_reversed_is_the_other_class():
     """left_to_right content moves right; the same clip played backwards moves left: order carries the label."""
-    clips, labels, classes = synth_clips.generate("direction", 3, frames=8, size=48, seed=0)
+    clips, labels, classes = synth_clips.generate("direction", 3, frames=16, size=48, seed=0)
     for clip, label in zip(clips, labels):
         name = classes[label]
         if name not in ("left_to_right", "right_to_left"):

@@ -94,15 +94,15 @@ def _forward_clip(rng, kind: str, forward: str, frames: int, size: int) -> np.nd
     scale = np.full(frames, rng.uniform(1.2, 2.5), np.float32)  # photo pixels a window pixel
     angle = np.zeros(frames, np.float32)
     if kind == "direction" and forward == "left_to_right":
-        travel = rng.uniform(0.3, 0.6) * size * scale[0]  # photo pixels, first to last frame
+        travel = rng.uniform(0.6, 1.0) * size * scale[0]  # photo pixels, first to last frame
         x, y = _place(rng, photo, half * scale[0] * 1.5 + travel / 2)
         cx, cy = x + travel / 2 - t * travel, np.full(frames, y, np.float32)  # window goes left: picture goes right
     elif kind == "direction":  # zoom_in: the window shrinks, the picture grows
-        scale = scale[0] * np.exp(-t * rng.uniform(0.5, 0.9)).astype(np.float32)
+        scale = scale[0] * np.exp(-t * rng.uniform(0.9, 1.4)).astype(np.float32)
         x, y = _place(rng, photo, half * scale[0] * 1.5)
         cx, cy = np.full(frames, x, np.float32), np.full(frames, y, np.float32)
     elif kind == "rotation":  # cw on screen: the window turns ccw over the photo
-        angle = -t * np.radians(rng.uniform(40, 90))
+        angle = -t * np.radians(rng.uniform(90, 180))
         x, y = _place(rng, photo, half * scale[0] * 1.5)
         cx, cy = np.full(frames, x, np.float32), np.full(frames, y, np.float32)
     elif kind == "speed":
