@@ -5,20 +5,25 @@ them after this module), so the registry never imports its families.
 
 A model is rebuilt from a small dict (`arch`): {"name", "num_classes", "in_chans", "input_size",
 "kwargs"}. That dict is what a saved bundle stores, so loading never needs pickled code.
+
+Names: ocula's own, any timm name (`resnet50`, `resnet50.a1_in1k`), and the hub names timm reads,
+`hf-hub:ORG/NAME` and `local-dir:PATH` (models/hub.py); a model built from a hub name records its
+timm architecture and config, so its bundle rebuilds without the Hub.
 """
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch.nn as nn
 
 from ocula.data.contract import DataContract
 from ocula.errors import OculaError, unknown
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ocula.log import logger
+from ocula.models import hub
+from ocula.models.pretrained import load_weights, read_weights_file
 
 
 @dataclass
@@ -82,30 +87,57 @@ def _looks_like_vit(name: str) -> bool:
 
 
 def check_model_name(name: str) -> None:
-    if get_spec(name) is None and not is_timm_model(name):
-        raise unknown("model", name, list_models("*"))
+    if get_spec(name) is not None:
+        return
+    if hub.is_hub_name(name):
+        hub.check_name(name)
+    elif not is_timm_model(name):
+        raise OculaError(f"{unknown('model', name, list_models('*'))}{hub.hint(name)}")
+
+
+def safe_name(name: str) -> str:
+    """A model name fit for a file or folder name: a hub name's last part (hf-hub:acme/tiny → tiny)."""
+    source, ident = hub.split_source(name)
+    if source is None:
+        return name
+    last = ident.replace("\\", "/").rstrip("/").split("/")[-1].split("@")[0]
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in last) or "model"
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: Optional[int] = None,
-                 pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build any registered or timm model with the head and input channels set from the data."""
+                 pretrained: Union[bool, str, os.PathLike] = False, **kwargs) -> nn.Module:
+    """Build any registered or timm model with the head and input channels set from the data.
+
+    `pretrained`: True loads timm's hub weights (for `hf-hub:`/`local-dir:` names, those of the repo or
+    folder); a path loads a local weights file (.safetensors, .pth, …) as `ocula train --pretrained FILE`
+    does: by name or order, a classifier of another class count left new (`ocula.models.pretrained`)."""
     check_model_name(name)
+    weights_file = None if isinstance(pretrained, bool) or pretrained is None else os.fspath(pretrained)
+    hub_weights = pretrained is True
     spec = get_spec(name)
     if spec is not None:
-        if pretrained:
+        if hub_weights:
             raise OculaError(f"'{name}' has no hub weights; pass a weights file or use a timm model")
         kw = {**spec.defaults, **kwargs}
         size = input_size or spec.input_size or 224
         model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=size, **kw)
     else:
-        model = _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs)
+        model = _create_timm(name, num_classes, in_chans, input_size, hub_weights, **kwargs)
     model.ocula_arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
                         "input_size": input_size, "kwargs": kwargs}
+    if hub.is_hub_name(name):
+        model.ocula_arch = hub.resolved_arch(name, model, model.ocula_arch)
+    if weights_file:
+        report = load_weights(model, read_weights_file(weights_file))
+        (logger.warning if report.missing else logger.info)(f"weights: {report.summary()}")
     return model
 
 
 def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) -> nn.Module:
     import timm
+
+    if isinstance(kwargs.get("pretrained_cfg"), dict):  # a rebuilt hub model (hub.resolved_arch)
+        kwargs = {**kwargs, "pretrained_cfg": hub.known_fields(kwargs["pretrained_cfg"])}
 
     def build(**extra):
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
@@ -122,10 +154,16 @@ def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) 
         return _fresh_head_scale(build(), pretrained)
     except TypeError as e:
         raise OculaError(f"timm model '{name}' rejects an option: {e}") from None
-    except (OSError, RuntimeError) as e:
-        if pretrained:
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        if hub.is_hub_name(name):  # its config.json is read even without weights: missing, unreadable, unknown arch
+            raise hub.load_error(name, e) from None
+        if pretrained and isinstance(e, (OSError, RuntimeError)):
             raise OculaError(f"cannot fetch hub weights for '{name}' ({type(e).__name__}); offline? "
                              f"pass a local file instead: --pretrained path/to/weights.safetensors") from None
+        raise
+    except Exception as e:
+        if hub.is_hub_name(name) and type(e).__module__.startswith("huggingface_hub"):  # not all are OSErrors
+            raise hub.load_error(name, e) from None
         raise
 
 
@@ -142,18 +180,35 @@ def _fresh_head_scale(model: nn.Module, pretrained: bool) -> nn.Module:
 
 
 def default_contract(name: str, channels: int, native_size: Optional[int] = None, mean=None, std=None,
-                     input_size: Optional[int] = None) -> DataContract:
-    """The preprocessing a model expects: timm's pretrained config, or the data's own statistics."""
+                     input_size: Optional[int] = None, model: Optional[nn.Module] = None) -> DataContract:
+    """The preprocessing a model expects: timm's data config of the model (input size, mean/std,
+    interpolation, crop_pct), or the data's own statistics for ocula's families.
+
+    timm's config is that of the built `model` when given (`resolve_model_data_config`), else that of
+    the pretrained_cfg timm will give it: the registry's for a timm name (with its tag), the repo's or
+    folder's config.json for a hub name."""
     spec = get_spec(name)
     if spec is not None:
         size = input_size or native_size or spec.input_size or 224
         return DataContract(input_size=size, channels=channels, mean=mean or (0.5,), std=std or (0.5,))
-    import timm
+    data = timm_data_config(name, model)
+    return DataContract(input_size=input_size or data["input_size"][-1], channels=channels,
+                        mean=data["mean"], std=data["std"], interpolation=data["interpolation"],
+                        crop_pct=data["crop_pct"])
 
-    cfg = timm.models.get_pretrained_cfg(name)
-    cfg = cfg.to_dict() if cfg is not None else {}
-    size = input_size or (cfg.get("input_size") or (3, 224, 224))[-1]
-    return DataContract(input_size=size, channels=channels,
-                        mean=cfg.get("mean") or IMAGENET_MEAN, std=cfg.get("std") or IMAGENET_STD,
-                        interpolation=cfg.get("interpolation") or "bilinear",
-                        crop_pct=cfg.get("crop_pct") or 1.0)
+
+def timm_data_config(name: str, model: Optional[nn.Module] = None) -> dict:
+    """timm's data config (input_size, mean, std, interpolation, crop_pct, crop_mode) of `model`, or of a
+    model of this name before it is built."""
+    from timm.data import resolve_data_config, resolve_model_data_config
+
+    if model is not None and getattr(model, "pretrained_cfg", None):
+        return resolve_model_data_config(model)
+    if hub.is_hub_name(name):
+        cfg = hub.read_config(name)[1]
+    else:
+        import timm
+
+        found = timm.models.get_pretrained_cfg(name)
+        cfg = found.to_dict() if found is not None else {}
+    return resolve_data_config(pretrained_cfg=hub.known_fields(cfg) or {"architecture": name})
