@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from digit_images import digit_files  # tests/ is on sys.path (rootdir conftest)
 
 from ocula.errors import OculaError
 from ocula.track import TrackerCallback, parse_trackers, training_callbacks
@@ -188,21 +189,6 @@ def test_tensorboard_hparams_hold_the_resolved_config_and_the_final_metrics(trac
     assert "final/calibration/ece" in acc.Tags()["scalars"]  # the metrics the hparams name are logged
 
 
-def _digit_files(folder: Path, n: int = 12) -> list[str]:
-    """Some of scikit-learn's digits as PNG files, as a user would send them."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    folder.mkdir(parents=True, exist_ok=True)
-    images = load_digits().images[-n:]  # 0..16
-    paths = []
-    for i, img in enumerate(images):
-        paths.append(str(folder / f"digit-{i}.png"))
-        Image.fromarray((img * 255 / 16).round().astype(np.uint8), "L").save(paths[-1])
-    return paths
-
-
 def test_the_logged_model_predicts_what_ocula_predicts(tracked_run, tmp_path):
     """`mlflow.pyfunc.load_model("runs:/<id>/model")`: the same labels and probabilities as `ocula predict`,
     from file paths and from base64 image bytes; unreadable rows come back with their reason."""
@@ -213,7 +199,7 @@ def test_the_logged_model_predicts_what_ocula_predicts(tracked_run, tmp_path):
 
     run_dir, uri = tracked_run
     run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
-    paths = _digit_files(tmp_path / "digits")
+    paths = digit_files(tmp_path / "digits")
     ocula_preds = list(ocula.predict(str(run_dir), paths, topk=10))
     mlflow.set_tracking_uri(uri)
     try:

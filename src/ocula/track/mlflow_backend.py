@@ -35,8 +35,10 @@ def _mlflow():
 def _pyfunc():
     try:
         from ocula.track import pyfunc  # lazy: mlflow.pyfunc and pandas, imported only to log a model
-    except ImportError as e:
-        raise OculaError(f"logging an MLflow model needs {e.name or 'pandas'}: pip install 'ocula[track]'") from None
+    except ModuleNotFoundError as e:  # pandas: mlflow-skinny logs runs without it, but not models
+        if (e.name or "").partition(".")[0] in ("mlflow", "ocula"):
+            raise
+        raise OculaError(f"logging an MLflow model needs the {e.name} package: pip install 'ocula[track]'") from None
     return pyfunc
 
 
