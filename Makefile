@@ -6,15 +6,33 @@ OCULA := $(VENV)/bin/ocula
 STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test test-fast datasets browsers bench clean fuzz
+# test-min: a second venv at the lower bounds pyproject.toml declares (MIN_VENV=... to put it elsewhere)
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.installed-stamp
+
+.PHONY: install install-min demo test test-fast test-min datasets browsers bench clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q -e ".[all,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Every `pkg>=X` of pyproject.toml pinned to `pkg==X` (.ci/min_constraints.py); what pip then chose is kept
+# in $(MIN_VENV)/versions.txt. A floor that cannot install here is a floor to raise, not to work around.
+$(MIN_STAMP): pyproject.toml .ci/min_constraints.py
+	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q --upgrade pip
+	$(MIN_PY) -c "import tomllib" 2>/dev/null || $(MIN_PY) -m pip install -q tomli
+	$(MIN_PY) .ci/min_constraints.py pyproject.toml > $(MIN_VENV)/constraints.txt
+	$(MIN_PY) -m pip install -q -c $(MIN_VENV)/constraints.txt -e ".[all,test]"
+	$(MIN_PY) -m pip list --format=freeze > $(MIN_VENV)/versions.txt
+	touch $(MIN_STAMP)
+
+install-min: $(MIN_STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when we may install it;
 # otherwise ocula looks in $$OCULA_DATA and ~/.cache/ocula, or downloads it (with checksums).
@@ -41,6 +59,17 @@ demo: install datasets
 test: install datasets browsers
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# The quick subset for the edit-test loop: no test marked slow (training runs, real weights) or dist
+# (several torch.distributed processes); stops at the first failure.
+test-fast: install
+	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow and not dist" tests
+
+# The whole suite at the lower bounds of every dependency (CI: .ci/run-min); the slowest tests are listed.
+test-min: install-min datasets browsers
+	@grep -iE "^(torch|torchvision|timm|numpy|pillow|safetensors|onnx|onnxruntime|onnxscript|fastapi|pydantic)==" \
+	  $(MIN_VENV)/versions.txt | tr '\n' ' '; echo
+	$(MIN_PY) -m pytest -q -p no:cacheprovider --durations=25 tests
+
 # Longer fuzzing than `make test` runs: 5,000 examples per property, schemathesis 300 per operation and
 # mode, then coverage-guided atheris on the decoders where its wheel installs (docs/bench/reliability.md).
 FUZZ_EXAMPLES ?= 5000
@@ -54,4 +83,4 @@ bench: install datasets
 	@echo "see bench/README.md: each script prints its command, machine and figures"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) runs .pytest_cache

@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ocula.errors import BadImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation/mirroring (1 = as stored)
 
 
 def _openable_extensions() -> frozenset:
@@ -88,7 +89,8 @@ def to_pil(obj, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
     a file object, and return an "L" or "RGB" image by the rules in the module docstring."""
     _check_channels(channels)
     if isinstance(obj, Image.Image):
-        return _convert_or_raise(obj, channels, "<image>")
+        # An image the caller opened itself (Image.open of a phone photo) still carries its EXIF tag.
+        return _convert_or_raise(_upright(obj), channels, "<image>")
     if isinstance(obj, np.ndarray):
         return _convert_or_raise(_array_to_pil(obj), channels, "<array>")
     if hasattr(obj, "numpy") and hasattr(obj, "detach"):  # a torch tensor, without importing torch
@@ -169,6 +171,24 @@ def _exif_transpose(img: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001
         return img
+
+
+def shown_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of `img` as shown, after its EXIF orientation (what `to_pil` returns)."""
+    w, h = img.size
+    return (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)  # these turn by 90°
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION) or 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the image as stored
+        return 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """`img` itself when no EXIF orientation turns it (no copy), else the turned copy."""
+    return img if _orientation(img) == 1 else _exif_transpose(img)
 
 
 def _convert_or_raise(img: Image.Image, channels: int, label: str) -> Image.Image:

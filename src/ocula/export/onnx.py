@@ -9,9 +9,11 @@ Everything needed to predict travels in the file's `metadata_props`:
     ocula.contract  JSON DataContract (size, channels, mean/std, interpolation, crop_pct)
     ocula.version   the ocula version that wrote the file
     ocula.arch      the architecture name
+The graph is written at opset OPSET unless asked otherwise (the "export" block records the opset and exporter).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -29,6 +31,9 @@ from ocula.version import __version__
 INPUT_NAME, OUTPUT_NAME, DETECTIONS_NAME = "input", "logits", "detections"
 META_KEY = "ocula"
 EXAMPLE_BATCH = 2  # a batch of 1 would let the exporter specialise the batch axis to 1
+# One opset for every file, whatever torch wrote it: 18 is read by onnxruntime >= 1.14, TensorRT >= 8.6 and
+# OpenVINO, and is the lowest the torch.export-based exporter writes natively (below it converts, and may fail).
+OPSET = 18
 
 
 def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int] = None) -> Path:
@@ -42,9 +47,10 @@ def export_onnx(model: torch.nn.Module, meta: dict, out, *, opset: Optional[int]
         graph, output = detections_graph(model, contract.input_size).eval(), DETECTIONS_NAME
     else:
         graph, output = TaskLogits(model, meta), OUTPUT_NAME
-    proto = _torch_export(graph, example, opset, output)
+    proto, exporter = _torch_export(graph, example, opset or OPSET, output)
     onnx.checker.check_model(proto)
-    return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto), output=output), out)
+    return write_onnx(proto, _export_meta(meta, precision="fp32", opset=_opset_of(proto), output=output,
+                                          exporter=exporter), out)
 
 
 class TaskLogits(torch.nn.Module):
@@ -58,34 +64,47 @@ class TaskLogits(torch.nn.Module):
         return self.task.forward(self.model, x)
 
 
-def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: Optional[int],
-                  output: str = OUTPUT_NAME):
-    """torch.export-based exporter (the supported one); the TorchScript exporter only as a fallback."""
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, output: str = OUTPUT_NAME):
+    """(ModelProto, exporter name): torch.export-based exporter where this torch has it (the supported one),
+    the TorchScript exporter as the fallback and on torch < 2.5, which has no other."""
+    if not _has_dynamo_exporter():
+        return _torchscript_export(model, example, opset, output), "torchscript"
     batch = torch.export.Dim("batch", min=1, max=65536)
+    options = {"optimize": True} if "optimize" in _export_parameters() else {}  # torch >= 2.6
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
                                         input_names=[INPUT_NAME], output_names=[output],
-                                        dynamic_shapes=({0: batch},), optimize=True, verbose=False)
-        return program.model_proto
+                                        dynamic_shapes=({0: batch},), verbose=False, **options)
+        return program.model_proto, "dynamo"
     except Exception as e:  # noqa: BLE001 - any exporter failure gets the second route
         warnings.warn(f"torch.export-based ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
                       "falling back to the TorchScript exporter")
-    return _torchscript_export(model, example, opset, output)
+    return _torchscript_export(model, example, opset, output), "torchscript"
 
 
-def _torchscript_export(model, example, opset, output: str = OUTPUT_NAME):
+def _export_parameters() -> frozenset:
+    return frozenset(inspect.signature(torch.onnx.export).parameters)
+
+
+def _has_dynamo_exporter() -> bool:
+    # torch 2.5 added `dynamo=` to torch.onnx.export; before it the call itself is the TorchScript exporter.
+    return "dynamo" in _export_parameters()
+
+
+def _torchscript_export(model, example, opset: int, output: str = OUTPUT_NAME):
     import io
 
     import onnx
 
     buf = io.BytesIO()
+    options = {"dynamo": False} if _has_dynamo_exporter() else {}  # torch >= 2.9 defaults to dynamo=True
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset or 17,
-                          input_names=[INPUT_NAME], output_names=[output],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}})
+        torch.onnx.export(model, (example,), buf, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[output], dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}},
+                          **options)
     return onnx.load_from_string(buf.getvalue())
 
 
