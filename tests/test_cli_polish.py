@@ -247,16 +247,16 @@ def test_evaluate_passes_the_device_to_the_load(monkeypatch):
     assert main(["evaluate", "RUN", "DATA"]) == 2 and seen == {"device": "auto"}
 
 
-def test_serve_passes_device_and_providers_only_where_they_apply(monkeypatch, capsys):
+def test_serve_passes_device_and_providers_where_they_apply(monkeypatch, capsys):
     from ocula.serve import runner
 
     calls = []
     monkeypatch.setattr(runner, "serve", lambda run, **kw: calls.append(kw))
     assert main(["serve", "RUN", "--device", "cpu"]) == 0
-    assert calls[-1]["device"] == "cpu" and "providers" not in calls[-1]
+    assert calls[-1]["device"] == "cpu" and calls[-1]["providers"] is None
     assert main(["serve", "RUN", "--onnx", "--providers", "cpu"]) == 0
-    assert calls[-1]["providers"] == "cpu" and "device" not in calls[-1]
-    assert main(["serve", "RUN"]) == 0 and "device" not in calls[-1] and "providers" not in calls[-1]
+    assert calls[-1]["providers"] == "cpu" and calls[-1]["device"] == "auto"
+    assert main(["serve", "RUN"]) == 0 and calls[-1]["device"] == "auto" and calls[-1]["providers"] is None
     assert main(["serve", "RUN", "--providers", "cpu"]) == 2  # ONNX Runtime's option without --onnx
     assert main(["serve", "RUN", "--onnx", "--device", "cuda"]) == 2
     assert "--providers" in capsys.readouterr().err

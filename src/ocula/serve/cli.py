@@ -19,7 +19,7 @@ def register(subparsers) -> dict:
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
                    help="with --onnx: the quantized RUN/model.int8.onnx")
     p.add_argument("--threads", type=int, help="with --onnx: ONNX Runtime intra-op threads")
-    p.add_argument("--device", type=check_device, help=f"without --onnx: {DEVICE_HELP}")
+    p.add_argument("--device", type=check_device, default="auto", help=f"without --onnx: {DEVICE_HELP}")
     p.add_argument("--providers", metavar="LIST", help=f"with --onnx: {PROVIDERS_HELP}")
     p.add_argument("--name", help="model name in /v2/models/NAME (default: the run directory's name)")
     p.add_argument("--max-batch", type=int, default=32, help="most images per model call (default: 32)")
@@ -49,17 +49,15 @@ def register(subparsers) -> dict:
 def cmd_serve(args) -> int:
     from ocula.serve.runner import serve  # lazy: ocula --help imports no torch
 
-    if args.device and args.onnx:
+    if args.device != "auto" and args.onnx:
         raise OculaError("--device is for the PyTorch model; with --onnx choose --providers")
     if args.providers and not args.onnx:
         raise OculaError("--providers is for ONNX Runtime: add --onnx")
-    # given only when set, so the runner's own defaults (auto; CUDA when available, then CPU) hold
-    placement = {k: v for k, v in (("device", args.device), ("providers", args.providers)) if v}
     serve(args.run, host=args.host, port=args.port, onnx=args.onnx, int8=args.int8, name=args.name,
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key_env=args.api_key_env,
           timeout_s=args.timeout_s, max_body_mb=args.max_body_mb, threads=args.threads,
           access_log=args.access_log, max_header_kb=args.max_header_kb, max_headers=args.max_headers,
           keep_alive_s=args.keep_alive_s, header_timeout_s=args.header_timeout_s,
           max_in_flight=args.max_in_flight, max_connections=args.max_connections,
-          min_confidence=args.min_confidence, **placement)
+          min_confidence=args.min_confidence, device=args.device, providers=args.providers)
     return 0
