@@ -72,16 +72,17 @@ def test_crops_resample_inside_the_image():
 def test_batched_policy_equals_torchvision_on_each_image():
     from ocula.data.policies import BatchPolicy
 
-    x = _batch(3, n=32)
+    x = _batch(3, n=96, size=20)
     for name in ("randaugment", "trivialaugment"):
         policy = BatchPolicy(name)
-        draws = policy.draw(32, torch.Generator().manual_seed(2))
+        draws = policy.draw(96, torch.Generator().manual_seed(2))
         out = policy.apply(x, draws)
-        for i in range(32):
+        assert {policy.ops[int(i)] for d in draws for i in d.op} == set(policy.ops)  # every operation drawn
+        for i in range(96):
             one = x[i:i + 1]
             for d in draws:
                 op = policy.ops[int(d.op[i])]
-                magnitude = policy._magnitude(op, int(d.bin[i]), bool(d.negative[i]), 16, 16)
+                magnitude = policy._magnitude(op, int(d.bin[i]), bool(d.negative[i]), 20, 20)
                 if magnitude is not None:
                     one = policy.tv._apply_image_or_video_transform(one, op, magnitude,
                                                                     interpolation=policy.tv.interpolation,

@@ -17,7 +17,8 @@ FAMILIES = {
     "vit_tiny_patch16_224": ({"blocks.0.attn.qkv.weight"}, {"cls_token", "pos_embed"}),  # no_weight_decay()
     "convnext_atto": ({"stem.0.weight"}, {"stem.0.bias"}),
     "efficientnet_b0": ({"conv_stem.weight"}, {"bn1.weight"}),
-    "xcit_nano_12_p16_224": (set(), {"pos_embed.token_projection.weight"}),  # no_weight_decay(): 'pos_embed.*'
+    # no_weight_decay() lists 'pos_embed.*': timm >= 1.0.12 matches it as a pattern, older timm as a name
+    "xcit_nano_12_p16_224": ({"blocks.0.attn.qkv.weight"}, {"cls_token"}),
     "edgenext_xx_small": ({"stages.1.blocks.1.pos_embd.token_projection.weight"}, set()),  # EdgeNeXt
 }
 
@@ -31,8 +32,7 @@ def _split(model, groups) -> tuple[set, set]:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_plain_and_llrd_groups_equal_timms(name):
-    from timm.optim import param_groups_weight_decay
-
+    param_groups_weight_decay, _ = optim.timm_group_functions()
     model = timm.create_model(name, pretrained=False, num_classes=3)
 
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
@@ -62,7 +62,11 @@ def test_every_optimizer_choice_builds_and_steps(name):
     assert name in choices_of(OptimConfig, "optimizer")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
-    opt = optim.build_optimizer(optim.param_groups(model, 0.05), name, 1e-2)
+    try:
+        opt = optim.build_optimizer(optim.param_groups(model, 0.05), name, 1e-2)
+    except OculaError as e:  # adan, adopt came with timm's optimizer registry (1.0.12); older timm says so
+        assert not hasattr(timm.optim, "list_optimizers") and f"optimizer '{name}' is not available" in str(e)
+        return
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05} and opt.param_groups[0]["lr"] == 1e-2
     before = [p.detach().clone() for p in model.parameters()]
     for _ in range(2):  # adopt only estimates the second moment on its first step

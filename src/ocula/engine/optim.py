@@ -27,11 +27,20 @@ def no_decay_names(model: nn.Module) -> tuple[str, ...]:
     return TOKEN_NAMES
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups, decay and no decay, by timm's `param_groups_weight_decay`."""
-    from timm.optim import param_groups_weight_decay
+def timm_group_functions():
+    """(param_groups_weight_decay, param_groups_layer_decay): exported by timm.optim from timm 1.0.12 on,
+    only in timm.optim.optim_factory before."""
+    try:
+        from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+    except ImportError:
+        from timm.optim.optim_factory import param_groups_layer_decay, param_groups_weight_decay
+    return param_groups_weight_decay, param_groups_layer_decay
 
-    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay_names(model))
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay and no-decay groups by timm's `param_groups_weight_decay`."""
+    weight_decay_groups, _ = timm_group_functions()
+    return weight_decay_groups(model, weight_decay, no_weight_decay_list=no_decay_names(model))
 
 
 def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:

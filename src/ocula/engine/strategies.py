@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ocula.config import TransferConfig, choices_of
 from ocula.engine.callbacks import Callback
-from ocula.engine.optim import no_decay_names, param_groups as plain_groups
+from ocula.engine.optim import no_decay_names, param_groups as plain_groups, timm_group_functions
 from ocula.engine.weights import classifier_keys
 from ocula.errors import OculaError
 from ocula.log import logger
@@ -87,8 +87,7 @@ def param_groups(model: nn.Module, strategy: str, lr: float, weight_decay: float
                  layer_decay: float = 0.75, head_lr: Optional[float] = None) -> list[dict]:
     """Optimizer groups with an explicit `lr` each (the scheduler scales them all together)."""
     if strategy == "llrd":
-        from timm.optim import param_groups_layer_decay
-
+        _, param_groups_layer_decay = timm_group_functions()
         source = model if hasattr(model, "group_matcher") else _WithMatcher(model)
         # the plain path's decay rule (engine.optim): 1-d tensors and the model's no_weight_decay() list
         groups = param_groups_layer_decay(source, weight_decay=weight_decay, layer_decay=layer_decay,
