@@ -2,7 +2,8 @@
 
 Eval geometry everywhere in ocula: resize the short side to input_size / crop_pct, centre-crop
 input_size. Training augmentation is not here: every preset is defined once, in batch_augment.py, and
-applied to whole uint8 batches, whether the data is held in RAM or streamed from files.
+applied to whole uint8 batches, whether the data is held in RAM or streamed from files (torchvision's
+RandAugment and TrivialAugmentWide too, drawn per image: data/policies.py).
 """
 from __future__ import annotations
 
