@@ -38,6 +38,9 @@ COLUMNS = {"path": "string", "label": "string", "prob": "float64", "topk_labels"
 # (same resources), so one core would decode and predict in turn; two decode tasks share the core the
 # actors leave free, and decoding overlaps with the model as in local predict's DataLoader workers.
 READ_CPUS = 0.5
+# Files per read task, in batches: Ray's default reads 3,000 small files in 4 tasks, so the model waits for
+# the first 750 to be read and decoded before its first batch.
+FILES_PER_BATCH_READ = 4
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Predict:
         self.model_id, self.topk, self.names = model_id, topk, names
 
     def __call__(self, batch: dict):
-        paths = [self.names.get(p, p) for p in batch["path"]]
+        paths = [self.names.get(str(p), str(p)) for p in batch["path"]]
         good = [i for i, e in enumerate(batch["error"]) if not e]
         preds = {i: Prediction(paths[i], error=str(e)) for i, e in enumerate(batch["error"]) if e}
         if good:
@@ -206,7 +209,7 @@ def _run(ray, source: ModelSource, meta: dict, model_id: str, paths: list[str], 
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
     gpu = source.device.startswith("cuda") or (source.device == "auto" and gpus > 0)
     source = replace(source, device="cuda" if gpu else "cpu")  # an actor sees the one GPU Ray gives it
-    most = actors or (gpus if gpu else cpus - 1)
+    most = (actors or gpus) if gpu else min(actors or cpus - 1, cpus - 1)  # CPU actors: never every CPU
     if most < 1:
         raise OculaError(f"the Ray cluster has {cpus} CPU(s) and no room for a model actor beside the "
                          f"reads" + (" (and no GPU)" if gpu else "") + "; give it more, or use the local engine")
@@ -214,9 +217,11 @@ def _run(ray, source: ModelSource, meta: dict, model_id: str, paths: list[str], 
     names = {a: p for a, p in zip(absolute, paths)}  # rows carry the paths as given, like local predict
     logger.info(f"ray: {len(paths):,} files, up to {most} model actor(s) of {cpus} CPUs"
                 f"{' with a GPU each' if gpu else ''}, batches of {batch_size}")
-    ds = ray.data.read_binary_files(absolute, include_paths=True, num_cpus=READ_CPUS) if paths else None
-    if ds is not None:  # decoding: tasks fused with the reads; their CPU share keeps them out of the actors
-        ds = ds.map_batches(Decode(meta), batch_size=batch_size, num_cpus=READ_CPUS)
+    blocks = max(1, -(-len(paths) // (FILES_PER_BATCH_READ * batch_size)))  # small reads: the model starts early
+    ds = ray.data.read_binary_files(absolute, include_paths=True, num_cpus=READ_CPUS,
+                                    override_num_blocks=blocks) if paths else None
+    if ds is not None:  # decoding: each read's files in the read task (no batch_size, so Ray fuses the two)
+        ds = ds.map_batches(Decode(meta), batch_size=None, num_cpus=READ_CPUS)
         ds = ds.map_batches(Predict, fn_constructor_args=(source, model_id, topk, 1, names), batch_size=batch_size,
                             concurrency=(1, most), num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
                             batch_format="numpy")
