@@ -150,6 +150,27 @@ def test_local_dir_name_builds_loads_and_rebuilds_without_the_folder(hub_cache):
         assert torch.equal(rebuilt(x), reference(x))
 
 
+def test_a_video_models_hub_backbone_rebuilds_without_the_folder(hub_cache, tmp_path):
+    import shutil
+
+    from ocula.bundle import build_from_meta
+    from ocula.models import create_model
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(hub_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / REVISION, folder)
+    model = create_model("frame_avg", 2, 3, 64, backbone=f"local-dir:{folder}", frames=2,
+                         backbone_pretrained=True).eval()
+    arch = json.loads(json.dumps(model.ocula_arch))
+    assert arch["kwargs"]["backbone"] == "test_resnet" and "pretrained_cfg" in arch["kwargs"]["backbone_kwargs"]
+    arch["kwargs"].pop("backbone_pretrained")  # as training's bundle drops it: the bundle holds the weights
+    shutil.rmtree(folder)
+    rebuilt = build_from_meta({"arch": arch}).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    clip = torch.rand(1, 2, 3, 64, 64)  # (B, T, C, H, W)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(clip), model(clip))
+
+
 # ------------------------------------------------------------------------------ train
 def test_train_from_the_offline_cache_starts_from_the_repos_weights(offline, shapes_folder, tmp_path):
     from ocula.bundle import read_meta

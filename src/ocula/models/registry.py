@@ -127,10 +127,23 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: Opt
                         "input_size": input_size, "kwargs": kwargs}
     if hub.is_hub_name(name):
         model.ocula_arch = hub.resolved_arch(name, model, model.ocula_arch)
+    elif hub.is_hub_name(str(kwargs.get("backbone", ""))):
+        model.ocula_arch = _resolved_backbone(model, model.ocula_arch)
     if weights_file:
         report = load_weights(model, read_weights_file(weights_file))
         (logger.warning if report.missing else logger.info)(f"weights: {report.summary()}")
     return model
+
+
+def _resolved_backbone(model: nn.Module, arch: dict) -> dict:
+    """A video model's hub-named frame encoder (`backbone="hf-hub:…"`) recorded as the timm architecture and
+    config it was built from (`backbone_kwargs`), so that the model rebuilds without the Hub too."""
+    backbone = arch["kwargs"]["backbone"]
+    inner = next((m.ocula_arch for m in model.modules() if m is not model
+                  and getattr(m, "ocula_arch", {}).get("source") == backbone), None)
+    if inner is None:
+        return arch
+    return {**arch, "kwargs": {**arch["kwargs"], "backbone": inner["name"], "backbone_kwargs": inner["kwargs"]}}
 
 
 def _create_timm(name, num_classes, in_chans, input_size, pretrained, **kwargs) -> nn.Module:
