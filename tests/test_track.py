@@ -332,3 +332,57 @@ def test_resume_goes_on_logging_to_the_same_mlflow_run(mlflow_env, monkeypatch, 
     runs = client.search_runs([client.get_experiment_by_name("ocula-test").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val/accuracy")) == [1, 2]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_for_the_logged_model(tracked_run, tmp_path):
+    """`mlflow models serve -m runs:/<id>/model --env-manager local`: a JSON request with a path, base64 bytes
+    and an empty row; the answer is valid JSON (null, never NaN) with `ocula predict`'s labels."""
+    import ocula
+
+    run_dir, uri = tracked_run
+    run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    paths = digit_files(tmp_path / "digits", 2)
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    server = subprocess.Popen([str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/model",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
+            time.sleep(0.5)
+        image = base64.b64encode(Path(paths[1]).read_bytes()).decode()
+        body = {"dataframe_split": {"columns": ["path", "image"], "data": [[paths[0], None], [None, image], [None, None]]},
+                "params": {"topk": 2}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            text = r.read().decode()
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
+
+    def no_nan(name):
+        raise AssertionError(f"{name} in the JSON answer")
+
+    rows = json.loads(text, parse_constant=no_nan)["predictions"]
+    want = list(ocula.predict(str(run_dir), paths, topk=2))
+    for row, p in zip(rows, want):
+        assert (row["label"], row["label_2"], row["error"]) == (p.label, p.topk[1][0], None)
+        assert abs(row["prob"] - p.prob) < 1e-5
+    assert rows[2]["label"] is None and rows[2]["error"] == "no image: give 'path' or 'image'"

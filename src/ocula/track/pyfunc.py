@@ -131,7 +131,8 @@ def predictions_frame(preds: list[Prediction], topk: int) -> pd.DataFrame:
         if p.boxes is not None:
             row["boxes"] = json.dumps(p.boxes)
         rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    return frame.where(frame.notna(), None)  # None, not NaN: `mlflow models serve` answers null, valid JSON
 
 
 # ---------------------------------------------------------------------- logging
