@@ -53,6 +53,20 @@ def test_contracts_come_from_timm_or_from_the_data():
     assert (own.input_size, own.mean, own.std) == (28, (0.286,), (0.353,))
 
 
+@pytest.mark.parametrize("name", ["test_resnet", "resnet18.a1_in1k", "test_vit"])
+def test_a_timm_contract_is_timms_data_config_of_the_built_model(name):
+    """Before the model is built (train chooses its input first) and after (import), the same preprocessing
+    as timm's `resolve_model_data_config`, the pretrained tag's included (a1_in1k: crop_pct 0.95)."""
+    import timm
+    from timm.data import resolve_model_data_config
+
+    model = timm.create_model(name)
+    data = resolve_model_data_config(model)
+    want = (data["input_size"][-1], tuple(data["mean"]), tuple(data["std"]), data["interpolation"], data["crop_pct"])
+    for contract in (default_contract(name, channels=3), default_contract(name, channels=3, model=model)):
+        assert (contract.input_size, contract.mean, contract.std, contract.interpolation, contract.crop_pct) == want
+
+
 def test_list_models_covers_own_and_timm():
     assert "seed_cnn" in list_models("*") and "vgg_bn" in list_models("vgg")
     assert "vit_tiny_patch16_224" in list_models("vit_tiny")
