@@ -28,8 +28,8 @@ SAMPLE_RANKS = {4, 5}  # images (B, C, H, W), clips (B, T, C, H, W)
 CONTAINERS = {"defaults", "flips"}  # a registry spec's builder defaults, a modality's flips
 # Rank tests about weights and feature maps, not samples: (module, function) → why.
 NOT_ABOUT_SAMPLES = {
-    ("engine/weights.py", "_match_by_order"): "a conv kernel (out, in, kh, kw) is 4-D",
-    ("engine/weights.py", "_is_input_conv"): "a conv kernel (out, in, kh, kw) is 4-D",
+    ("models/pretrained.py", "_match_by_order"): "a conv kernel (out, in, kh, kw) is 4-D",
+    ("models/pretrained.py", "_is_input_conv"): "a conv kernel (out, in, kh, kw) is 4-D",
     ("explain/targets.py", "_as_nchw"): "a CAM layer's output must be a (N, C, h, w) feature map",
 }
 

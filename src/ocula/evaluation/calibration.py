@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ocula.errors import OculaError
 from ocula.evaluation.metrics import (calibration_bins, expected_calibration_error, negative_log_likelihood,
                                       reliability_table)
+from ocula.evaluation.scalar_min import minimise_bounded as _minimise  # golden section: no scipy in core
 
 N_BINS = 15
 MIN_SAMPLES = 20  # fewer held-out samples than this: no fit
@@ -156,18 +157,6 @@ def _derivatives(z, y, log_t: float) -> tuple[float, float]:
     (g,) = torch.autograd.grad(_nll(z, y, x), x, create_graph=True)
     (h,) = torch.autograd.grad(g, x)
     return float(g.detach()), float(h)
-
-
-def _minimise(f, lo: float, hi: float) -> float:
-    """The minimum of a unimodal function on [lo, hi] (the NLL is convex in 1/T); a function still
-    falling at a bound ends there, so that bound is returned itself."""
-    from scipy.optimize import minimize_scalar
-
-    best = float(minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7}).x)
-    for edge in (lo, hi):
-        if f(edge) <= f(best):
-            best = edge
-    return best
 
 
 # ------------------------------------------------------------------------------ measures
