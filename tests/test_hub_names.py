@@ -98,6 +98,16 @@ def test_a_repo_missing_from_the_offline_cache_is_a_one_line_error(offline):
         create_model("hf-hub:acme/absent", 3, pretrained=True)
 
 
+def test_ocula_offline_refuses_hub_weights_unless_the_hub_client_reads_only_its_cache(offline, monkeypatch,
+                                                                                     tmp_path, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # OCULA_OFFLINE=1 (conftest), the Hub reachable
+    assert main(["import", f"hf-hub:{REPO}", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "OCULA_OFFLINE is set" in err and "HF_HUB_OFFLINE=1" in err and not (tmp_path / "m").exists()
+
+
 # ------------------------------------------------------------------------------ import, predict
 def test_import_from_the_offline_cache_predicts_as_timm_with_the_models_own_preprocessing(offline, tmp_path):
     from timm.data import create_transform, resolve_model_data_config
