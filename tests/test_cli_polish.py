@@ -79,10 +79,11 @@ def test_train_booleans_reach_the_config_typed():
     assert cfg.augment.hflip == "auto" and cfg.run.report is False and cfg.run.deterministic is True
 
 
-def test_a_bare_switch_takes_no_value():
+def test_a_bare_switch_takes_no_value(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "digits", "--report", "false"])  # a plain bool is --report / --no-report
     assert e.value.code == ExitCode.USER
+    assert "(--report takes no value: --report turns it on, --no-report off)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command, flag, dest", [

@@ -349,6 +349,9 @@ def _main(argv=None) -> int:
         else:
             options = SUBPARSERS[args.command]._option_string_actions if args.command else {}
             hint = did_you_mean(extra[0].split("=")[0], options)
+            before = argv[argv.index(extra[0]) - 1] if argv.index(extra[0]) > 0 else ""
+            if extra[0].lower() in ("true", "false", "yes", "no", "1", "0") and before.startswith("--"):
+                hint = f" ({before} takes no value: {before} turns it on, --no-{before[2:]} off)"  # `--report false`
             parser.exit(2, f"ocula: error: unrecognized arguments: {' '.join(extra)}{hint}\n")
     if args.version:
         print(version_text())
