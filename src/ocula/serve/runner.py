@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from ocula.errors import OculaError
 from ocula.export.runtime import OnnxClassifier
+from ocula.inference.device import available_device
 from ocula.inference.predictor import Classifier
 from ocula.run_dir import WEIGHTS_DIR
 
@@ -28,7 +29,6 @@ def load_for_serving(run, onnx: bool = False, int8: bool = False, threads: Optio
                      device: str = "auto", providers=None):
     """→ (model with the Classifier surface, OIP platform name). `device` places the PyTorch model,
     `providers` chooses onnxruntime's execution providers (--onnx)."""
-    from ocula.inference.device import available_device
 
     if int8 and not onnx:
         raise OculaError("--int8 serves the quantized ONNX export: add --onnx")
