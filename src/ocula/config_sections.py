@@ -120,7 +120,7 @@ class AugmentConfig(Section):
     preset: str = option("auto", "training augmentation; auto: light, or none for multilabel data (a shift can move "
                          "a labelled object out of the frame; docs/benchmarks.md, issue 16)",
                          ("auto", "none", "light", "strong", "rrc", "randaugment", "trivialaugment"), flat="augment")
-    hflip: Union[bool, str] = option("auto", "mirror images in light/strong: auto = when a quick probe finds "
+    hflip: Union[bool, str] = option("auto", "mirror images in every preset but none: auto = when a quick probe finds "
                                      "labels survive it", FLIP)
     time_flip: Union[bool, str] = option("auto", "clips: also play half of them backwards; auto = as hflip", FLIP)
     mixup: float = option(0.0, "Beta(alpha) for mixup; 0 = off")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
+from ocula.errors import OculaError
 
 # side scale of the visible region (s < 1 zooms in) and shift in units of the half-side, per preset
 RANGES = {"light": {"scale": (0.6, 1.4), "shift": 0.2}, "strong": {"scale": (0.4, 1.6), "shift": 0.35}}
@@ -23,6 +24,9 @@ class BoxAugment:
     """Wraps the modality's BatchAugment (its contract, preset and flip decision) for box labels."""
 
     def __init__(self, base: BatchAugment):
+        if base.preset not in (*RANGES, "none"):  # the image-only policies would move pixels under fixed boxes
+            raise OculaError(f"--augment {base.preset} is for labels of whole images; boxes take none, light or "
+                             f"strong")
         self.base, self.contract, self.preset, self.hflip = base, base.contract, base.preset, base.hflip
 
     def describe(self) -> str:
