@@ -66,7 +66,7 @@ class TaskLogits(torch.nn.Module):
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, output: str = OUTPUT_NAME):
     """(ModelProto, exporter name): torch.export-based exporter where this torch has it (the supported one),
-    the TorchScript exporter as the fallback and on torch < 2.5, which has no other."""
+    the TorchScript exporter as the fallback and on torch < 2.5."""
     if not _has_dynamo_exporter():
         return _torchscript_export(model, example, opset, output), "torchscript"
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -89,8 +89,9 @@ def _export_parameters() -> frozenset:
 
 
 def _has_dynamo_exporter() -> bool:
-    # torch 2.5 added `dynamo=` to torch.onnx.export; before it the call itself is the TorchScript exporter.
-    return "dynamo" in _export_parameters()
+    # torch.onnx.export(dynamo=True, dynamic_shapes=...) is torch >= 2.5; torch 2.4 has `dynamo=` without
+    # `dynamic_shapes=` (its old, experimental dynamo_export), so it takes the TorchScript exporter.
+    return {"dynamo", "dynamic_shapes"} <= _export_parameters()
 
 
 def _torchscript_export(model, example, opset: int, output: str = OUTPUT_NAME):
@@ -99,7 +100,7 @@ def _torchscript_export(model, example, opset: int, output: str = OUTPUT_NAME):
     import onnx
 
     buf = io.BytesIO()
-    options = {"dynamo": False} if _has_dynamo_exporter() else {}  # torch >= 2.9 defaults to dynamo=True
+    options = {"dynamo": False} if "dynamo" in _export_parameters() else {}  # torch >= 2.9 defaults to True
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), buf, opset_version=opset, input_names=[INPUT_NAME],
