@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import tempfile
 import warnings
@@ -67,10 +68,11 @@ class OculaPyfunc(mlflow.pyfunc.PythonModel):
         topk, threshold = int(params.get("topk", 1)), float(params.get("box_threshold", Predictor.box_threshold))
         if topk < 1 or not 0 <= threshold <= 1:
             raise OculaError(f"topk must be 1 or more ({topk}) and box_threshold a score in [0, 1] ({threshold})")
-        self.classifier.box_threshold = threshold
+        classifier = copy.copy(self.classifier)  # this call's threshold only (the weights are shared)
+        classifier.box_threshold = threshold
         with tempfile.TemporaryDirectory(prefix="ocula-pyfunc-") as tmp:
             sources, errors = _sources(frame_of(model_input), Path(tmp))
-            found = self.classifier.predict([s for s in sources if s is not None], topk=topk)
+            found = classifier.predict([s for s in sources if s is not None], topk=topk)
         it = iter(found)
         preds = [Prediction(f"<row {i}>", error=errors[i]) if s is None else next(it) for i, s in enumerate(sources)]
         return predictions_frame(preds, topk)
