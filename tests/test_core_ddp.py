@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ARGS = ["train", "digits", "--model", "seed_cnn", "--epochs", "2", "--batch-size", "64", "--hflip", "false",
-        "--precision", "fp32", "--channels-last", "false", "--seed", "5", "--threads", "1"]
+ARGS = ["train", "digits", "--model", "seed_cnn", "--epochs", "2", "--batch-size", "64", "--no-hflip",
+        "--precision", "fp32", "--no-channels-last", "--seed", "5", "--threads", "1"]
 
 
 def _metrics(run):

@@ -46,11 +46,15 @@ def train(data: str = "", *, callbacks=None, **overrides) -> Run:
 
     resume = overrides.pop("resume", None)
     cfg = load_run_config(resume, **overrides) if resume else build_config(data, **overrides)
+    wanted = training_callbacks(cfg, callbacks, track=cfg.get("track"), report=cfg.get("report"))
+    if cfg.run.engine == "ray":  # Ray Train's workers run the Trainer (engine.ray_train)
+        from ocula.engine.ray_train import train_on_ray
+
+        return Run(*train_on_ray(cfg, wanted))
     from ocula.engine import distributed
 
     try:
-        trainer = Trainer(cfg, callbacks=training_callbacks(cfg, callbacks, track=cfg.get("track"),
-                                                            report=cfg.get("report")))
+        trainer = Trainer(cfg, callbacks=wanted)
         summary = trainer.fit()
     finally:
         distributed.cleanup()
