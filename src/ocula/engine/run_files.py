@@ -186,12 +186,17 @@ def _restore(t, path: Path, state: dict) -> None:
 
 
 def rng_state() -> dict:
-    """This process's random generators: torch (CPU), numpy and python."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's random generators: torch (CPU, and its GPU's once CUDA is in use), numpy and python."""
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return rng
 
 
 def set_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     np.random.set_state(tuple(rng["numpy"]))
     random.setstate(_as_tuples(rng["python"]))
 
