@@ -46,21 +46,29 @@ def digit_files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_run(digits_run, digit_files, ray_cluster, tmp_path_factory):
-    """One `ocula predict --engine ray` through the CLI → (its stdout, the Parquet folder)."""
+    """One `ocula predict --engine ray` through the CLI, the folder given relative to the working directory
+    (Ray's workers run elsewhere) → (its stdout, the Parquet folder)."""
     import contextlib
     import io
+    import os
 
     out = tmp_path_factory.mktemp("ray") / "preds.parquet"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["predict", digits_run, str(digit_files), "--engine", "ray", "--out", str(out), "--topk", "3"])
+    printed, cwd = io.StringIO(), os.getcwd()
+    os.chdir(digit_files.parent)
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = main(["predict", digits_run, digit_files.name, "--engine", "ray", "--out", str(out), "--topk", "3"])
+    finally:
+        os.chdir(cwd)
     assert code == 0
     return printed.getvalue(), out
 
 
-def test_ray_rows_equal_local_predict_file_for_file(digits_run, digit_files, ray_run):
+def test_ray_rows_equal_local_predict_file_for_file(digits_run, digit_files, ray_run, monkeypatch):
     rows = {r["path"]: r for r in pq.read_table(ray_run[1]).to_pylist()}
-    local = {p.source: p for p in api.predict(digits_run, [str(digit_files)], topk=3)}
+    monkeypatch.chdir(digit_files.parent)
+    local = {p.source: p for p in api.predict(digits_run, [digit_files.name], topk=3)}
+    assert not Path(next(iter(local))).is_absolute()
     assert len(local) == 303 and rows.keys() == local.keys()
     for path, p in local.items():
         row = rows[path]

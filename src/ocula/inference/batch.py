@@ -214,7 +214,7 @@ def _run(ray, source: ModelSource, meta: dict, model_id: str, paths: list[str], 
         raise OculaError(f"the Ray cluster has {cpus} CPU(s) and no room for a model actor beside the "
                          f"reads" + (" (and no GPU)" if gpu else "") + "; give it more, or use the local engine")
     absolute = [os.path.abspath(p) for p in paths]  # Ray's workers run in other folders
-    names = {a: p for a, p in zip(absolute, paths)}  # rows carry the paths as given, like local predict
+    names = {a: p for a, p in zip(absolute, paths) if a != p}  # rows carry the paths as given, like local predict
     logger.info(f"ray: {len(paths):,} files, up to {most} model actor(s) of {cpus} CPUs"
                 f"{' with a GPU each' if gpu else ''}, batches of {batch_size}")
     blocks = max(1, -(-len(paths) // (FILES_PER_BATCH_READ * batch_size)))  # small reads: the model starts early
