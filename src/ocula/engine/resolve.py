@@ -125,10 +125,10 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     train_samples, val_samples, skipped = setup.decode_splits(splits, contract, cfg, modality)
     flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
                                   len(splits.classes), modality, device)
-    batch_size = _batch_size(cfg, len(train_samples), task_kind)
+    batch_size = _batch_size(cfg, len(train_samples), task_kind, modality)
     epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value)
     cfg = cfg.replace(batch_size=batch_size.value, epochs=epochs.value)  # before the lr: sgd's scales with the batch
-    peak_lr = _peak_lr(cfg, task_kind)
+    peak_lr = _peak_lr(cfg, task_kind, modality)
     head_lr = _head_lr(cfg, peak_lr.value)
     precision = _precision(cfg, device)
     freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
@@ -204,10 +204,10 @@ def _flips(cfg: TrainConfig, samples, contract: DataContract, num_classes: int, 
     return dist.broadcast_object(decisions)  # every rank augments the same way
 
 
-def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task) -> Choice:
+def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task, modality=None) -> Choice:
     if cfg.optim.batch_size is not None:
         return Choice(cfg.optim.batch_size, "set in the config", USER)
-    own = task_kind.default_batch(images)
+    own = task_kind.default_batch(images) or _modality_rule(modality, "default_batch", images, cfg.from_weights)
     if own is not None:
         return Choice(own[0], own[1], RULE)
     if cfg.from_weights:
@@ -219,6 +219,12 @@ def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task) -> Choice:
                          f"epoch (batches of at least resolve.MIN_SMALL_BATCH)", DATA)
 
 
+def _modality_rule(modality, name: str, *args):
+    """The modality's own recipe rule (clips: modality.video.default_batch/default_lr), or None."""
+    rule = getattr(modality, name, None)
+    return rule(*args) if rule is not None else None
+
+
 def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
     if cfg.optim.epochs is not None:
         return Choice(cfg.optim.epochs, "set in the config", USER)
@@ -226,10 +232,11 @@ def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
     return Choice(value, why, RULE)
 
 
-def _peak_lr(cfg: TrainConfig, task_kind=tasks.Task) -> Choice:
+def _peak_lr(cfg: TrainConfig, task_kind=tasks.Task, modality=None) -> Choice:
     if cfg.optim.lr is not None:
         return Choice(cfg.optim.lr, "set in the config", USER)
-    own = task_kind.default_lr(cfg.optim.optimizer, cfg.from_weights)
+    own = (task_kind.default_lr(cfg.optim.optimizer, cfg.from_weights)
+           or _modality_rule(modality, "default_lr", cfg.optim.optimizer, cfg.from_weights))
     if own is not None:
         return Choice(own[0], own[1], RULE)
     lr = cfg.peak_lr  # TrainConfig.peak_lr holds the rule and its measurements
