@@ -2,9 +2,10 @@
 (detectors) drawn on the images."""
 from __future__ import annotations
 
+import argparse
 import csv
 
-from ocula.errors import OculaError
+from ocula.errors import ExitCode, OculaError
 from ocula.inference.device import DEVICE_HELP, available_device, check_device
 
 
@@ -12,21 +13,22 @@ def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict images: files, folders, globs, CSV")
     p.add_argument("run", help="run directory or .safetensors bundle")
     p.add_argument("inputs", nargs="+", help="image files, folders, globs ('*.png') or CSV manifests")
-    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--topk", type=int, default=1, help="labels per input, most probable first (default: 1)")
     p.add_argument("--json", metavar="PATH", help="write predictions as JSON ('-' for stdout)")
     p.add_argument("--csv", metavar="PATH", help="write predictions as CSV ('-' for stdout)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default: ocula's choice; "
+                   "0 = in this process)")
     p.add_argument("--min-confidence", type=float, metavar="P", help="mark predictions whose top probability "
                    "is below P as abstained (choose P from evaluate's risk-coverage figures)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (see evaluate --tta)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="test-time augmentation (see evaluate --tta)")
     g = p.add_argument_group("detectors")
     g.add_argument("--box-threshold", type=float, metavar="S", help="drop boxes scoring below S (default 0.25)")
     g.add_argument("--nms-iou", type=float, metavar="IOU", help="non-maximum suppression merges same-class boxes "
                    "overlapping more than this (default: the model's, FCOS 0.6)")
     g.add_argument("--draw", metavar="DIR", help="write each image with its boxes drawn to DIR")
     p.add_argument("--device", type=check_device, default="auto", help=DEVICE_HELP)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (eager, with one line, where "
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model (eager, with one line, where "
                    "no compiler is usable; the first-compile time is printed)")
     r = p.add_argument_group("many files on Ray Data (pip install 'ocula[ray]'; docs/batch-predict.md)")
     r.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -89,7 +91,7 @@ def cmd_predict(args) -> int:
         abstained = sum(1 for p in preds if p.get("abstained"))
         if args.min_confidence is not None:
             print(f"{abstained} of {len(preds)} predictions abstained (top probability below {args.min_confidence:g})")
-    return 1 if preds and all(p["error"] for p in preds) else 0
+    return ExitCode.USER if preds and all(p["error"] for p in preds) else ExitCode.OK
 
 
 def _predict_on_ray(args) -> int:
@@ -107,7 +109,7 @@ def _predict_on_ray(args) -> int:
     print(f"{found['rows']:,} files in {found['seconds']:.1f} s ({found['rows_per_s']:,.1f} rows/s): "
           f"{found['predicted']:,} predicted, {found['skipped']:,} skipped (their reason in the error column); "
           f"model {found['model']} → {found['out']}")
-    return 1 if found["rows"] and not found["predicted"] else 0
+    return ExitCode.USER if found["rows"] and not found["predicted"] else ExitCode.OK
 
 
 def _predictions_csv(preds: list[dict], topk: int) -> str:

@@ -101,10 +101,10 @@ class OptimConfig(Section):
     weight_decay: float = option(0.05, "not on 1-d tensors (norms, biases) nor on the model's no_weight_decay() "
                                  "(tokens, positions): timm's rule")
     momentum: float = option(0.9, "sgd (Nesterov)")
-    schedule: str = option("cosine", choices=("cosine", "onecycle", "constant"))
+    schedule: str = option("cosine", "learning-rate schedule after warm-up", choices=("cosine", "onecycle", "constant"))
     warmup_epochs: float = option(1.0, "onecycle: fraction of the run is pct_warmup instead")
     pct_warmup: float = option(0.25, "onecycle only")
-    label_smoothing: float = option(0.0)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing; 0 = off")
     clip_grad: Optional[float] = option(None, "max global gradient norm")
     accumulate: int = option(1, "gradient accumulation steps")
     ema: Optional[float] = option(None, "weight EMA decay, e.g. 0.999; evaluation then uses the EMA weights")
@@ -124,7 +124,7 @@ class AugmentConfig(Section):
                                      "labels survive it", FLIP)
     time_flip: Union[bool, str] = option("auto", "clips: also play half of them backwards; auto = as hflip", FLIP)
     mixup: float = option(0.0, "Beta(alpha) for mixup; 0 = off")
-    cutmix: float = option(0.0)
+    cutmix: float = option(0.0, "Beta(alpha) for CutMix; 0 = off")
 
 
 @dataclass
@@ -169,12 +169,12 @@ class VideoConfig(Section):
 class RunConfig(Section):
     out: Optional[str] = option(None, "run directory; default runs/<data>-<model>[-N]")
     recipe: Optional[str] = option(None, "a shipped recipe; explicit keys override it")
-    seed: int = option(0)
+    seed: int = option(0, "seed of the split, initialisation, order and augmentation")
     deterministic: bool = option(False, "bitwise-repeatable runs (slower)")
     precision: str = option("auto", "auto: bf16 where the device has fast bf16 (on a CPU: from scratch only), "
                             "else fp32",
                             ("auto", "fp32", "bf16", "fp16"))
-    channels_last: bool = option(True)
+    channels_last: bool = option(True, "NHWC memory format (faster convolutions on most CPUs and GPUs)")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     threads: Optional[int] = option(None, "torch CPU threads")
     resume: Optional[str] = option(None, "a run directory to continue")
