@@ -38,6 +38,8 @@ def test_every_option_of_every_command_has_help():
     missing = [f"{c} {a.option_strings or a.dest}" for c, a in all_options()
                if a.help != argparse.SUPPRESS and not (a.help or "").strip()]
     assert not missing, "options without help:\n" + "\n".join(missing)
+    bare = [a.option_strings[0] for c, a in all_options() if c == "train" and (a.help or "").startswith("(")]
+    assert not bare, f"train options whose help is only their default (config_sections metadata): {bare}"
 
 
 def test_every_command_has_a_one_line_summary():
