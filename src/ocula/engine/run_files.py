@@ -22,6 +22,7 @@ import torch
 from ocula import bundle, environment
 from ocula.config import TrainConfig, coerce, read_config_file, read_values
 from ocula.engine import distributed as dist
+from ocula.engine.setup import default_run_base
 from ocula.errors import BadWeightsError, OculaError, one_line
 from ocula.io import write_text
 from ocula.log import logger
@@ -50,17 +51,13 @@ def _elastic_marker(run_dir) -> Path:
     return Path(run_dir) / "elastic.json"
 
 
-def _default_base(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{Path(cfg.data.source.rstrip('/')).stem or 'data'}-{cfg.model.name}"
-
-
 def _job_run_dir(cfg: TrainConfig, job: dict) -> Optional[str]:
     """The run directory this torchrun job's first attempt chose: --out, or the newest runs/<data>-<model>[-N]
     whose marker names this job (without --out a restart would otherwise pick a fresh -N)."""
     if cfg.run.out:
         candidates = [Path(cfg.run.out)]
     else:
-        base = _default_base(cfg)
+        base = default_run_base(cfg)
         pattern = re.compile(re.escape(base.name) + r"(-\d+)?")
         candidates = [p for p in base.parent.glob(base.name + "*") if pattern.fullmatch(p.name)]
     mine = []

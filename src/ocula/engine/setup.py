@@ -19,7 +19,7 @@ from ocula.engine.input_choice import default_backbone
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
 from ocula.models.compiled import compile_model
-from ocula.models.registry import create_model, get_spec
+from ocula.models.registry import create_model, get_spec, safe_name
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -207,6 +207,10 @@ def unique_run_dir(base: str) -> str:
     return str(path)
 
 
+def default_run_base(cfg: TrainConfig) -> Path:
+    """runs/<data>-<model>: a hub model's last name part (hf-hub:acme/tiny → tiny), never a colon or a slash."""
+    return Path("runs") / f"{Path(cfg.data.source.rstrip('/')).stem or 'data'}-{safe_name(cfg.model.name)}"
+
+
 def default_run_dir(cfg: TrainConfig) -> str:
-    data = Path(cfg.data.source.rstrip("/")).stem or "data"
-    return unique_run_dir(str(Path("runs") / f"{data}-{cfg.model.name}"))
+    return unique_run_dir(str(default_run_base(cfg)))
