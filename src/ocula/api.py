@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from ocula.errors import OculaError
+from ocula.inference.device import available_device
 from ocula.inference.predictor import Classifier
 from ocula.inference.scoring import labelled_split, score_split
 from ocula.run_dir import EvalDir, RunDir
@@ -118,14 +119,16 @@ def batch_predict(model, inputs, out, *, runtime: str = "torch", device: str = "
 
 # ---------------------------------------------------------------------- evaluate
 def evaluate(model, data: str, *, split: Optional[str] = None, batch_size: int = 64,
-             out_dir: Optional[str] = None, workers: Optional[int] = None, tta: bool = False) -> dict:
+             out_dir: Optional[str] = None, workers: Optional[int] = None, tta: bool = False,
+             device: str = "auto") -> dict:
     """Accuracy, top-k, per-class metrics, confusion matrix and calibration on a labelled dataset.
 
     Which images: `split` if given; else the data's test split; else, when the data is the one the
     model was trained on, its recorded validation split (never training images); else all of it
-    (`ocula.inference.scoring.labelled_split`).
+    (`ocula.inference.scoring.labelled_split`). `device` (auto, cpu, cuda, cuda:N) is where a model given
+    by its path runs; a Classifier passed in stays where it is.
     """
-    clf = _with_settings(model, tta)
+    clf = _with_settings(model if isinstance(model, Classifier) else load(model, available_device(device)), tta)
     report = score_split(clf, labelled_split(clf, data, split), batch_size, workers)
     report["data"] = str(data)
     if out_dir:
