@@ -94,3 +94,13 @@ def test_clips_from_scratch_default_to_small_gentle_steps():
     assert "clips from scratch" in r.batch_size.reason and "clips from scratch" in r.peak_lr.reason
     r = resolved(lr=3e-3, batch_size=32)
     assert (r.batch_size.value, r.peak_lr.value) == (32, 3e-3) and r.peak_lr.decided_by == USER
+
+
+def test_datasets_make_clips_writes_a_set_from_the_command_line(tmp_path, capsys):
+    from ocula.cli import main
+
+    assert main(["datasets", "make", "clips", str(tmp_path / "c"), "--set", "rotation", "--clips", "2",
+                 "--test-clips", "1", "--size", "32", "--frames", "6", "--format", "frames"]) == 0
+    assert "4 training and 2 test rotation clips" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "c" / "train").iterdir()) == ["ccw", "cw"]
+    assert len(list((tmp_path / "c" / "test").glob("*/clip_*/frame_*.png"))) == 2 * 6

@@ -1,4 +1,4 @@
-"""Generated datasets: `ocula datasets make moving-shapes|photo-objects OUT` (the `make` action of `ocula datasets`).
+"""Generated datasets: `ocula datasets make moving-shapes|photo-objects|clips OUT` (the `make` action of `ocula datasets`).
 
 `register` adds no command of its own; it gives the existing `datasets` command the options that
 `make` reads. Training, evaluation and prediction on them use the ordinary commands.
@@ -9,7 +9,8 @@ import argparse
 
 from ocula.errors import OculaError
 
-GENERATORS = ("moving-shapes", "photo-objects")
+GENERATORS = ("moving-shapes", "photo-objects", "clips")
+CLIP_SETS = ("direction", "rotation", "speed", "appear")  # ocula.data.synth_clips.SETS
 
 
 def register(subparsers) -> dict:
@@ -20,10 +21,14 @@ def register(subparsers) -> dict:
                        help="H.264 .mp4 files, or folders of PNG frames")
         g.add_argument("--motion", default="vertical", help="vertical (down/up), horizontal (left/right) or "
                        "scale (grow/shrink)")
-        g.add_argument("--clips", type=int, default=60, help="training clips per class (test: a third)")
+        g.add_argument("--clips", type=int, default=60, help="training clips per class (moving-shapes test: a third; clips: --test-clips)")
         g.add_argument("--frames", type=int, default=16, help="frames per clip")
-        g.add_argument("--size", type=int, help="side in pixels (default: moving-shapes 32, photo-objects 256)")
+        g.add_argument("--size", type=int, help="side in pixels (default: moving-shapes 32, clips 64, photo-objects 256)")
         g.add_argument("--seed", type=int, default=0, help="seed of the generator (default: 0)")
+        g = p.add_argument_group("make clips (a photo texture whose label lives only in the order of frames)")
+        g.add_argument("--set", dest="clip_set", choices=CLIP_SETS, default="direction",
+                       help="direction (left/right/zoom in/out), rotation (cw/ccw), speed, appear (order)")
+        g.add_argument("--test-clips", type=int, help="test clips per class (default: as --clips)")
         g = p.add_argument_group("make photo-objects (boxes on scikit-image's photographs)")
         g.add_argument("--layout", choices=["coco", "yolo"], default="coco", help="COCO JSON or YOLO data.yaml")
         g.add_argument("--train", type=int, default=300, help="training images")
@@ -47,6 +52,13 @@ def make_dataset(args) -> int:
                                     seed=args.seed, hostile=args.hostile)
         counts = ", ".join(f"{s} {c['images']} images ({c['boxes']} boxes)" for s, c in found["splits"].items())
         print(f"wrote {found['layout']} layout to {args.out}: {counts}; classes {', '.join(found['classes'])}")
+        return 0
+    if args.name == "clips":
+        from ocula.data.synth_clips import write_clip_set  # app layer: ocula --help imports no numpy
+
+        counts = write_clip_set(args.out, args.clip_set, per_class=args.clips, test_per_class=args.test_clips,
+                                frames=args.frames, size=args.size or 64, fmt=args.clip_format, seed=args.seed)
+        print(f"wrote {counts['train']} training and {counts['test']} test {args.clip_set} clips to {args.out}")
         return 0
     from ocula.modality.video.moving_shapes import write_moving_shapes  # the video package imports torch
 
