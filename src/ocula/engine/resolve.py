@@ -207,7 +207,7 @@ def _flips(cfg: TrainConfig, samples, contract: DataContract, num_classes: int, 
 def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task, modality=None) -> Choice:
     if cfg.optim.batch_size is not None:
         return Choice(cfg.optim.batch_size, "set in the config", USER)
-    own = task_kind.default_batch(images) or _modality_rule(modality, "default_batch", images, cfg.from_weights)
+    own = task_kind.default_batch(images) or modality.default_batch(images, cfg.from_weights)
     if own is not None:
         return Choice(own[0], own[1], RULE)
     if cfg.from_weights:
@@ -217,12 +217,6 @@ def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task, modality=No
         return Choice(batch, "config_sections.DEFAULT_BATCH", RULE)
     return Choice(batch, f"{images} training images from scratch: at least resolve.MIN_STEPS_PER_EPOCH steps an "
                          f"epoch (batches of at least resolve.MIN_SMALL_BATCH)", DATA)
-
-
-def _modality_rule(modality, name: str, *args):
-    """The modality's own recipe rule (clips: modality.video.default_batch/default_lr), or None."""
-    rule = getattr(modality, name, None)
-    return rule(*args) if rule is not None else None
 
 
 def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
@@ -236,7 +230,7 @@ def _peak_lr(cfg: TrainConfig, task_kind=tasks.Task, modality=None) -> Choice:
     if cfg.optim.lr is not None:
         return Choice(cfg.optim.lr, "set in the config", USER)
     own = (task_kind.default_lr(cfg.optim.optimizer, cfg.from_weights)
-           or _modality_rule(modality, "default_lr", cfg.optim.optimizer, cfg.from_weights))
+           or modality.default_lr(cfg.optim.optimizer, cfg.from_weights))
     if own is not None:
         return Choice(own[0], own[1], RULE)
     lr = cfg.peak_lr  # TrainConfig.peak_lr holds the rule and its measurements

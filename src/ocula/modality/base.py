@@ -39,6 +39,15 @@ class Modality:
         never reads that section. Images have no options: the shared instance."""
         return self
 
+    # ------------------------------------------------------------------ its recipe rules
+    def default_batch(self, samples: int, from_weights: bool) -> Optional[tuple[int, str]]:
+        """(batch size, why) when this modality has its own rule (clips from scratch), else None: the task's."""
+        return None
+
+    def default_lr(self, optimizer: str, from_weights: bool) -> Optional[tuple[float, str]]:
+        """(peak learning rate, why) when this modality has its own rule, else None: the task's."""
+        return None
+
     # ------------------------------------------------------------------ finding data
     def claims_folder(self, path: str, preferred: bool) -> bool:
         """Whether a class-folder tree holds this modality's samples (`preferred`: the model takes it)."""
