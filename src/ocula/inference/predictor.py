@@ -13,6 +13,7 @@ import torch
 
 from ocula import bundle, modality, tasks
 from ocula.data.contract import DataContract
+from ocula.data.images import shown_size
 from ocula.data.samples import FileSamples
 from ocula.errors import BadImageError, OculaError
 from ocula.models.compiled import compile_model
@@ -129,8 +130,8 @@ class Predictor:
         if isinstance(obj, (str, Path)):
             found = self.modality.header(str(obj))
             return tuple(found[0]) if found else None
-        if hasattr(obj, "size") and isinstance(obj.size, tuple):  # PIL
-            return obj.size
+        if hasattr(obj, "size") and isinstance(obj.size, tuple):  # PIL: as shown, like the pixels to_pil returns
+            return shown_size(obj)
         if hasattr(obj, "shape") and len(obj.shape) >= 2:  # numpy (H, W[, C])
             return (int(obj.shape[1]), int(obj.shape[0]))
         return None
