@@ -43,7 +43,7 @@ def register(sub) -> dict:
     p.add_argument("--gate-limit", type=int, metavar="N", help="gate on at most N images, evenly spaced")
     p.add_argument("--max-drop", type=float, metavar="POINTS", help="allowed accuracy drop in points "
                    "(default 0.5 for fp32, 1 for int8)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: 18, ocula.export.onnx.OPSET; the file records the one written)")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call in the gate (default: 64)")
     p.add_argument("--workers", type=int, help="DataLoader processes decoding the gate's images (default: "
                    "the cores, at most 4; 0 = in this process)")
