@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_machine  # noqa: E402
+from common import print_machine, write_result  # noqa: E402
 
 
 def export_images(folder: Path, n: int) -> None:
@@ -156,9 +156,7 @@ def main() -> None:
     result = {"machine": info, "files": args.n, "model": args.model, "size": args.size, "batch": args.batch,
               "rows": rows, "ray_over_local": ratio, "agreement": agree,
               "note": "2 shared cores; other agents load the CPU, so only the side-by-side ratio is meaningful"}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

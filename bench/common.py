@@ -28,3 +28,12 @@ def print_machine() -> dict:
     info = machine()
     print("MACHINE " + " | ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     return info
+
+
+def write_result(path, result: dict) -> None:
+    """The figures as JSON next to their section (docs/bench/...), the folder made if needed."""
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")

@@ -25,7 +25,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="ocula_
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_machine  # noqa: E402
+from common import print_machine, write_result  # noqa: E402
 
 
 def build(args):
@@ -119,9 +119,7 @@ def main() -> None:
               f"({comp[key] / (sum(eager) / 2):.2f}×), first compiled call {first:.1f} s")
     result = {"machine": info, "args": vars(args), "rows": rows, "summary": summary,
               "note": "2 shared cores; other agents load the CPU, so only side-by-side ratios are meaningful"}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -127,17 +127,7 @@ def test_mlflow_round_trip_through_an_mlflow_server(mlflow_env, monkeypatch, tmp
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"),
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
-            time.sleep(0.5)
+        _wait_until_up(server, f"{url}/health", tmp_path / "server.log", 90)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         run_dir = _train(tmp_path / "run", "mlflow")
         _check_mlflow_run(MlflowClient(tracking_uri=url), run_dir)
@@ -351,17 +341,7 @@ def test_mlflow_models_serve_answers_for_the_logged_model(tracked_run, tmp_path)
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"), start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
-            time.sleep(0.5)
+        _wait_until_up(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", 120)
         image = base64.b64encode(Path(paths[1]).read_bytes()).decode()
         body = {"dataframe_split": {"columns": ["path", "image"], "data": [[paths[0], None], [None, image], [None, None]]},
                 "params": {"topk": 2}}
@@ -386,3 +366,18 @@ def test_mlflow_models_serve_answers_for_the_logged_model(tracked_run, tmp_path)
         assert (row["label"], row["label_2"], row["error"]) == (p.label, p.topk[1][0], None)
         assert abs(row["prob"] - p.prob) < 1e-5
     assert rows[2]["label"] is None and rows[2]["error"] == "no image: give 'path' or 'image'"
+
+
+def _wait_until_up(server, url: str, log, seconds: float) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it exits or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert server.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, f"{url} did not answer in {seconds:g} s"
+        time.sleep(0.5)
