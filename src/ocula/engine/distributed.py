@@ -78,7 +78,8 @@ def all_gather_objects(obj: Any) -> list:
     if world_size() == 1:
         return [obj]
     out = [None] * world_size()
-    dist.all_gather_object(out, obj)
+    with torch.inference_mode(False):  # torch 2.4 fills its own buffers in place: not as inference tensors
+        dist.all_gather_object(out, obj)
     return out
 
 
