@@ -133,12 +133,7 @@ def test_mlflow_round_trip_through_an_mlflow_server(mlflow_env, monkeypatch, tmp
         _check_mlflow_run(MlflowClient(tracking_uri=url), run_dir)
         assert any((tmp_path / "artifacts").rglob("best.safetensors"))  # the server stored the bundle
     finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
+        _stop(server)
 
 
 def test_tensorboard_event_files_load_in_tensorboards_reader(tracked_run):
@@ -350,12 +345,7 @@ def test_mlflow_models_serve_answers_for_the_logged_model(tracked_run, tmp_path)
         with urllib.request.urlopen(request, timeout=60) as r:
             text = r.read().decode()
     finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
+        _stop(server)
 
     def no_nan(name):
         raise AssertionError(f"{name} in the JSON answer")
@@ -381,3 +371,13 @@ def _wait_until_up(server, url: str, log, seconds: float) -> None:
         assert server.poll() is None, log.read_text()[-2000:]
         assert time.monotonic() < deadline, f"{url} did not answer in {seconds:g} s"
         time.sleep(0.5)
+
+
+def _stop(server) -> None:
+    """SIGTERM the server's process group; SIGKILL it if it has not gone in 20 s."""
+    os.killpg(server.pid, 15)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, 9)
+        server.wait()
