@@ -84,6 +84,9 @@ def test_a_finished_run_logs_registers_and_serves_with_mlflow_skinny_only(finish
     run_dir, paths = finished_run
     uri = (tmp_path / "mlruns").as_uri()  # file:///…: a file-based store, no database, no server
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.7+: the file store is opt-in
+    # MlflowClient's registry falls back to MLflow 3's default (sqlite:///mlflow.db in the cwd) otherwise
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     out = tmp_path / "out.json"
     done = subprocess.run([sys.executable, "-c", SKINNY_SCRIPT, ",".join(FULL_MLFLOW_ONLY), str(run_dir), uri,
                            json.dumps(paths), str(out)], capture_output=True, text=True, timeout=300,
