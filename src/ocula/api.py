@@ -77,11 +77,7 @@ def predict(model, inputs, topk: int = 1, batch_size: int = 32, workers: Optiona
     overlap above which non-maximum suppression merges two boxes of a class (default the model's)."""
     from ocula.inference.predictor import Prediction
 
-    clf = _with_settings(model, tta, min_confidence)
-    if box_threshold is not None:
-        if not 0 <= float(box_threshold) <= 1:
-            raise OculaError(f"box_threshold must be a score in [0, 1], not {box_threshold}")
-        clf.box_threshold = float(box_threshold)
+    clf = _with_settings(model, tta, min_confidence, box_threshold)
     if nms_iou is not None:
         if not 0 < float(nms_iou) <= 1 or not hasattr(clf.model, "nms_thresh"):
             raise OculaError(f"nms_iou is an IoU in (0, 1] for a detector, not {nms_iou} for this model")
@@ -204,15 +200,11 @@ def calibrate(run, data: str, *, split: Optional[str] = None, batch_size: int = 
     return result
 
 
-def _with_settings(model, tta: bool = False, min_confidence: Optional[float] = None) -> Classifier:
+def _with_settings(model, tta: bool = False, min_confidence: Optional[float] = None,
+                   box_threshold: Optional[float] = None) -> Classifier:
     """The model to run with these settings: a caller's Classifier is copied (shallow: the weights are
     shared) rather than changed, so a call's `tta` or `min_confidence` does not stick to it."""
     import copy
 
-    if min_confidence is not None and not 0 <= float(min_confidence) <= 1:
-        raise OculaError(f"min_confidence must be a probability in [0, 1], not {min_confidence}")
     clf = copy.copy(model) if isinstance(model, Classifier) else load(model)
-    clf.tta = tta or clf.tta
-    if min_confidence is not None:
-        clf.min_confidence = float(min_confidence)
-    return clf
+    return clf.configured(tta=tta, min_confidence=min_confidence, box_threshold=box_threshold)
