@@ -1,9 +1,8 @@
 """What the declared version bounds promise: the lower bounds `make test-min` installs, code that runs on them
-(numpy 1.x, torch 2.4's ONNX exporter), a core install without scipy, and the EXIF rule for in-memory images."""
+(numpy 1.x, the ONNX opset pinned), a core install without scipy, and the EXIF rule for in-memory images."""
 from __future__ import annotations
 
 import ast
-import inspect
 import io
 import json
 import math
@@ -135,20 +134,7 @@ def test_verification_auc_needs_no_numpy2_function(monkeypatch):
     assert verification_metrics(scores, same)["auc"] == pytest.approx(want, abs=1e-12)
 
 
-# ------------------------------------------------------------------------------ ONNX on torch 2.4
-def _torch24_export(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
-                    output_names=None, operator_export_type=None, opset_version=None, do_constant_folding=True,
-                    dynamic_axes=None, keep_initializers_as_inputs=None, custom_opsets=None,
-                    export_modules_as_functions=False, autograd_inlining=True):
-    """torch 2.4's torch.onnx.export signature (no dynamo=, optimize=), calling this torch's TorchScript exporter."""
-    kw = {"dynamo": False} if "dynamo" in inspect.signature(_REAL_EXPORT).parameters else {}
-    return _REAL_EXPORT(model, args, f, input_names=input_names, output_names=output_names,
-                        opset_version=opset_version, dynamic_axes=dynamic_axes, **kw)
-
-
-_REAL_EXPORT = torch.onnx.export
-
-
+# ------------------------------------------------------------------------------ ONNX: the opset pinned
 def _tiny_bundle():
     from ocula import bundle
     from ocula.data.contract import DataContract
@@ -159,14 +145,11 @@ def _tiny_bundle():
     return model, bundle.make_meta(model.ocula_arch, DataContract(16, 1, (0.5,), (0.5,)), ["a", "b", "c"])
 
 
-@pytest.mark.parametrize("torch_24", [False, True], ids=["this-torch", "torch-2.4-signature"])
-def test_onnx_export_pins_the_opset_and_runs_on_the_exporter_torch_has(torch_24, tmp_path, monkeypatch):
+def test_onnx_export_pins_the_opset_and_runs_on_the_supported_exporter(tmp_path):
     pytest.importorskip("onnxruntime")
     from ocula.export import onnx as ox
     from ocula.export.runtime import OnnxClassifier
 
-    if torch_24:
-        monkeypatch.setattr(torch.onnx, "export", _torch24_export)
     model, meta = _tiny_bundle()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,8 +158,7 @@ def test_onnx_export_pins_the_opset_and_runs_on_the_exporter_torch_has(torch_24,
     props = {p.key: p.value for p in ox.load_proto(path).metadata_props}
     export = json.loads(props["ocula"])["export"]  # where a reader that knows nothing of torch finds it
     assert export["opset"] == ox.OPSET == 18 and ox._opset_of(ox.load_proto(path)) == 18
-    assert export["exporter"] == ("dynamo" if ox._has_dynamo_exporter() else "torchscript")
-    assert export["exporter"] == "torchscript" or not torch_24
+    assert export["exporter"] == "dynamo"
     x = torch.randn(3, 1, 16, 16)  # the example batch was 2: the batch axis stays dynamic on both routes
     with torch.no_grad():
         want = model(x)

@@ -13,7 +13,6 @@ The graph is written at opset OPSET unless asked otherwise (the "export" block r
 """
 from __future__ import annotations
 
-import inspect
 import json
 import warnings
 from pathlib import Path
@@ -65,33 +64,20 @@ class TaskLogits(torch.nn.Module):
 
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, output: str = OUTPUT_NAME):
-    """(ModelProto, exporter name): torch.export-based exporter where this torch has it (the supported one),
-    the TorchScript exporter as the fallback and on torch < 2.5."""
-    if not _has_dynamo_exporter():
-        return _torchscript_export(model, example, opset, output), "torchscript"
+    """(ModelProto, exporter name): the torch.export-based exporter (the supported one), the TorchScript
+    exporter where it fails."""
     batch = torch.export.Dim("batch", min=1, max=65536)
-    options = {"optimize": True} if "optimize" in _export_parameters() else {}  # torch >= 2.6
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
                                         input_names=[INPUT_NAME], output_names=[output],
-                                        dynamic_shapes=({0: batch},), verbose=False, **options)
+                                        dynamic_shapes=({0: batch},), verbose=False, optimize=True)
         return program.model_proto, "dynamo"
     except Exception as e:  # noqa: BLE001 - any exporter failure gets the second route
         warnings.warn(f"torch.export-based ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
                       "falling back to the TorchScript exporter")
     return _torchscript_export(model, example, opset, output), "torchscript"
-
-
-def _export_parameters() -> frozenset:
-    return frozenset(inspect.signature(torch.onnx.export).parameters)
-
-
-def _has_dynamo_exporter() -> bool:
-    # torch.onnx.export(dynamo=True, dynamic_shapes=...) is torch >= 2.5; torch 2.4 has `dynamo=` without
-    # `dynamic_shapes=` (its old, experimental dynamo_export), so it takes the TorchScript exporter.
-    return {"dynamo", "dynamic_shapes"} <= _export_parameters()
 
 
 def _torchscript_export(model, example, opset: int, output: str = OUTPUT_NAME):
@@ -100,12 +86,11 @@ def _torchscript_export(model, example, opset: int, output: str = OUTPUT_NAME):
     import onnx
 
     buf = io.BytesIO()
-    options = {"dynamo": False} if "dynamo" in _export_parameters() else {}  # torch >= 2.9 defaults to True
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), buf, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[output], dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}},
-                          **options)
+                          dynamo=False)  # torch >= 2.9 defaults to True
     return onnx.load_from_string(buf.getvalue())
 
 

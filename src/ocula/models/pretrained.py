@@ -22,7 +22,6 @@ runs and bundles (a run directory, a bundle's metadata) are read by `ocula.engin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import pickle
 import re
 import struct
@@ -123,19 +122,6 @@ def read_weights_file(path, use_ema: bool = True) -> WeightsSource:
     raise OculaError(f"{path}: unknown weights format (use {', '.join(WEIGHTS_SUFFIXES)})")
 
 
-def _allow_namespace():
-    """A context in which torch's safe unpickler accepts `argparse.Namespace`: how timm's and torchvision's
-    train scripts store their arguments. It only holds attributes, so their checkpoints load without
-    running code. torch >= 2.5 allows it for the one call (`safe_globals`); torch 2.4 has only the
-    process-wide `add_safe_globals`, which allows the same class for every later safe load too."""
-    serialization = torch.serialization
-    if hasattr(serialization, "safe_globals"):
-        return serialization.safe_globals([argparse.Namespace])
-    if hasattr(serialization, "add_safe_globals"):
-        serialization.add_safe_globals([argparse.Namespace])
-    return contextlib.nullcontext()
-
-
 def _read_torch(path: Path, use_ema: bool) -> WeightsSource:
     try:
         size = path.stat().st_size
@@ -143,7 +129,9 @@ def _read_torch(path: Path, use_ema: bool) -> WeightsSource:
         raise BadWeightsError(path, f"cannot read ({e.strerror or e})") from None
     if size == 0:
         raise BadWeightsError(path, "empty file (0 bytes), not a PyTorch checkpoint")
-    allowed = _allow_namespace()  # outside the try: a torch API that is missing is no fault of the file
+    # argparse.Namespace: how timm's and torchvision's train scripts store their arguments. It only holds
+    # attributes, so their checkpoints load without running code; allowed for this one call.
+    allowed = torch.serialization.safe_globals([argparse.Namespace])
     try:  # only the load: whatever it raises is about the file
         with allowed, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Detected pickle protocol 4 …": the error below says it all
