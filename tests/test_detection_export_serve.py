@@ -83,9 +83,14 @@ def test_onnx_predicts_the_same_boxes_as_pytorch_at_any_batch_size(exported, clf
     want, got = clf.predict(images), onnx_clf.predict(images, batch_size=4)  # batches of 4 and 2
     assert any(p.boxes for p in want)
     for w, g in zip(want, got):
-        assert [b["label"] for b in g.boxes] == [b["label"] for b in w.boxes]
-        assert np.allclose([b["box"] for b in g.boxes], [b["box"] for b in w.boxes], atol=0.05)
-        assert np.allclose([b["score"] for b in g.boxes], [b["score"] for b in w.boxes], atol=1e-4)
+        scores = [b["score"] for b in w.boxes]
+        assert np.allclose([b["score"] for b in g.boxes], scores, atol=1e-4)
+        # two boxes whose scores (rounded to 1e-5) differ by float noise may come out in either order: compare
+        # the others
+        untied = [i for i, s in enumerate(scores) if all(abs(s - t) > 2e-5 for j, t in enumerate(scores) if j != i)]
+        assert len(untied) >= len(scores) / 2
+        assert [g.boxes[i]["label"] for i in untied] == [w.boxes[i]["label"] for i in untied]
+        assert np.allclose([g.boxes[i]["box"] for i in untied], [w.boxes[i]["box"] for i in untied], atol=0.05)
     x = torch.stack([clf.preprocess(p) for p in images[:3]])
     assert onnx_clf.logits(x[:1]).shape == (1, clf.model.detections_per_img, 6)
     assert torch.allclose(onnx_clf.logits(x), clf.logits(x), atol=1e-4)
@@ -184,10 +189,11 @@ def test_page_draws_the_boxes_over_the_image(detection_run, images, tmp_path):
         assert canvas.is_displayed() and not browser.find_element(By.ID, "preview").is_displayed()
         scale = 360 / 64  # the canvas is 360 px on its long side; the photo-objects images are 64 px
         x, y = round(first[0] * scale), round((first[1] + first[3]) / 2 * scale)  # the first box's left edge
-        pixel = browser.execute_script(
-            "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data)"
-            ".slice(0, 3)", canvas, x, y)
+        row = browser.execute_script(  # 5 pixels across the edge: where the antialiased line is fully drawn
+            "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1] - 2, arguments[2], 5, 1)"
+            ".data)", canvas, x, y)
+        pixels = [row[i:i + 3] for i in range(0, len(row), 4)]
         palette = [(37, 99, 235), (220, 38, 38), (22, 163, 74), (217, 119, 6), (147, 51, 234), (8, 145, 178),
                    (219, 39, 119), (101, 163, 13)]
-        assert min(max(abs(a - b) for a, b in zip(pixel, c)) for c in palette) <= 8, pixel  # antialiased edge
+        assert min(max(abs(a - b) for a, b in zip(p, c)) for c in palette for p in pixels) <= 8, pixels
         assert browser.find_elements(By.CSS_SELECTOR, "#results li")

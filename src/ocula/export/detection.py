@@ -78,8 +78,11 @@ class BatchedDetections(nn.Module):
         top = torch.nonzero(rank < int(self.model.detections_per_img)).squeeze(1)
         rows = torch.cat([(boxes[top] / self.size).clamp(0, 1), scores[top].unsqueeze(1),
                           labels[top].to(boxes.dtype).unsqueeze(1)], 1)
-        out = torch.zeros(b, int(self.model.detections_per_img), 6, dtype=boxes.dtype, device=boxes.device)
-        out[:, :, 5] = -1
-        out[image[top], rank[top]] = rows
-        return out
+        per_image = int(self.model.detections_per_img)
+        # one flat row index, not (image, rank) pairs: torch 2.6's ONNX exporter writes a two-index put as a
+        # ScatterND that reads only the first index
+        out = torch.zeros(b * per_image, 6, dtype=boxes.dtype, device=boxes.device)
+        out[:, 5] = -1
+        out[image[top] * per_image + rank[top]] = rows
+        return out.view(b, per_image, 6)
 
