@@ -147,7 +147,12 @@ async def read_image_bodies(request, max_images: int) -> list[tuple[str, bytes]]
 
 
 async def _read_form(request, max_images: int) -> list[tuple[str, bytes]]:
-    form = await request.form(max_files=max_images, max_fields=max_images + 16)
+    try:
+        form = await request.form(max_files=max_images, max_fields=max_images + 16)
+    except Exception as e:  # noqa: BLE001 - starlette 0.36 (the floor) lets python-multipart's parse errors out
+        if type(e).__module__.split(".")[0] not in ("multipart", "python_multipart"):
+            raise  # starlette's own HTTPException (400) and anything else keep their way out
+        raise Rejected(400, f"malformed multipart body ({type(e).__name__}): {SEND_HINT}") from None
     try:
         found = [(field, value) for field in FORM_FIELDS for value in form.getlist(field)]
         if not found:
