@@ -3,8 +3,15 @@
 The 1000-class ImageNet model itself, calibrated on one set of scikit-image photos and compared with
 fp32 on others: the default settings keep depthwise weights per channel and the stem in fp32, and
 int8 picks the same ImageNet class as fp32 on (nearly) every photo.
+
+On x86 CPUs without VNNI the weights of the pointwise convolutions and the classifier are uint8: ONNX
+Runtime's U8S8 kernels there add pairs of products into int16 and saturate (issue 23: on a 2-core AVX2
+EPYC that is what took this test to 20 of 24 photos and a logit correlation of 0.954; uint8 pointwise
+weights gave 23 of 24 and 0.993). A tiny generated network checks the choice on either kind of CPU fast.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,10 +106,103 @@ def test_int8_picks_the_fp32_class_on_real_photos(lite0_files):
     ref, out = fp32.logits(x), int8.logits(x)
     assert int(ref[0].argmax()) in TABBY_TO_EGYPTIAN_CAT  # the weights are the real ImageNet ones: a cat
     agreement = float((ref.argmax(1) == out.argmax(1)).float().mean())
-    # 24 photos and crops. The bars were 0.85 and 0.97 when this was written; with the packages a fresh
-    # install got on 2026-12-06 the same int8 file gives 20 of 24 and a correlation of 0.954, and so does the
-    # code from before that day's changes (not onnxscript 0.7.1/0.7.2, not timm 1.0.29/1.0.31; cause open,
-    # see the session note). The bars hold that level so a further loss still fails.
-    assert agreement >= 0.8, agreement
+    # 24 photos and crops. The bars of issue 13 (0.85 and 0.97) hold again since the pointwise weights are
+    # chosen for the CPU: the drop to 20 of 24 and 0.954 seen on 2026-12-06 was the machine (AVX2 without
+    # VNNI: int16 saturation in ONNX Runtime's U8S8 kernels), not the packages.
+    assert agreement >= 0.85, agreement
     # and the logits themselves stay close: correlation over all photos and classes
-    assert np.corrcoef(ref.flatten().numpy(), out.flatten().numpy())[0, 1] > 0.95
+    assert np.corrcoef(ref.flatten().numpy(), out.flatten().numpy())[0, 1] > 0.97
+
+
+def _tiny_dw_net(tmp):
+    """stem conv → depthwise → pointwise → linear, exported to fp32 ONNX, and 12 generated images."""
+    from PIL import Image
+
+    from ocula import bundle
+    from ocula.data.contract import DataContract
+    from ocula.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU6(),
+                                torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.ReLU6(),
+                                torch.nn.Conv2d(8, 16, 1), torch.nn.ReLU6(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    model.ocula_arch = {"name": "tiny_dw", "num_classes": 4, "in_chans": 3, "input_size": 32}
+    meta = bundle.make_meta(dict(model.ocula_arch), DataContract(input_size=32, channels=3), list("abcd"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32 = export_onnx(model, meta, tmp / "tiny.onnx")
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp / "calib" / "x"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return fp32, tmp / "calib"
+
+
+def _weight_types(path) -> dict:
+    """op kind ("stem", "depthwise", "pointwise", "gemm") → set of stored weight dtypes (numpy names)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dequant = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    kinds: dict = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        kind = ("gemm" if node.op_type == "Gemm" else "stem" if node.input[0] == "input"
+                else "depthwise" if group > 1 else "pointwise")
+        weight = node.input[1]
+        stored = init[dequant[weight].input[0]] if weight in dequant else init[weight]
+        kinds.setdefault(kind, set()).add(stored.dtype.name)
+    return kinds
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_pointwise_weights_follow_the_cpu(tmp_path, monkeypatch, saturates):
+    from ocula.export import quantize
+    from ocula.export.runtime import OnnxClassifier
+
+    fp32, calib = _tiny_dw_net(tmp_path)
+    monkeypatch.setattr(quantize, "int16_saturation_risk", lambda: saturates)
+    info = quantize.quantize_int8(fp32, tmp_path / "tiny.int8.onnx", str(calib), calib_size=12, workers=0)
+    kinds = _weight_types(tmp_path / "tiny.int8.onnx")
+    pointwise = "uint8" if saturates else "int8"
+    assert kinds == {"stem": {"float32"}, "depthwise": {"int8"}, "pointwise": {pointwise}, "gemm": {pointwise}}
+    assert info["pointwise_weights"].startswith(pointwise)
+    # and the file runs and stays close to fp32 on the calibration images
+    a, b = OnnxClassifier.load(fp32, threads=1), OnnxClassifier.load(tmp_path / "tiny.int8.onnx", threads=1)
+    x = torch.rand(6, 3, 32, 32)
+    assert np.corrcoef(a.logits(x).flatten().numpy(), b.logits(x).flatten().numpy())[0, 1] > 0.9
+
+
+def test_pointwise_weights_can_be_forced_and_bad_values_are_one_line_errors(tmp_path):
+    from ocula.errors import OculaError
+    from ocula.export.quantize import quantize_int8
+
+    fp32, calib = _tiny_dw_net(tmp_path)
+    info = quantize_int8(fp32, tmp_path / "u8.onnx", str(calib), calib_size=4, workers=0, pointwise_weights="uint8")
+    assert _weight_types(tmp_path / "u8.onnx")["pointwise"] == {"uint8"} and "as requested" in info["pointwise_weights"]
+    with pytest.raises(OculaError, match="pointwise weights 'int4'"):
+        quantize_int8(fp32, tmp_path / "x.onnx", str(calib), pointwise_weights="int4")
+
+
+def test_vnni_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import platform
+
+    from ocula.export import quantize
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert quantize.vnni_cpu() is None and quantize.int16_saturation_risk() is False
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    got = quantize.vnni_cpu()
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
+    if flags:
+        assert got is ("avx512_vnni" in flags or "avx_vnni" in flags)
+    assert quantize.int16_saturation_risk() is (got is not True)
