@@ -92,23 +92,81 @@ class PlainLSTM(nn.Module):
 
 
 class PlainAttention(nn.Module):
+    """cnn_transformer's kind, written out: frame CNN → linear → class token + learned positions → two pre-norm
+    transformer layers → LayerNorm → the class token → linear."""
+
     def __init__(self, size, classes, dim=256):
         super().__init__()
         self.cnn, self.proj = FrameCNN(size), nn.Linear(512, dim)
-        self.pos = nn.Parameter(torch.randn(1, PLAIN["frames"], dim) * 0.02)
-        self.block = nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.1, batch_first=True, norm_first=True)
-        self.head = nn.Linear(dim, classes)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, PLAIN["frames"] + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.1, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
 
     def forward(self, x):
-        return self.head(self.block(self.proj(self.cnn(x)) + self.pos).mean(1))
+        z = self.proj(self.cnn(x))
+        z = torch.cat([self.cls.expand(len(z), -1, -1), z], 1) + self.pos
+        return self.head(self.norm(self.blocks(z))[:, 0])
+
+
+class PlainSeedLSTM(nn.Module):
+    """seed_lstm written out: three stacked LSTM(128) over flattened frames, linear on the last step."""
+
+    def __init__(self, size, classes):
+        super().__init__()
+        self.rnn = nn.LSTM(3 * size * size, 128, num_layers=3, batch_first=True)
+        self.head = nn.Linear(128, classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.flatten(2))
+        return self.head(out[:, -1])
+
+
+class PlainSeedAttention(nn.Module):
+    """seed_attention_video written out: Dense(256, relu) on each flattened frame + learned positions,
+    Q/K/V = Dense(64, relu), softmax(QKᵀ/√d)·V, mean over frames, linear."""
+
+    def __init__(self, size, classes):
+        super().__init__()
+        self.embed = nn.Linear(3 * size * size, 256)
+        self.pos = nn.Parameter(torch.zeros(1, PLAIN["frames"], 256))
+        self.q, self.k, self.v = nn.Linear(256, 64), nn.Linear(256, 64), nn.Linear(256, 64)
+        self.head = nn.Linear(64, classes)
+
+    def forward(self, x):
+        h = torch.relu(self.embed(x.flatten(2))) + self.pos
+        q, k, v = torch.relu(self.q(h)), torch.relu(self.k(h)), torch.relu(self.v(h))
+        w = (q @ k.transpose(1, 2) / 8.0).softmax(-1)
+        return self.head((w @ v).mean(1))
+
+
+PLAIN_MODELS = {"plain_lstm": PlainLSTM, "plain_attention": PlainAttention, "plain_seed_lstm": PlainSeedLSTM,
+                "plain_seed_attention": PlainSeedAttention}
+# The transformer gets the usual transformer recipe (AdamW 3e-4, a one-epoch linear warmup, then cosine,
+# gradient norm clipped at 1): with plain Adam 1e-3 and no warmup one mean-pooled layer stayed at chance.
+RECIPES = {"plain_attention": dict(opt="adamw", lr=3e-4, warmup_epochs=1, cosine=True, clip=1.0)}
 
 
 def plain_row(name: str, data: Path, seed: int) -> dict:
     torch.manual_seed(seed)
     xtr, ytr, classes = read_split(data / "train")
     xte, yte, _ = read_split(data / "test")
-    model = (PlainLSTM if name == "plain_lstm" else PlainAttention)(xtr.shape[-1], len(classes))
-    opt = torch.optim.Adam(model.parameters(), lr=PLAIN["lr"])
+    model = PLAIN_MODELS[name](xtr.shape[-1], len(classes))
+    recipe = dict(opt="adam", lr=PLAIN["lr"], warmup_epochs=0, cosine=False, clip=None, **{})
+    recipe.update(RECIPES.get(name, {}))
+    opt = (torch.optim.AdamW if recipe["opt"] == "adamw" else torch.optim.Adam)(model.parameters(), lr=recipe["lr"])
+    steps_per_epoch = -(-len(ytr) // PLAIN["batch_size"])
+    total, warm = PLAIN["epochs"] * steps_per_epoch, recipe["warmup_epochs"] * steps_per_epoch
+
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        if recipe["cosine"]:
+            return 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
+        return 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     norm = lambda u8: u8.float() / 255 - 0.5  # noqa: E731
     t0 = time.perf_counter()
     for _ in range(PLAIN["epochs"]):
@@ -117,13 +175,17 @@ def plain_row(name: str, data: Path, seed: int) -> dict:
             loss = nn.functional.cross_entropy(model(norm(xtr[idx])), ytr[idx])
             opt.zero_grad()
             loss.backward()
+            if recipe["clip"]:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe["clip"])
             opt.step()
+            sched.step()
     train_s = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(norm(xte[i:i + 32])).argmax(1) for i in range(0, len(yte), 32)])
-    return {"row": name, "options": PLAIN, "test_accuracy": round(float((pred == yte).float().mean()), 4),
-            "test_clips": len(yte), "train_clips": len(ytr), "train_time_s": round(train_s, 1)}
+    return {"row": name, "options": {**PLAIN, **recipe}, "test_accuracy": round(float((pred == yte).float().mean()), 4),
+            "test_clips": len(yte), "train_clips": len(ytr), "train_time_s": round(train_s, 1),
+            "test_pred": pred.tolist()}
 
 
 # ------------------------------------------------------------------------------ ocula rows
@@ -136,12 +198,17 @@ def ocula_row(name: str, options: dict, data: Path, seed: int, work: Path) -> di
     report = ocula.evaluate(run.dir, str(data), split="test")
     resolved = json.loads((Path(run.dir) / "resolved.json").read_text())
     chosen = {k: v["value"] for k, v in resolved["choices"].items()
-              if k in ("batch_size", "epochs", "peak_lr", "augment")}
+              if k in ("batch_size", "epochs", "peak_lr", "augment", "cross_fit", "input_size")}
     cfg = resolved["config"]
+    test = data / "test"  # per-clip predictions in read_split's order, for paired differences with the plain rows
+    classes = sorted(d.name for d in test.iterdir() if d.is_dir())
+    clips = [str(item) for cls in classes for item in sorted((test / cls).iterdir())]
+    pred = [classes.index(p.label) if p.label in classes else -1 for p in ocula.predict(run.dir, clips)]
     return {"row": name, "options": options, "test_accuracy": round(float(report["accuracy"]), 4),
             "test_clips": int(report.get("n", report.get("samples", 0)) or 0), "resolved": chosen,
             "flips": {k: v.get("use") for k, v in resolved.get("flips", {}).items()},
-            "schedule": cfg.get("optim", {}).get("schedule"), "wall_s": round(wall, 1)}
+            "schedule": cfg.get("optim", {}).get("schedule"), "wall_s": round(wall, 1),
+            "val_split": (Path(data) / "val").is_dir(), "test_pred": pred}
 
 
 def main() -> None:
@@ -151,7 +218,8 @@ def main() -> None:
     p.add_argument("--format", default="mp4", help="with --make: mp4 or frames")
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--test-per-class", type=int, default=100)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--val-per-class", type=int, default=0, help="with --make: also a val/ split")
+    p.add_argument("--size", type=int, default=48)
     p.add_argument("--rows", default="", help="comma-separated: plain_lstm, plain_attention, " + ", ".join(ROWS))
     p.add_argument("--ocula", action="append", default=[], help="NAME=JSON: an extra ocula row")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
@@ -163,7 +231,7 @@ def main() -> None:
         from ocula.data.synth_clips import write_clip_set
 
         print(write_clip_set(data, args.make, per_class=args.per_class, test_per_class=args.test_per_class,
-                             size=args.size, fmt=args.format))
+                             val_per_class=args.val_per_class, size=args.size, fmt=args.format))
     rows = dict(ROWS)
     wanted = [r for r in args.rows.split(",") if r]
     for extra in args.ocula:

@@ -23,37 +23,55 @@ def test_seeded():
     np.testing.assert_array_equal(a[0], b[0])
 
 
-def _shift(a: np.ndarray, b: np.ndarray) -> int:
-    """The horizontal shift (pixels) that best maps frame a onto frame b: positive = content moved right."""
-    a, b = a.astype(np.float32).mean(-1), b.astype(np.float32).mean(-1)
-    errors = {s: np.abs(a[:, max(0, -s):a.shape[1] - max(0, s)] - b[:, max(0, s):b.shape[1] - max(0, -s)]).mean()
-              for s in range(-6, 7)}
-    return min(errors, key=errors.get)
+def _track(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The moving object's centre (x, y) and area in pixels, per frame: the photograph behind it stands
+    still, so the pixels far from their median over time are the object's (its dark rim at least)."""
+    frames = clip.astype(np.float32)
+    moved = np.abs(frames - np.median(frames, axis=0)).mean(-1) > 30  # (T, S, S)
+    ys, xs = np.mgrid[:clip.shape[1], :clip.shape[2]]
+    area = moved.sum((1, 2))
+    centre = np.stack([(moved * xs).sum((1, 2)), (moved * ys).sum((1, 2))], 1) / np.maximum(area, 1)[:, None]
+    return centre, area
 
 
 def test_direction_reversed_is_the_other_class():
-    """left_to_right content moves right; the same clip played backwards moves left: order carries the label."""
-    clips, labels, classes = synth_clips.generate("direction", 3, frames=16, size=48, seed=0)
+    """left_to_right moves the object right, zoom_in makes it bigger; the other class of each pair is the
+    same kind of clip played backwards, so the order of frames carries the label."""
+    clips, labels, classes = synth_clips.generate("direction", 3, frames=16, size=32, seed=0)
     for clip, label in zip(clips, labels):
         name = classes[label]
-        if name not in ("left_to_right", "right_to_left"):
-            continue
-        moved = _shift(clip[0], clip[1])  # 2-4 px a frame
-        assert (moved > 0) == (name == "left_to_right") and moved != 0
-        assert (_shift(clip[::-1][0], clip[::-1][1]) > 0) != (name == "left_to_right")
+        centre, area = _track(clip)
+        if name in ("left_to_right", "right_to_left"):
+            moved = centre[-1, 0] - centre[0, 0]  # 60-100 % of the room the object has
+            assert (moved > 5) if name == "left_to_right" else (moved < -5)
+            assert abs(centre[-1, 1] - centre[0, 1]) < 2  # a horizontal move
+        else:
+            assert (area[-1] > 2 * area[0]) if name == "zoom_in" else (area[0] > 2 * area[-1])
+        back, _ = _track(clip[::-1])
+        np.testing.assert_allclose(back, centre[::-1])
 
 
-def test_zoom_and_appear_follow_time():
-    clips, labels, classes = synth_clips.generate("direction", 2, frames=8, size=48, seed=2)
+def test_rotation_and_speed_are_in_the_motion():
+    clips, labels, classes = synth_clips.generate("rotation", 3, frames=16, size=32, seed=1)
     for clip, label in zip(clips, labels):
-        if classes[label] in ("zoom_in", "zoom_out"):  # zooming in magnifies: fewer edges in the last frame
-            edges = [np.abs(np.diff(f.astype(np.float32).mean(-1), axis=1)).mean() for f in (clip[0], clip[-1])]
-            assert (edges[1] < edges[0]) == (classes[label] == "zoom_in")
+        centre, _ = _track(clip)
+        r = centre - 16
+        turn = np.cross(r[:-1], r[1:]).sum()  # > 0: clockwise on screen (y points down)
+        assert (turn > 0) == (classes[label] == "cw")
+    clips, labels, classes = synth_clips.generate("speed", 4, frames=16, size=32, seed=2)
+    changed = {name: [] for name in classes}  # pixels that change between consecutive frames: the moving rim
+    for clip, label in zip(clips, labels):
+        moved = np.abs(np.diff(clip.astype(np.float32), axis=0)).mean(-1) > 30
+        changed[classes[label]].append(moved.sum((1, 2)).mean())
+    assert max(changed["slow"]) < min(changed["fast"])
+
+
+def test_appear_follows_time():
     clips, labels, classes = synth_clips.generate("appear", 3, frames=8, size=32, seed=0)
     for clip, label in zip(clips, labels):
-        first, last = np.abs(clip[1:].astype(np.int16) - clip[:-1]).reshape(7, -1).max(1).nonzero()[0][[0, -1]]
-        assert first == last  # one frame changes: the disc shows up or goes, nothing else moves
-        assert clip[0].shape == clip[-1].shape
+        changed = np.abs(clip[1:].astype(np.int16) - clip[:-1]).reshape(7, -1).max(1).nonzero()[0]
+        assert len(changed) == 1  # one frame changes: the object shows up or goes, nothing else moves
+        assert 8 // 4 - 1 <= changed[0] <= 3 * 8 // 4  # at a random frame in the middle half
 
 
 def test_written_layouts_read_as_clips(tmp_path):
@@ -61,9 +79,10 @@ def test_written_layouts_read_as_clips(tmp_path):
     from ocula.modality.video.decode import read_clip
 
     for fmt in synth_clips.FORMATS:
-        counts = synth_clips.write_clip_set(tmp_path / fmt, "speed", per_class=1, test_per_class=1, frames=6,
-                                            size=16, fmt=fmt)
-        assert counts == {"train": 2, "test": 2}
+        counts = synth_clips.write_clip_set(tmp_path / fmt, "speed", per_class=1, test_per_class=1,
+                                            val_per_class=1, frames=6, size=16, fmt=fmt)
+        assert counts == {"train": 2, "test": 2, "val": 2}
+        assert sorted(p.name for p in (tmp_path / fmt / "val").iterdir()) == ["fast", "slow"]
         clip = next((tmp_path / fmt / "train" / "fast").iterdir())
         x = read_clip(clip, DataContract(input_size=16, frames=6))
         assert x.shape == (6, 3, 16, 16)

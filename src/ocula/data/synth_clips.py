@@ -1,25 +1,26 @@
-"""Generated clip sets whose label lives in the order of frames: a window moving over a photograph.
+"""Generated clip sets whose label lives in the order of frames: an object moving over a photograph.
 
-Every clip is a camera window of S×S pixels sliding, zooming or turning over one of scikit-image's
-sample photographs (or a photograph with a disc of another one pasted in), T frames long:
+Every clip is a still S×S window of one of scikit-image's sample photographs with an object over it (a
+disc of another photograph, its texture riding with it, a dark rim), T frames long (version 2):
 
-    direction   left_to_right | right_to_left | zoom_in | zoom_out   (the picture moves that way)
-    rotation    cw | ccw                                              (the picture turns that way)
-    speed       slow | fast        (a random heading; 0.4-0.9 against 2.0-3.0 pixels a frame)
-    appear      appear | disappear (a disc of another photo shows up, or goes, at a random frame)
+    direction   left_to_right | right_to_left | zoom_in | zoom_out   (it slides across, or comes closer)
+    rotation    cw | ccw           (it circles the middle of the frame, from the top)
+    speed       slow | fast        (a random heading; a tenth to a quarter of the room, or 70-100 %)
+    appear      appear | disappear (it shows up, or goes, at a random frame)
 
 Within a pair (left/right, in/out, cw/ccw, appear/disappear) one class is a fresh clip of the other
 class played backwards, so the *set* of frames has the same distribution in both classes: a model
 that does not read the order of frames is at chance within a pair. (`direction`'s two pairs differ
-in their frames — a zoom spans scales, a slide does not — so an order-blind model reaches 0.5 on it,
+in their frames — a zoom spans sizes, a slide does not — so an order-blind model reaches 0.5 on it,
 not 0.25. `speed` is not a reversal pair: one frame fits both classes, only the change between
-frames tells.)
+frames tells.) Version 1, a camera window sliding/zooming/turning over the whole photograph, was too
+hard for a plain CNN-LSTM loop at 32 px (0.57 on direction, chance on rotation and speed; docs/video.md).
 
-    generate("direction", per_class=40, frames=16, size=64, seed=0)   # arrays (N, T, H, W, 3), labels, classes
-    write_clip_set(out, "direction", per_class=40, test_per_class=100, fmt="mp4")   # or fmt="frames"
+    generate("direction", per_class=40, frames=16, size=32, seed=0)   # arrays (N, T, H, W, 3), labels, classes
+    write_clip_set(out, "direction", per_class=40, test_per_class=100, val_per_class=20, fmt="mp4")
 
-On disk: out/{train,test}/<class>/clip_NNNN.mp4 (H.264) or out/{train,test}/<class>/clip_NNNN/frame_NN.png,
-the layouts `ocula train` reads, plus out/clips.json with the parameters.
+On disk: out/{train,test[,val]}/<class>/clip_NNNN.mp4 (H.264) or .../clip_NNNN/frame_NN.png, the
+layouts `ocula train` reads, plus out/clips.json with the parameters.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ SETS = {
 # (hubble_deep_field and colorwheel were left out: mostly flat, a slide over them barely changes a pixel).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "brick", "grass", "gravel")
 FORMATS = ("mp4", "frames")
+# 1: a camera window sliding/zooming/turning over a photograph (too hard for a plain CNN-LSTM at 32 px: 0.57 on
+# direction, chance on rotation and speed). 2: a still photograph with an object moving over it.
+VERSION = 2
 
 
 def check_set(name: str) -> tuple[str, ...]:
@@ -85,56 +89,69 @@ def _place(rng, photo: np.ndarray, reach: float) -> tuple[float, float]:
     return x, y
 
 
-def _forward_clip(rng, kind: str, forward: str, frames: int, size: int) -> np.ndarray:
-    """One clip of class `forward` (the first class of its pair, or either speed), float (T, S, S, 3)."""
-    photos = _photos()
-    photo = photos[rng.integers(len(photos))]
-    t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
-    half = size / 2
-    scale = np.full(frames, rng.uniform(1.2, 2.5), np.float32)  # photo pixels a window pixel
-    angle = np.zeros(frames, np.float32)
+def _path(rng, kind: str, forward: str, frames: int, size: int):
+    """The object's centre (px, py) and radius r per frame, in frame pixels, for class `forward` (the first
+    class of its pair, or either speed)."""
+    t = np.linspace(0.0, 1.0, frames)
+    s = float(size)
+    r = np.full(frames, rng.uniform(0.14, 0.2) * s)
     if kind == "direction" and forward == "left_to_right":
-        travel = rng.uniform(0.6, 1.0) * size * scale[0]  # photo pixels, first to last frame
-        x, y = _place(rng, photo, half * scale[0] * 1.5 + travel / 2)
-        cx, cy = x + travel / 2 - t * travel, np.full(frames, y, np.float32)  # window goes left: picture goes right
-    elif kind == "direction":  # zoom_in: the window shrinks, the picture grows
-        scale = scale[0] * np.exp(-t * rng.uniform(0.9, 1.4)).astype(np.float32)
-        x, y = _place(rng, photo, half * scale[0] * 1.5)
-        cx, cy = np.full(frames, x, np.float32), np.full(frames, y, np.float32)
-    elif kind == "rotation":  # cw on screen: the window turns ccw over the photo
-        angle = -t * np.radians(rng.uniform(90, 180))
-        x, y = _place(rng, photo, half * scale[0] * 1.5)
-        cx, cy = np.full(frames, x, np.float32), np.full(frames, y, np.float32)
-    elif kind == "speed":
-        step = rng.uniform(0.4, 0.9) if forward == "slow" else rng.uniform(2.0, 3.0)  # window pixels a frame
+        lo, hi = r[0] + 1, s - r[0] - 1
+        travel = rng.uniform(0.6, 1.0) * (hi - lo)
+        x0 = rng.uniform(lo, hi - travel)
+        return x0 + t * travel, np.full(frames, rng.uniform(lo, hi)), r
+    if kind == "direction":  # zoom_in: the object comes closer, from a small disc to one a third of the frame
+        r0, r1 = rng.uniform(0.07, 0.1) * s, rng.uniform(0.3, 0.36) * s
+        r = r0 * (r1 / r0) ** t
+        lo, hi = r1 + 1, s - r1 - 1
+        return np.full(frames, rng.uniform(lo, hi)), np.full(frames, rng.uniform(lo, hi)), r
+    if kind == "rotation":  # cw on screen: the object circles the middle of the frame clockwise (y points down),
+        # from the top (so that which end of the clip shows it at the top tells the turn, as for a slide)
+        r = np.full(frames, rng.uniform(0.12, 0.15) * s)
+        orbit = rng.uniform(0.22, 0.3) * s
+        angle = np.radians(rng.uniform(-135, -45) + t * rng.uniform(120, 200))
+        return s / 2 + orbit * np.cos(angle), s / 2 + orbit * np.sin(angle), r
+    if kind == "speed":  # a straight line at a random heading: most of the room it has, or a fifth of it
         heading = rng.uniform(0, 2 * np.pi)
-        travel = step * (frames - 1) * scale[0]
-        x, y = _place(rng, photo, half * scale[0] * 1.5 + travel / 2)
-        along = (t - 0.5) * travel
-        cx, cy = x + np.cos(heading) * along, y + np.sin(heading) * along
-    else:  # appear: a disc of another photograph shows up at a random frame and stays
-        x, y = _place(rng, photo, half * scale[0] * 1.5)
-        cx, cy = np.full(frames, x, np.float32), np.full(frames, y, np.float32)
-    clip = _window(photo, cx, cy, scale, angle, size)
-    if kind == "appear":
-        clip = _paste_disc(rng, clip, photos, size)
-    return clip
+        c, sn = np.cos(heading), np.sin(heading)
+        lo, hi = r[0] + 1, s - r[0] - 1
+        travel = (hi - lo) / max(abs(c), abs(sn)) * (rng.uniform(0.1, 0.25) if forward == "slow" else
+                                                     rng.uniform(0.7, 1.0))
+        dx, dy = c * travel, sn * travel
+        x0, y0 = rng.uniform(lo - min(0, dx), hi - max(0, dx)), rng.uniform(lo - min(0, dy), hi - max(0, dy))
+        return x0 + t * dx, y0 + t * dy, r
+    lo, hi = r[0] + 1, s - r[0] - 1  # appear: the object stands still
+    return np.full(frames, rng.uniform(lo, hi)), np.full(frames, rng.uniform(lo, hi)), r
 
 
-def _paste_disc(rng, clip: np.ndarray, photos: tuple, size: int) -> np.ndarray:
-    frames = len(clip)
-    other = photos[rng.integers(len(photos))]
-    r = rng.uniform(0.12, 0.22) * size
-    ox, oy = _place(rng, other, r * 2)
-    patch = _window(other, [ox], [oy], [rng.uniform(1.0, 2.0)], [0.0], size)[0]
-    px, py = rng.uniform(r + 2, size - r - 2, 2)
+def _forward_clip(rng, kind: str, forward: str, frames: int, size: int) -> np.ndarray:
+    """One clip of class `forward`, float (T, S, S, 3): a still photograph with an object (a disc of another
+    photograph, dark rim) moving over it, or showing up at a random frame (`appear`)."""
+    photos = _photos()
+    photo, other = (photos[i] for i in rng.choice(len(photos), 2, replace=False))
+    scale = rng.uniform(1.2, 2.5)  # photo pixels a frame pixel
+    x, y = _place(rng, photo, size / 2 * scale * 1.5)
+    background = _window(photo, [x], [y], [scale], [0.0], size)[0]
+    px, py, r = _path(rng, kind, forward, frames, size)
+    # The object's texture rides with it and scales with its radius: `grain` photo pixels a radius.
+    grain = rng.uniform(1.0, 2.0) * 0.17 * size
+    ox, oy = _place(rng, other, grain * 1.2)
     grid = np.arange(size, dtype=np.float32) + 0.5
-    inside = r - np.hypot(grid[None, :] - px, grid[:, None] - py)
-    alpha = np.clip(inside + 0.5, 0, 1)[..., None]
-    patch = patch * np.where(inside < 2, 0.25, 1.0)[..., None]  # a dark rim: an object, not a colour shift
-    start = int(rng.integers(frames // 4, 3 * frames // 4 + 1))  # the first frame that shows it
-    clip = clip.copy()
-    clip[start:] = clip[start:] * (1 - alpha) + patch * alpha
+    u, v = np.meshgrid(grid, grid)
+    clip = np.repeat(background[None], frames, axis=0)
+    start = int(rng.integers(frames // 4, 3 * frames // 4 + 1)) if kind == "appear" else 0  # first frame with it
+    from scipy.ndimage import map_coordinates
+
+    for f in range(start, frames):
+        du, dv = (u - px[f]) / r[f], (v - py[f]) / r[f]
+        inside = r[f] * (1 - np.hypot(du, dv))  # pixels inside the rim
+        alpha = np.clip(inside + 0.5, 0, 1)[..., None]
+        if not alpha.any():
+            continue
+        coords = [oy + grain * dv, ox + grain * du]
+        patch = np.stack([map_coordinates(other[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
+        patch = patch * np.where(inside < max(1.5, size / 32), 0.2, 1.0)[..., None]  # a dark rim: an object
+        clip[f] = clip[f] * (1 - alpha) + patch * alpha
     return clip
 
 
@@ -202,21 +219,26 @@ def write_clip(stem, clip: np.ndarray, fmt: str) -> None:
         Image.fromarray(frame).save(stem / f"frame_{j:02d}.png")
 
 
-def write_clip_set(out, kind: str, *, per_class: int = 40, test_per_class: Optional[int] = None, frames: int = 16,
-                   size: int = 64, fmt: str = "mp4", seed: int = 0) -> dict:
+def write_clip_set(out, kind: str, *, per_class: int = 40, test_per_class: Optional[int] = None,
+                   val_per_class: int = 0, frames: int = 16, size: int = 64, fmt: str = "mp4", seed: int = 0) -> dict:
     """Write out/{train,test}/<class>/clip_NNNN(.mp4 | /frame_NN.png) and out/clips.json → the counts.
-    The test split comes from seed + 1: other photos' windows, other trajectories."""
+    The test split comes from seed + 1 (other photos' windows, other trajectories); with `val_per_class`,
+    a validation split out/val/ from seed + 2, which ocula then uses instead of carving or cross-fitting."""
     if fmt not in FORMATS:
         raise OculaError(f"format '{fmt}': choose {' or '.join(FORMATS)}")
     if fmt == "mp4" and size % 2:
         raise OculaError("H.264 needs an even frame size")
     test_per_class = per_class if test_per_class is None else test_per_class
     counts = {}
-    for split, n, split_seed in (("train", per_class, seed), ("test", test_per_class, seed + 1)):
+    splits = [("train", per_class, seed), ("test", test_per_class, seed + 1)]
+    if val_per_class:
+        splits.append(("val", val_per_class, seed + 2))
+    for split, n, split_seed in splits:
         clips, labels, classes = generate(kind, n, frames=frames, size=size, seed=split_seed)
         for i, (clip, label) in enumerate(zip(clips, labels)):
             write_clip(Path(out) / split / classes[label] / f"clip_{i:04d}", clip, fmt)
         counts[split] = len(labels)
-    write_json(Path(out) / "clips.json", {"set": kind, "classes": list(SETS[kind]), "frames": frames, "size": size,
-                                          "format": fmt, "seed": seed, "counts": counts})
+    write_json(Path(out) / "clips.json", {"set": kind, "version": VERSION, "classes": list(SETS[kind]),
+                                          "frames": frames, "size": size, "format": fmt, "seed": seed,
+                                          "counts": counts})
     return counts
