@@ -138,11 +138,6 @@ def predictions_frame(preds: list[Prediction], topk: int) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- logging
-def _name_argument() -> str:
-    """MLflow 3 names a logged model with `name`; MLflow 2 with `artifact_path`."""
-    return "name" if int(mlflow.__version__.split(".")[0]) >= 3 else "artifact_path"
-
-
 def log_bundle(weights, *, registered_model_name: Optional[str] = None, device: str = "auto") -> str:
     """Log one bundle (.safetensors) as a pyfunc model named "model" into the active MLflow run → its URI."""
     weights = Path(weights)
@@ -154,7 +149,7 @@ def log_bundle(weights, *, registered_model_name: Optional[str] = None, device: 
         # an example would have to be an image file where the model is served; the signature says it all
         warnings.filterwarnings("ignore", message=".*input example was not provided")
         info = mlflow.pyfunc.log_model(
-            **{_name_argument(): MODEL_NAME}, python_model=str(code), artifacts={ARTIFACT: str(weights)},
+            name=MODEL_NAME, python_model=str(code), artifacts={ARTIFACT: str(weights)},
             signature=SIGNATURE, model_config={"device": device}, registered_model_name=registered_model_name,
             # stated, not inferred: inferring loads the model in a subprocess; pyfunc needs pandas besides mlflow
             pip_requirements=[f"ocula=={__version__}", f"mlflow-skinny=={mlflow.__version__}",
