@@ -54,7 +54,7 @@ def train_on_ray(cfg: TrainConfig, callbacks: Optional[list[Callback]] = None) -
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg": cfg, "callbacks": callbacks, "run_dir": run_dir, "cwd": os.getcwd()},
-        scaling_config=ScalingConfig(num_workers=cfg.run.ray_workers, use_gpu=gpu),
+        scaling_config=_scaling(ScalingConfig, cfg.run.ray_workers, gpu),
         # A name per call: Ray restores a run of the same name from its storage, and a new run in an old --out
         # must not take the old run's checkpoints (a resumed one reads RUN/state).
         run_config=RunConfig(name=time.strftime("train-%Y%m%d-%H%M%S"), storage_path=str(Path(run_dir) / STORAGE),
@@ -70,6 +70,14 @@ def train_on_ray(cfg: TrainConfig, callbacks: Optional[list[Callback]] = None) -
         with result.checkpoint.as_directory() as saved:
             _copy_run(saved, run_dir)
     return run_dir, run.read_summary() or {}
+
+
+def _scaling(ScalingConfig, workers: int, gpu: bool):
+    if ScalingConfig.__module__.startswith("ray.train.v2"):  # Ray Train V2 (the default from ray 2.51)
+        return ScalingConfig(num_workers=workers, use_gpu=gpu)
+    # Train V1 (ray 2.50, or RAY_TRAIN_V2_ENABLED=0): the trainer's own actor asks for a CPU unless told otherwise,
+    # and N workers on an N-CPU machine then wait for it forever
+    return ScalingConfig(num_workers=workers, use_gpu=gpu, trainer_resources={"CPU": 0})
 
 
 def _train_worker(loop: dict) -> None:
