@@ -18,6 +18,12 @@ raised agreement by 3.1-4.9 points (90.8% → 95.7% on 2,000 test images) and cu
 by < 2 points either way at 7-15× the calibration time, and fp32 depthwise convolutions were slower *and*
 less accurate, so MinMax stays the default.
 
+On x86 CPUs without VNNI (AVX2, AVX-512F alone) the weights of the non-depthwise convolutions and the
+Gemm are uint8 instead (`pointwise_weights="auto"`): there ONNX Runtime's U8S8 GEMM adds pairs of products
+into int16 and saturates. Measured on two lite0 runs at 30 images a class (issue 23, 2-core AVX2 EPYC,
+`bench/int8_pointwise.py`): Fashion-MNIST 1.10 → 0.60 points lost (agreement 92.7 → 96.8 %), digits 1.67
+→ 0.28 (96.9 → 99.2 %), at 1.29× / 1.18× fp32 speed instead of 1.65× / 1.46× (batch 32, one thread).
+
 Dynamic quantization stores int8 weights and quantizes activations per batch at run time
 (MatMulInteger); it needs no calibration. Measured in issue 6 on a 2-core AMX CPU at batch 32 (ONNX
 Runtime, 2 threads): resnet18 static 2.9× fp32 (issue 6 quotes dynamic at 6× *slower*); vit_tiny at
