@@ -146,3 +146,18 @@ def test_cross_fit_values_are_checked():
         build_config("digits", cross_fit="many")
     with pytest.raises(OculaError, match="cross_fit"):
         build_config("digits", cross_fit=1)
+
+
+def test_folds_never_outnumber_the_smallest_class(tmp_path, capsys):
+    """3 images a class: auto cross-fits with 3 folds (scikit-learn's stratified folds refuse 5, which
+    was a ValueError traceback); an asked-for 5 is a one-line error."""
+    from ocula.cli import main
+
+    data = write_digits_folder(tmp_path / "d", per_class=3)
+    ocula.train(str(data / "train"), model="seed_cnn", epochs=1, out=str(tmp_path / "auto"))
+    record = json.loads((tmp_path / "auto" / "cross_fit.json").read_text())
+    assert record["folds"] == 3 and "smallest class has 3 images" in record["reason"]
+    assert main(["train", str(data / "train"), "--model", "seed_cnn", "--epochs", "1", "--cross-fit", "5",
+                 "--out", str(tmp_path / "five")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("a class has only 3 training images" in line for line in err) and "Traceback" not in "\n".join(err)

@@ -78,7 +78,35 @@ def plan_cross_fit(cfg: TrainConfig, splits: DatasetSplits, world: int = 1) -> O
         why = f"--cross-fit {folds}"
     if total < 2 * folds:
         return None
+    smallest = _smallest_class(splits, carved)
+    if smallest is not None and smallest < folds:
+        # stratified folds need every class in every fold's held-out part (scikit-learn refuses more folds
+        # than a class has images): auto uses fewer folds; an asked-for K that cannot be met is an error
+        if wanted != "auto":
+            raise OculaError(f"--cross-fit {folds}: a class has only {smallest} training images; "
+                             f"use at most {max(smallest, 2)} folds, or --cross-fit off")
+        if smallest < 2:
+            return None
+        folds, why = smallest, f"{why}; {smallest} folds: the smallest class has {smallest} images"
     return CrossFitPlan(folds, why, BUDGET_S)
+
+
+def _smallest_class(splits: DatasetSplits, carved: bool) -> Optional[int]:
+    """Images in the smallest class of single-label training data (with what would be carved); None for
+    multi-label data (its folds are iterative, not scikit-learn's) or labels that cannot be counted."""
+    if splits.multilabel:
+        return None
+    parts = [splits.train] + ([splits.val] if carved and splits.val is not None else [])
+    try:
+        found = [np.asarray(_labels(p)) for p in parts]
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if any(f.ndim != 1 or not np.issubdtype(f.dtype, np.integer) for f in found):
+        return None  # multi-hot sets, boxes, numbers: not one class index per image
+    labels = np.concatenate(found).astype(np.int64)
+    counts = np.bincount(labels[labels >= 0])
+    counts = counts[counts > 0]
+    return int(counts.min()) if len(counts) else None
 
 
 class HeldOutRecorder(Callback):
