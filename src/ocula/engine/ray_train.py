@@ -73,11 +73,13 @@ def train_on_ray(cfg: TrainConfig, callbacks: Optional[list[Callback]] = None) -
 
 
 def _scaling(ScalingConfig, workers: int, gpu: bool):
-    if ScalingConfig.__module__.startswith("ray.train.v2"):  # Ray Train V2 (the default from ray 2.51)
-        return ScalingConfig(num_workers=workers, use_gpu=gpu)
     # Train V1 (ray 2.50, or RAY_TRAIN_V2_ENABLED=0): the trainer's own actor asks for a CPU unless told otherwise,
-    # and N workers on an N-CPU machine then wait for it forever
-    return ScalingConfig(num_workers=workers, use_gpu=gpu, trainer_resources={"CPU": 0})
+    # and N workers on an N-CPU machine then wait for it forever. Train V2 (the default from ray 2.51) has no
+    # such actor and refuses the option.
+    try:
+        return ScalingConfig(num_workers=workers, use_gpu=gpu, trainer_resources={"CPU": 0})
+    except DeprecationWarning:
+        return ScalingConfig(num_workers=workers, use_gpu=gpu)
 
 
 def _train_worker(loop: dict) -> None:
