@@ -25,10 +25,13 @@ def register(subparsers) -> dict:
         g.add_argument("--frames", type=int, default=16, help="frames per clip")
         g.add_argument("--size", type=int, help="side in pixels (default: moving-shapes 32, clips 64, photo-objects 256)")
         g.add_argument("--seed", type=int, default=0, help="seed of the generator (default: 0)")
-        g = p.add_argument_group("make clips (a photo texture whose label lives only in the order of frames)")
+        g = p.add_argument_group("make clips (an object moving over a photograph; the label lives only in the order of "
+                                 "frames)")
         g.add_argument("--set", dest="clip_set", choices=CLIP_SETS, default="direction",
                        help="direction (left/right/zoom in/out), rotation (cw/ccw), speed, appear (order)")
         g.add_argument("--test-clips", type=int, help="test clips per class (default: as --clips)")
+        g.add_argument("--val-clips", type=int, default=0,
+                       help="validation clips per class in OUT/val/ (default none: ocula cross-fits or carves)")
         g = p.add_argument_group("make photo-objects (boxes on scikit-image's photographs)")
         g.add_argument("--layout", choices=["coco", "yolo"], default="coco", help="COCO JSON or YOLO data.yaml")
         g.add_argument("--train", type=int, default=300, help="training images")
@@ -57,8 +60,10 @@ def make_dataset(args) -> int:
         from ocula.data.synth_clips import write_clip_set  # app layer: ocula --help imports no numpy
 
         counts = write_clip_set(args.out, args.clip_set, per_class=args.clips, test_per_class=args.test_clips,
-                                frames=args.frames, size=args.size or 64, fmt=args.clip_format, seed=args.seed)
-        print(f"wrote {counts['train']} training and {counts['test']} test {args.clip_set} clips to {args.out}")
+                                val_per_class=args.val_clips, frames=args.frames, size=args.size or 64,
+                                fmt=args.clip_format, seed=args.seed)
+        val = f", {counts['val']} validation" if counts.get("val") else ""
+        print(f"wrote {counts['train']} training{val} and {counts['test']} test {args.clip_set} clips to {args.out}")
         return 0
     from ocula.modality.video.moving_shapes import write_moving_shapes  # the video package imports torch
 
