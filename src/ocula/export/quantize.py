@@ -146,14 +146,19 @@ def _prepare(src: Path, dst: Path) -> Path:
     """Symbolic shape inference + ORT graph optimisation before quantizing (onnxruntime's advice)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-        return dst
-    except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-        warnings.warn(f"quantization pre-processing skipped ({type(e).__name__}: {str(e)[:160]})")
-        return src
+    error = None
+    # onnxruntime 1.18's symbolic shape inference gives up on some Reshapes of torch 2.6's exporter; ONNX's own
+    # shape inference and the graph optimisation (Conv+BN fusion, which int8 fidelity depends on) still apply
+    for skip_symbolic in (False, True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
+            return dst
+        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+            error = error or e
+    warnings.warn(f"quantization pre-processing skipped ({type(error).__name__}: {str(error)[:160]})")
+    return src
 
 
 def _quantize_dynamic(src: Path, dst: Path) -> None:
