@@ -93,7 +93,8 @@ def test_written_layouts_read_as_clips(tmp_path):
 
 def test_clips_from_scratch_default_to_small_gentle_steps():
     """Issue 28: a clip model from scratch trains in batches of 8 clips at AdamW 1e-3 (the image rule's batch
-    of 16+ at 3e-3 lost 13 points to a plain loop); a value given in the config wins."""
+    of 16+ at 3e-3 lost 13 points to a plain loop), an attention head over frames at 3e-4 for 20 epochs (at
+    1e-3 for 10 cnn_transformer stayed at chance on the direction clips); a value given in the config wins."""
     import torch
 
     from ocula.config import build_config
@@ -101,8 +102,8 @@ def test_clips_from_scratch_default_to_small_gentle_steps():
     from ocula.modality import for_model
     from ocula.modality.sources import resolve_data
 
-    def resolved(**options):
-        cfg = build_config("moving-shapes", model="cnn_lstm", backbone="seed_cnn", hflip=False, time_flip=False,
+    def resolved(model="cnn_lstm", **options):
+        cfg = build_config("moving-shapes", model=model, backbone="seed_cnn", hflip=False, time_flip=False,
                            cross_fit="off", **options)
         splits = resolve_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=0,
                               modality=for_model(cfg.model.name), task=cfg.task.name)
@@ -113,6 +114,28 @@ def test_clips_from_scratch_default_to_small_gentle_steps():
     assert "clips from scratch" in r.batch_size.reason and "clips from scratch" in r.peak_lr.reason
     r = resolved(lr=3e-3, batch_size=32)
     assert (r.batch_size.value, r.peak_lr.value) == (32, 3e-3) and r.peak_lr.decided_by == USER
+    assert r.epochs.value == 10  # a recurrent head keeps the task's epochs
+    r = resolved(model="cnn_transformer")
+    assert (r.batch_size.value, r.peak_lr.value, r.epochs.value) == (8, 3e-4, 20)
+    assert "attention" in r.peak_lr.reason and "attention" in r.epochs.reason
+    r = resolved(model="cnn_transformer", lr=1e-3, epochs=5)
+    assert (r.peak_lr.value, r.epochs.value) == (1e-3, 5) and r.epochs.decided_by == USER
+
+
+def test_clip_rules_tell_attention_from_recurrent_heads():
+    from ocula.modality.video import CLIP_ATTENTION_EPOCHS, CLIP_ATTENTION_LR, CLIP_LR, VideoModality
+
+    video = VideoModality()
+    assert video.default_lr("adamw", False, "cnn_lstm")[0] == CLIP_LR == 1e-3
+    assert video.default_lr("adamw", False, "seed_lstm")[0] == CLIP_LR
+    assert video.default_lr("adamw", False, "cnn_transformer")[0] == CLIP_ATTENTION_LR == 3e-4
+    assert video.default_lr("adamw", False, "seed_attention_video")[0] == CLIP_ATTENTION_LR
+    assert video.default_lr("adamw", False, "no_such_model")[0] == CLIP_LR
+    assert video.default_lr("adamw", True, "cnn_transformer") is None  # pretrained encoders keep their rule
+    assert video.default_lr("sgd", False, "cnn_transformer") is None
+    assert video.default_epochs(160, 8, False, "cnn_transformer")[0] == CLIP_ATTENTION_EPOCHS == 20
+    assert video.default_epochs(160, 8, False, "cnn_lstm") is None  # the task's rule
+    assert video.default_epochs(160, 8, True, "cnn_transformer") is None
 
 
 def test_datasets_make_clips_writes_a_set_from_the_command_line(tmp_path, capsys):

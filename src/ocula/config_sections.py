@@ -89,7 +89,8 @@ class ModelConfig(Section):
 @dataclass
 class OptimConfig(Section):
     epochs: Optional[int] = option(None, "default: the task's (Task.default_epochs: config_sections.DEFAULT_EPOCHS; "
-                                   "detection: enough for tasks.detection.DEFAULT_STEPS steps)")
+                                   "detection: enough for tasks.detection.DEFAULT_STEPS steps; an attention head "
+                                   "over clips from scratch: video.CLIP_ATTENTION_EPOCHS)")
     batch_size: Optional[int] = option(None, "global, summed over DDP ranks; default config_sections.DEFAULT_BATCH, "
                                        "smaller from scratch on small data so that an epoch is at least "
                                        "engine.resolve.MIN_STEPS_PER_EPOCH steps")

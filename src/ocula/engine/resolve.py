@@ -126,7 +126,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
                                   len(splits.classes), modality, device)
     batch_size = _batch_size(cfg, len(train_samples), task_kind, modality)
-    epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value)
+    epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value, modality)
     cfg = cfg.replace(batch_size=batch_size.value, epochs=epochs.value)  # before the lr: sgd's scales with the batch
     peak_lr = _peak_lr(cfg, task_kind, modality)
     head_lr = _head_lr(cfg, peak_lr.value)
@@ -219,9 +219,12 @@ def _batch_size(cfg: TrainConfig, images: int, task_kind=tasks.Task, modality=No
                          f"epoch (batches of at least resolve.MIN_SMALL_BATCH)", DATA)
 
 
-def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int) -> Choice:
+def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int, modality=None) -> Choice:
     if cfg.optim.epochs is not None:
         return Choice(cfg.optim.epochs, "set in the config", USER)
+    own = modality.default_epochs(images, batch, cfg.from_weights, cfg.model.name) if modality is not None else None
+    if own is not None:
+        return Choice(own[0], own[1], RULE)
     value, why = task_kind.default_epochs(images, batch)
     return Choice(value, why, RULE)
 
@@ -230,7 +233,7 @@ def _peak_lr(cfg: TrainConfig, task_kind=tasks.Task, modality=None) -> Choice:
     if cfg.optim.lr is not None:
         return Choice(cfg.optim.lr, "set in the config", USER)
     own = (task_kind.default_lr(cfg.optim.optimizer, cfg.from_weights)
-           or modality.default_lr(cfg.optim.optimizer, cfg.from_weights))
+           or modality.default_lr(cfg.optim.optimizer, cfg.from_weights, cfg.model.name))
     if own is not None:
         return Choice(own[0], own[1], RULE)
     lr = cfg.peak_lr  # TrainConfig.peak_lr holds the rule and its measurements

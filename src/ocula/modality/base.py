@@ -44,8 +44,13 @@ class Modality:
         """(batch size, why) when this modality has its own rule (clips from scratch), else None: the task's."""
         return None
 
-    def default_lr(self, optimizer: str, from_weights: bool) -> Optional[tuple[float, str]]:
-        """(peak learning rate, why) when this modality has its own rule, else None: the task's."""
+    def default_epochs(self, samples: int, batch: int, from_weights: bool,
+                       model: str = "") -> Optional[tuple[int, str]]:
+        """(epochs, why) when this modality has its own rule for `model`, else None: the task's."""
+        return None
+
+    def default_lr(self, optimizer: str, from_weights: bool, model: str = "") -> Optional[tuple[float, str]]:
+        """(peak learning rate, why) when this modality has its own rule for `model`, else None: the task's."""
         return None
 
     # ------------------------------------------------------------------ finding data
