@@ -10,7 +10,7 @@ import pytest
 
 import ocula
 from ocula import bundle
-from ocula.engine.cross_fit import CrossFitPlan, _choose
+from ocula.engine.cross_fit import CrossFitPlan, CrossFitResult, _choose
 from ocula.errors import OculaError
 from ocula.inference.scoring import labelled_split
 from ocula.tasks.multilabel import MultiLabelTask
@@ -161,3 +161,13 @@ def test_folds_never_outnumber_the_smallest_class(tmp_path, capsys):
                  "--out", str(tmp_path / "five")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any("a class has only 3 training images" in line for line in err) and "Traceback" not in "\n".join(err)
+
+
+def test_a_probe_only_summary_counts_held_out_images_not_the_training_set():
+    """A budget-cut plan holds out only some images (3 of 5 folds: 126 of 210): the summary says they were
+    held out, and that the shipped probe fits every training image, not "all 126"."""
+    labels = np.zeros(126, dtype=np.int64)
+    result = CrossFitResult(CrossFitPlan(5, "small", 1800.0), labels, labels, {}, 1, 10, True, probe_only=True,
+                            scores={"0/plain": 1.0}, fold_s=[300.0, 270.0, 350.0])
+    text = result.summary()
+    assert "out of fold on 126 images" in text and "every training image" in text and "all 126" not in text

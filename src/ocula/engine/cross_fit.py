@@ -199,8 +199,9 @@ class CrossFitResult:
     def summary(self) -> str:
         folds = f"cross-fit: {len(self.fold_s)} fold{'s' * (len(self.fold_s) > 1)}"
         if self.probe_only:
-            return (f"{folds}; the probe alone scores {self.scores['0/plain']:.4f} out of fold, above every "
-                    f"fine-tuned epoch: the run stops after the probe, fitted on all {len(self.labels)} images")
+            return (f"{folds}; the probe alone scores {self.scores['0/plain']:.4f} out of fold on {len(self.labels)} "
+                    "images, above every fine-tuned epoch: the run stops after the probe, fitted on every training "
+                    "image")  # len(labels) counts the held-out images of the folds run, fewer than all when cut
         best = self.scores.get(f"{self.best_epoch}/{self.variant()}")
         refit = "" if self.refit is None else (", head refitted" if self.refit else ", fine-tuned head kept")
         probe = f" (the probe alone: {self.scores['0/plain']:.4f})" if "0/plain" in self.scores else ""
