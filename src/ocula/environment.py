@@ -17,6 +17,22 @@ import torch
 from ocula.version import __version__
 
 
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in X86_MACHINES
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (avx2, avx512_vnni, amx_bf16, ...); empty where unreadable."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
 def cpu_name() -> str:
     """The CPU's marketing name from /proc/cpuinfo, else what `platform` knows."""
     try:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +15,7 @@ from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
 from ocula.engine.input_choice import default_backbone
+from ocula.environment import cpu_flags
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
 from ocula.models.compiled import compile_model
@@ -26,11 +26,7 @@ def has_fast_bf16(device: torch.device) -> bool:
     """bf16 pays off on GPUs that support it and CPUs with AMX or AVX512-BF16; elsewhere it is slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = False) -> Optional[torch.dtype]:

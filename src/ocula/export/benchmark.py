@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ocula.environment import cpu_flags, cpu_name
 from ocula.errors import OculaError, did_you_mean
 from ocula.export.onnx import export_onnx
 from ocula.export.pipeline import default_onnx_path, int8_path
@@ -32,29 +33,15 @@ BACKENDS = ("eager", "compiled", "onnx", "onnx-int8")
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    flags = _cpu_flags()
+    flags = cpu_flags()
     try:
         import onnxruntime
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = None
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    return {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16") if f in flags],
             "torch": torch.__version__, "onnxruntime": ort_version, "python": platform.python_version()}
-
-
-def _cpu_flags() -> set:
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-        return set(line.split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
 
 
 # ---------------------------------------------------------------------- memory

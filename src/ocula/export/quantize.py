@@ -41,6 +41,7 @@ from typing import Optional
 
 import numpy as np
 
+from ocula.environment import cpu_flags, is_x86
 from ocula.errors import OculaError
 from ocula.export.onnx import load_proto, parse_meta, write_onnx
 from ocula.export.runtime import OnnxClassifier
@@ -207,31 +208,19 @@ def _group(node) -> int:
 
 
 def vnni_cpu() -> Optional[bool]:
-    """Whether this x86 CPU has VNNI (AVX512_VNNI or AVX-VNNI); None when unknown (not Linux x86-64).
+    """Whether this x86 CPU has VNNI (AVX512_VNNI or AVX-VNNI); None when unknown (not x86, no flags to read).
 
     Why it matters: without VNNI, ONNX Runtime's U8S8 integer GEMM (x86 AVX2 / AVX-512F) multiplies with
     VPMADDUBSW, which adds each pair of uint8 × int8 products into int16 and saturates above 32,767;
     255 × 127 × 2 does not fit. VNNI's VPDPBUSD sums into int32 and never saturates."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return None
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), "").split()
-    except OSError:
-        return None
-    return bool({"avx512_vnni", "avx_vnni"} & set(flags)) if flags else None
+    flags = cpu_flags() if is_x86() else set()
+    return bool({"avx512_vnni", "avx_vnni"} & flags) if flags else None
 
 
 def int16_saturation_risk() -> bool:
     """True on x86 CPUs without VNNI, and on x86 CPUs whose flags cannot be read (fidelity first);
     False on VNNI and on ARM (its int8 dot products widen to int32)."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False
-    return vnni_cpu() is not True
+    return is_x86() and vnni_cpu() is not True
 
 
 POINTWISE_WEIGHTS = ("auto", "int8", "uint8")
