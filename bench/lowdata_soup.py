@@ -122,9 +122,14 @@ def main(argv=None) -> int:
     train_dir = str(next(iter(tests.values())).parent / "train")  # the same training images in every folder
     _patch_cross_fit()
     t0 = time.perf_counter()
-    run = ocula.train(train_dir, model="efficientnet_lite0", pretrained=lite0_file(), threads=args.threads,
-                      out=str(work / "run"), callbacks=[_final_callback()],
-                      **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv))
+    from ocula.config import build_config
+    from ocula.engine.callbacks import default_callbacks
+
+    options = dict(model="efficientnet_lite0", pretrained=lite0_file(), threads=args.threads, out=str(work / "run"),
+                   **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv))
+    # callbacks= replaces the trainer's defaults (the checkpoint among them): keep them, add the stash
+    run = ocula.train(train_dir, callbacks=default_callbacks(build_config(train_dir, **options)) + [_final_callback()],
+                      **options)
     train_s = time.perf_counter() - t0
     record = json.loads((Path(run.dir) / "cross_fit.json").read_text()) if (Path(run.dir) / "cross_fit.json").is_file() else {}
     best = int(record.get("best_epoch") or max(FINAL))

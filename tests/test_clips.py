@@ -146,3 +146,64 @@ def test_datasets_make_clips_writes_a_set_from_the_command_line(tmp_path, capsys
     assert "4 training and 2 test rotation clips" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "c" / "train").iterdir()) == ["ccw", "cw"]
     assert len(list((tmp_path / "c" / "test").glob("*/clip_*/frame_*.png"))) == 2 * 6
+
+
+def test_frame_differences_are_each_frames_change_from_the_one_before():
+    import torch
+
+    from ocula.models.recurrent import with_frame_differences
+
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3, 1, 1).expand(2, 4, 3, 5, 5)
+    y = with_frame_differences(x)
+    assert y.shape == (2, 4, 6, 5, 5)
+    assert torch.equal(y[:, :, :3], x)
+    assert torch.equal(y[:, 0, 3:], torch.zeros(2, 3, 5, 5))  # the first frame has nothing before it
+    assert torch.equal(y[:, 1:, 3:], x[:, 1:] - x[:, :-1])
+
+
+def test_frame_differences_on_from_scratch_off_from_weights_and_saved_with_the_model(tmp_path):
+    """Issue 28: a frame encoder trained from scratch sees each frame's change (speed clips: 0.80 → 0.99 in the
+    plain loop), one from pretrained weights keeps its three channels; a value the user gives wins; the bundle
+    rebuilds the model it saved, so prediction matches training's evaluation."""
+    import torch
+
+    import ocula
+    from ocula.config import build_config
+    from ocula.engine.input_choice import default_frame_diff
+    from ocula.engine.setup import build_model
+
+    assert default_frame_diff(build_config("clips/", model="cnn_lstm"))[0] is True
+    assert default_frame_diff(build_config("clips/", model="cnn_transformer"))[0] is True
+    assert default_frame_diff(build_config("clips/", model="cnn_lstm", pretrained=True))[0] is False
+    assert default_frame_diff(build_config("clips/", model="cnn_lstm", model_kwargs={"frame_diff": False}))[0] is None
+    assert default_frame_diff(build_config("clips/", model="frame_avg"))[0] is None  # blind to order by design
+    assert default_frame_diff(build_config("data/", model="seed_cnn"))[0] is None
+
+    from ocula.data.contract import DataContract
+    contract = DataContract(input_size=32, channels=3, frames=4)
+    model = build_model(build_config("clips/", model="cnn_lstm", backbone="seed_cnn"), contract, 2)
+    assert model.encoder.frame_diff and model.encoder.net.features[0].in_channels == 6
+    assert model(torch.rand(2, 4, 3, 32, 32)).shape == (2, 2)
+
+    run = ocula.train("moving-shapes", model="cnn_lstm", backbone="seed_cnn", epochs=1, max_steps=2, hflip=False,
+                      cross_fit="off", calibrate="none", out=str(tmp_path / "run"), threads=1)
+    loaded = ocula.load(run.dir)
+    assert loaded.model.encoder.frame_diff is True
+    assert loaded.model.ocula_arch["kwargs"]["frame_diff"] is True
+
+
+def test_time_reversal_is_off_unless_asked():
+    """Issue 28: playing clips backwards held the plain CNN-LSTM loop at chance on speed clips, where labels
+    survive it; it is off by default, and `auto` still asks the probe."""
+    from ocula.config import build_config
+    from ocula.data.contract import DataContract
+    from ocula.engine.flip_probe import decide_flips
+    from ocula.modality import for_model
+
+    cfg = build_config("clips/", model="cnn_lstm")
+    assert cfg.augment.time_flip is False
+    found = decide_flips(False, cfg.augment.time_flip, "light", None, DataContract(input_size=32, frames=4), 2,
+                         for_model("cnn_lstm"))
+    assert found["time_flip"].use is False and found["time_flip"].decided_by == "default"
+    assert "--time-flip auto" in found["time_flip"].reason
+    assert build_config("clips/", model="cnn_lstm", time_flip="auto").augment.time_flip == "auto"

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ocula import tasks
+from ocula.config_sections import TIME_FLIP_DEFAULT
 from ocula.data.batch_augment import random_affine
 from ocula.data.contract import DataContract
 from ocula.data.samples import FileSamples
@@ -75,7 +76,11 @@ def decide_flips(hflip, time_flip, augment: str, samples, contract: DataContract
                  for key in requested if key not in modality.flips}
     for key in modality.flips:
         use = requested[key]
-        if use != "auto":
+        if key == "time_flip" and use is TIME_FLIP_DEFAULT:
+            decisions[key] = FlipDecision(bool(use), "default", "time_flip off: clips are not played backwards "
+                                          "unless asked (config_sections.TIME_FLIP_DEFAULT; --time-flip auto lets "
+                                          "a quick probe decide)")
+        elif use != "auto":
             decisions[key] = FlipDecision(bool(use), "user", f"{key}={str(bool(use)).lower()} set")
     todo = [k for k in modality.flips if requested[k] == "auto"]
     if todo:

@@ -84,6 +84,20 @@ def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional
     return for_model(cfg.model.name).frame_encoder(spec.defaults if spec else {}, contract.input_size, from_scratch)
 
 
+def default_frame_diff(cfg: TrainConfig) -> tuple[Optional[bool], str]:
+    """(frame_diff, why) for a video model whose frame encoder can also see each frame's change from the one
+    before (`models.recurrent.with_frame_differences`): on when that encoder trains from scratch, off when it
+    starts from pretrained weights (their first layer knows three channels); (None, "") where the model has no
+    such option or the user set it."""
+    spec = get_spec(cfg.model.name)
+    if spec is None or "frame_diff" not in spec.defaults or "frame_diff" in cfg.model.kwargs:
+        return None, ""
+    if uses_pretrained(cfg):
+        return False, ""
+    return True, ("frame differences on: the frame encoder, trained from scratch, sees each frame and its change "
+                  "from the one before (--model-kwargs '{\"frame_diff\": false}' turns it off)")
+
+
 def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]:
     """(input size, why) for a model trained from scratch on data of this native size."""
     spec = get_spec(model)

@@ -7,7 +7,7 @@ import torch
 
 from ocula.engine import distributed as dist
 from ocula.engine import setup
-from ocula.engine.input_choice import default_backbone
+from ocula.engine.input_choice import default_backbone, default_frame_diff
 from ocula.engine.resolve import DATA, USER, Resolved
 from ocula.log import logger
 
@@ -23,6 +23,9 @@ def report_inputs(resolved: Resolved, modality, num_classes: int) -> None:
     logger.info(resolved.input.reason)
     backbone, why = default_backbone(cfg, contract)
     if backbone and "backbone" not in cfg.model.kwargs:
+        logger.info(why)
+    frame_diff, why = default_frame_diff(cfg)
+    if frame_diff:
         logger.info(why)
     if cfg.augment.preset != "none":
         for key, decision in resolved.flips.items():

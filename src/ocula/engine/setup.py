@@ -14,7 +14,7 @@ from ocula.config import TrainConfig
 from ocula.data.batch_augment import BatchAugment
 from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits, FileSamples, TensorSamples, adapt_channels
-from ocula.engine.input_choice import default_backbone
+from ocula.engine.input_choice import default_backbone, default_frame_diff
 from ocula.environment import cpu_flags
 from ocula.errors import OculaError
 from ocula.modality import Modality, for_contract, for_model
@@ -58,6 +58,9 @@ def build_model(cfg: TrainConfig, contract: DataContract, num_classes: int):
     encoder_hub = cfg.model.pretrained is True and takes_encoder
     kwargs = modality.model_options(contract, defaults, cfg.model.kwargs, frame_encoder=cfg.model.backbone,
                                     fallback_encoder=default_backbone(cfg, contract)[0], hub_weights=encoder_hub)
+    frame_diff, _ = default_frame_diff(cfg)
+    if frame_diff is not None:
+        kwargs.setdefault("frame_diff", frame_diff)
     if takes_backbone and cfg.model.backbone:
         kwargs["backbone"] = cfg.model.backbone
     model = create_model(cfg.model.name, num_classes, contract.channels, contract.input_size,

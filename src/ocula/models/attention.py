@@ -92,18 +92,18 @@ register_model("seed_attention_video", family="attention", modality="video", inp
 
 
 @register_model("cnn_transformer", family="attention", modality="video", input_size=112, backbone=DEFAULT_BACKBONE,
-                frames=8, description="Per-frame encoder (any image model, --backbone) → temporal transformer "
+                frames=8, frame_diff=False, description="Per-frame encoder (any image model, --backbone) → temporal transformer "
                 "(class token, positions) → classifier")
 class CNNTransformer(ClassifierModel):
     def __init__(self, num_classes: int = 10, in_chans: int = 3, input_size: int = 112,
                  backbone: str = DEFAULT_BACKBONE, frames: int = 8, dim: int = 256, depth: int = 2, heads: int = 4,
                  mlp_ratio: float = 2.0, drop_rate: float = 0.1, backbone_pretrained: bool = False,
-                 backbone_kwargs: Optional[dict] = None):
+                 backbone_kwargs: Optional[dict] = None, frame_diff: bool = False):
         super().__init__()
         from timm.layers import trunc_normal_
         from timm.models.vision_transformer import Block
 
-        self.encoder = FrameEncoder(backbone, in_chans, input_size, backbone_pretrained, backbone_kwargs)
+        self.encoder = FrameEncoder(backbone, in_chans, input_size, backbone_pretrained, backbone_kwargs, frame_diff)
         self.backbone, self.frames = backbone, frames
         self.proj = nn.Linear(self.encoder.num_features, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
