@@ -171,3 +171,15 @@ def test_channels_last_bf16_matches_fp32_closely():
         low = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert (ref.argmax(1) == low.float().argmax(1)).float().mean() >= 0.75
     assert torch.allclose(ref, low.float(), atol=0.15, rtol=0.1)
+
+
+def test_callbacks_without_a_checkpointer_warn_that_no_weights_are_written(tmp_path, capsys):
+    """`callbacks=` replaces the defaults: a run given only its own callback says at once that it saves no model."""
+    from ocula.engine.callbacks import Callback, Checkpointer
+
+    ocula.train("digits", model="seed_cnn", epochs=1, max_steps=1, hflip=False, cross_fit="off", calibrate="none",
+                out=str(tmp_path / "bare"), callbacks=[Callback()])
+    assert "none of these saves weights" in capsys.readouterr().err
+    ocula.train("digits", model="seed_cnn", epochs=1, max_steps=1, hflip=False, cross_fit="off", calibrate="none",
+                out=str(tmp_path / "kept"), callbacks=[Checkpointer()])
+    assert "none of these saves weights" not in capsys.readouterr().err

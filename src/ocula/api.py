@@ -48,6 +48,7 @@ def train(data: str = "", *, callbacks=None, **overrides) -> Run:
     resume = overrides.pop("resume", None)
     cfg = load_run_config(resume, **overrides) if resume else build_config(data, **overrides)
     wanted = training_callbacks(cfg, callbacks, track=cfg.get("track"), report=cfg.get("report"))
+    _warn_without_checkpoint(callbacks)
     if cfg.run.engine == "ray":  # Ray Train's workers run the Trainer (engine.ray_train)
         from ocula.engine.ray_train import train_on_ray
 
@@ -60,6 +61,18 @@ def train(data: str = "", *, callbacks=None, **overrides) -> Run:
     finally:
         distributed.cleanup()
     return Run(str(trainer.run_dir), summary)
+
+
+def _warn_without_checkpoint(callbacks) -> None:
+    """`callbacks=` replaces the trainer's defaults (progress, metrics.csv, checkpoint); without a Checkpointer a run
+    writes no weights, which its user would otherwise learn only when loading it."""
+    from ocula.engine.callbacks import Checkpointer
+
+    if callbacks is not None and not any(isinstance(c, Checkpointer) for c in callbacks):
+        from ocula.log import logger
+
+        logger.warning("callbacks= replaces the default callbacks and none of these saves weights: this run writes "
+                       "no model; pass ocula.engine.callbacks.default_callbacks(cfg) + [yours] to keep them")
 
 
 def load(path, device: str = "auto") -> Model:
