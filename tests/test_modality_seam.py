@@ -1,7 +1,7 @@
 """Nothing outside `ocula/modality` asks which modality it has (issue 24), proven from the AST of every module.
 
 A modality question is any of:
-    membership    "backbone" / "time_flip" / "frames" in spec.defaults or modality.flips (defaults: also
+    membership    "backbone" / "time_flip" / "frames" / "frame_diff" in spec.defaults or modality.flips (defaults: also
                   .get(key) and [key])
     rank          .ndim, .dim() or len(x.shape) compared with (or offset by) 4 or 5: a sample's rank
     modality ==   an equality test on a `.modality` attribute
@@ -22,7 +22,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "ocula"
 OWNER = "modality"  # the package allowed to ask
 OPTION_READERS = {"config.py", "config_sections.py", "cli.py"}  # define or parse the video section
-MODALITY_KEYS = {"backbone", "time_flip", "frames"}
+MODALITY_KEYS = {"backbone", "time_flip", "frames", "frame_diff"}
 MODALITY_NAMES = {"image", "video"}
 SAMPLE_RANKS = {4, 5}  # images (B, C, H, W), clips (B, T, C, H, W)
 CONTAINERS = {"defaults", "flips"}  # a registry spec's builder defaults, a modality's flips

@@ -85,17 +85,11 @@ def default_backbone(cfg: TrainConfig, contract: DataContract) -> tuple[Optional
 
 
 def default_frame_diff(cfg: TrainConfig) -> tuple[Optional[bool], str]:
-    """(frame_diff, why) for a video model whose frame encoder can also see each frame's change from the one
-    before (`models.recurrent.with_frame_differences`): on when that encoder trains from scratch, off when it
-    starts from pretrained weights (their first layer knows three channels); (None, "") where the model has no
-    such option or the user set it."""
+    """(frame_diff, why) for a video model whose frame encoder can also see each frame's change
+    (`Modality.frame_diff`: on from scratch, off from pretrained weights), or (None, "")."""
     spec = get_spec(cfg.model.name)
-    if spec is None or "frame_diff" not in spec.defaults or "frame_diff" in cfg.model.kwargs:
-        return None, ""
-    if uses_pretrained(cfg):
-        return False, ""
-    return True, ("frame differences on: the frame encoder, trained from scratch, sees each frame and its change "
-                  "from the one before (--model-kwargs '{\"frame_diff\": false}' turns it off)")
+    return for_model(cfg.model.name).frame_diff(spec.defaults if spec else {}, cfg.model.kwargs or {},
+                                                from_scratch=not uses_pretrained(cfg))
 
 
 def scratch_size(model: str, native: Optional[int]) -> tuple[Optional[int], str]:

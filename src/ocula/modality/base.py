@@ -91,6 +91,11 @@ class Modality:
         """(the per-frame encoder a new run uses instead of the model's default, why), or (None, "")."""
         return None, ""
 
+    def frame_diff(self, defaults: dict, given: dict, from_scratch: bool) -> tuple[Optional[bool], str]:
+        """(frame_diff, why) for a model whose frame encoder can also see each frame's change, or (None, "") where
+        the model has no such option or `given` (the user's model kwargs) sets it."""
+        return None, ""
+
     def model_options(self, contract: DataContract, defaults: dict, given: Optional[dict] = None, *,
                       frame_encoder: Optional[str] = None, fallback_encoder: Optional[str] = None,
                       hub_weights: bool = False) -> dict:

@@ -113,6 +113,16 @@ class VideoModality(Modality):
                                      f"({default} would pool each frame to 1×1 and lose where things are; "
                                      f"--backbone overrides)")
 
+    def frame_diff(self, defaults: dict, given: dict, from_scratch: bool) -> tuple[Optional[bool], str]:
+        """On when the frame encoder trains from scratch (`models.recurrent.with_frame_differences`; speed clips
+        from chance to 0.99, docs/video.md), off from pretrained weights, whose first layer knows three channels."""
+        if "frame_diff" not in defaults or "frame_diff" in given:
+            return None, ""
+        if not from_scratch:
+            return False, ""
+        return True, ("frame differences on: the frame encoder, trained from scratch, sees each frame and its change "
+                      "from the one before (--model-kwargs '{\"frame_diff\": false}' turns it off)")
+
     def model_options(self, contract, defaults, given=None, *, frame_encoder=None, fallback_encoder=None,
                       hub_weights=False) -> dict:
         options = dict(given or {})
