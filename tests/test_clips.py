@@ -186,7 +186,7 @@ def test_frame_differences_on_from_scratch_off_from_weights_and_saved_with_the_m
     assert model(torch.rand(2, 4, 3, 32, 32)).shape == (2, 2)
 
     run = ocula.train("moving-shapes", model="cnn_lstm", backbone="seed_cnn", epochs=1, max_steps=2, hflip=False,
-                      cross_fit="off", calibrate="none", out=str(tmp_path / "run"), threads=1)
+                      cross_fit="off", calibrate="none", out=str(tmp_path / "run"))
     loaded = ocula.load(run.dir)
     assert loaded.model.encoder.frame_diff is True
     assert loaded.model.ocula_arch["kwargs"]["frame_diff"] is True
