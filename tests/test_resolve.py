@@ -11,7 +11,8 @@ from ocula.engine.resolve import USER, Choice, resolve
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 
-AUTO_FIELDS = ("task", "model", "augment", "batch_size", "epochs", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head")
+AUTO_FIELDS = ("task", "model", "augment", "batch_size", "epochs", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head",
+               "drop_path")
 
 
 def _resolve(**options):
@@ -56,6 +57,23 @@ def test_small_data_from_scratch_gets_batches_that_make_an_epoch_several_steps(t
     given = resolve(build_config(str(tmp_path / "d"), model="seed_cnn", hflip=False, batch_size=64), splits,
                     device=torch.device("cpu"))
     assert given.batch_size.value == 64 and given.batch_size.decided_by == USER
+
+
+def test_lp_ft_of_a_timm_model_on_small_data_gets_drop_path_and_nothing_else_does():
+    from ocula.engine.plan import SMALL_DATA_DROP_PATH
+    from ocula.engine.resolve import _drop_path
+    from ocula.models.registry import takes_drop_path
+
+    lp_ft = build_config("digits", model="efficientnet_lite0", strategy="lp-ft")
+    assert _drop_path(lp_ft, 300).value == SMALL_DATA_DROP_PATH == 0.2
+    assert "lp-ft on 300 training images" in _drop_path(lp_ft, 300).reason
+    assert _drop_path(lp_ft, 5000).value is None  # enough data: the model's own default
+    assert _drop_path(build_config("digits", model="efficientnet_lite0", strategy="full"), 300).value is None
+    assert _drop_path(build_config("digits", model="seed_cnn", strategy="lp-ft"), 300).value is None  # not timm
+    given = _drop_path(build_config("digits", model="efficientnet_lite0", strategy="lp-ft",
+                                    model_kwargs={"drop_path_rate": 0.0}), 300)
+    assert (given.value, given.decided_by) == (0.0, USER)
+    assert takes_drop_path("resnet18") and not takes_drop_path("vgg11") and not takes_drop_path("seed_cnn")
 
 
 def test_values_set_in_the_config_are_kept_and_said_so():

@@ -27,6 +27,8 @@ def report_inputs(resolved: Resolved, modality, num_classes: int) -> None:
     frame_diff, why = default_frame_diff(cfg)
     if frame_diff:
         logger.info(why)
+    if resolved.drop_path.decided_by != USER and resolved.drop_path.value:
+        logger.info(resolved.drop_path.reason)
     if cfg.augment.preset != "none":
         for key, decision in resolved.flips.items():
             if decision["decided_by"] != "user" and key in modality.flips:

@@ -26,15 +26,15 @@ from ocula.data.contract import DataContract
 from ocula.data.samples import DatasetSplits
 from ocula.engine import distributed as dist
 from ocula.engine import setup
-from ocula.engine.cross_fit import CrossFitPlan, plan_cross_fit
+from ocula.engine.cross_fit import SMALL_DATA, CrossFitPlan, plan_cross_fit
 from ocula.engine.flip_probe import decide_flips
 from ocula.engine.input_choice import InputChoice, choose_contract
-from ocula.engine.plan import PROBE_LR_FACTOR, adopt_source, choose_strategy
+from ocula.engine.plan import PROBE_LR_FACTOR, SMALL_DATA_DROP_PATH, adopt_source, choose_strategy
 from ocula.engine.weights import WeightsSource
 from ocula.errors import OculaError
 from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
-from ocula.models.registry import get_spec
+from ocula.models.registry import get_spec, takes_drop_path
 
 # From scratch, an epoch of a small folder in batches of 64 is two or three optimizer steps: 150 face crops
 # trained 20 steps in 10 epochs and came out under-confident (test ECE 0.127 and 0.064 on two draws, accuracy
@@ -79,6 +79,7 @@ class Resolved:
     precision: Choice  # "fp32", "bf16", "fp16"
     freeze_bn: Choice  # "everywhere", "frozen-stages", "never"
     refit_head: Choice
+    drop_path: Choice  # stochastic depth of a timm model fine-tuned on small data (plan.SMALL_DATA_DROP_PATH)
 
     @property
     def contract(self) -> DataContract:
@@ -87,7 +88,7 @@ class Resolved:
     def choices(self) -> dict[str, Choice]:
         return {"task": self.task, "model": self.model, "augment": self.augment, "batch_size": self.batch_size, "epochs": self.epochs, "strategy": self.strategy, "cross_fit": self.cross_fit,
                 "peak_lr": self.peak_lr, "head_lr": self.head_lr, "precision": self.precision,
-                "freeze_bn": self.freeze_bn, "refit_head": self.refit_head}
+                "freeze_bn": self.freeze_bn, "refit_head": self.refit_head, "drop_path": self.drop_path}
 
     def to_dict(self) -> dict:
         """RUN/resolved.json: the config as trained, and every choice with its reason."""
@@ -132,11 +133,14 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     head_lr = _head_lr(cfg, peak_lr.value)
     precision = _precision(cfg, device)
     freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
+    drop_path = _drop_path(cfg, len(train_samples))
+    if drop_path.decided_by == RULE and drop_path.value:
+        cfg = cfg.replace(model_kwargs={**cfg.model.kwargs, "drop_path_rate": drop_path.value})
     cfg = cfg.replace(lr=peak_lr.value, head_lr=head_lr.value, precision=precision.value,
                       hflip=flips["hflip"]["use"], time_flip=flips["time_flip"]["use"], refit_head=refit_head.value)
     return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, model, augment, batch_size,
                     epochs, strategy, cross_fit, chosen,
-                    flips, peak_lr, head_lr, precision, freeze_bn, refit_head)
+                    flips, peak_lr, head_lr, precision, freeze_bn, refit_head, drop_path)
 
 
 # ---------------------------------------------------------------------- one rule each
@@ -276,6 +280,19 @@ def _freeze_bn(cfg: TrainConfig) -> Choice:
     if cfg.transfer.strategy == "lp-ft":
         return Choice("everywhere", "lp-ft keeps the pretrained BatchNorm statistics", RULE)
     return Choice("frozen-stages", "held in the stages the strategy freezes", RULE)
+
+
+def _drop_path(cfg: TrainConfig, images: int) -> Choice:
+    """Stochastic depth for lp-ft of a timm model on fewer than cross_fit.SMALL_DATA training images
+    (plan.SMALL_DATA_DROP_PATH, measured there); otherwise the model's own default."""
+    if "drop_path_rate" in (cfg.model.kwargs or {}):
+        return Choice(cfg.model.kwargs["drop_path_rate"], "set in the config", USER)
+    if cfg.transfer.strategy != "lp-ft" or images >= SMALL_DATA or not takes_drop_path(cfg.model.name):
+        return Choice(None, "the model's own (plan.SMALL_DATA_DROP_PATH is for lp-ft of a timm model on fewer "
+                            f"than {SMALL_DATA} images)", RULE)
+    return Choice(SMALL_DATA_DROP_PATH, f"drop path {SMALL_DATA_DROP_PATH:g}: lp-ft on {images} training images "
+                                        f"(fewer than cross_fit.SMALL_DATA = {SMALL_DATA}; plan.SMALL_DATA_DROP_PATH)",
+                  RULE)
 
 
 def _refit_head(cfg: TrainConfig) -> Choice:

@@ -13,6 +13,7 @@ timm architecture and config, so its bundle rebuilds without the Hub.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
@@ -60,6 +61,24 @@ def is_timm_model(name: str) -> bool:
     import timm
 
     return timm.is_model(name)
+
+
+@functools.lru_cache(maxsize=None)
+def takes_drop_path(name: str) -> bool:
+    """Whether timm builds `name` with stochastic depth (`drop_path_rate`): some timm models refuse the option
+    (VGG) and ocula's own families do not take it. Built once on the meta device: no memory, well under a second."""
+    import torch
+
+    if get_spec(name) is not None or hub.is_hub_name(name) or not is_timm_model(name):
+        return False
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, drop_path_rate=0.1)
+    except Exception:  # noqa: BLE001 - any refusal means "no": the option is then never set
+        return False
+    return any(type(m).__name__ == "DropPath" for m in model.modules())
 
 
 def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
