@@ -65,13 +65,16 @@ def test_lp_ft_of_a_timm_model_on_small_data_gets_drop_path_and_nothing_else_doe
     from ocula.models.registry import takes_drop_path
 
     lp_ft = build_config("digits", model="efficientnet_lite0", strategy="lp-ft")
-    assert _drop_path(lp_ft, 300).value == SMALL_DATA_DROP_PATH == 0.2
-    assert "lp-ft on 300 training images" in _drop_path(lp_ft, 300).reason
-    assert _drop_path(lp_ft, 5000).value is None  # enough data: the model's own default
-    assert _drop_path(build_config("digits", model="efficientnet_lite0", strategy="full"), 300).value is None
-    assert _drop_path(build_config("digits", model="seed_cnn", strategy="lp-ft"), 300).value is None  # not timm
+    assert _drop_path(lp_ft, 300, cross_fitted=True).value == SMALL_DATA_DROP_PATH == 0.2
+    assert "lp-ft on 300 training images, cross-fitted" in _drop_path(lp_ft, 300, cross_fitted=True).reason
+    assert _drop_path(lp_ft, 300, cross_fitted=False).value is None  # a validation split of its own: as before
+    assert _drop_path(lp_ft, 5000, cross_fitted=True).value is None  # enough data: the model's own default
+    full = build_config("digits", model="efficientnet_lite0", strategy="full")
+    assert _drop_path(full, 300, cross_fitted=True).value is None
+    seed_cnn = build_config("digits", model="seed_cnn", strategy="lp-ft")
+    assert _drop_path(seed_cnn, 300, cross_fitted=True).value is None  # not a timm model
     given = _drop_path(build_config("digits", model="efficientnet_lite0", strategy="lp-ft",
-                                    model_kwargs={"drop_path_rate": 0.0}), 300)
+                                    model_kwargs={"drop_path_rate": 0.0}), 300, cross_fitted=True)
     assert (given.value, given.decided_by) == (0.0, USER)
     assert takes_drop_path("resnet18") and not takes_drop_path("vgg11") and not takes_drop_path("seed_cnn")
 

@@ -37,9 +37,10 @@ DEFAULT_MODEL = ModelConfig().name
 # optimizers take adamw's
 PROBE_LR_FACTOR = {name: 10 if name == "sgd" else 100 for name in choices_of(OptimConfig, "optimizer")}
 PROBE_ONLY_BELOW = 20  # training images per class: below, strategy=auto fits the probe and stops there
-# Stochastic depth (timm's drop_path_rate) when lp-ft fine-tunes a timm model on fewer than cross_fit.SMALL_DATA
-# images: 300 Fashion-MNIST images (30 a class), ImageNet EfficientNet-Lite0, 10 epochs on all 300, two training
-# seeds scored on 1,000 test images: see docs/benchmarks.md, issue 23. 0.2 is timm's EfficientNet-B0 recipe.
+# Stochastic depth (timm's drop_path_rate) when lp-ft fine-tunes a timm model cross-fitted on fewer than
+# cross_fit.SMALL_DATA images (engine.resolve._drop_path): 300 Fashion-MNIST images (30 a class), ImageNet
+# EfficientNet-Lite0, 10 epochs on all 300, two training seeds, decided on 1,000 test images
+# (`bench/lowdata_recipe.py`, docs/benchmarks.md issue 23). 0.2 is timm's EfficientNet-B0 recipe.
 SMALL_DATA_DROP_PATH = 0.2
 
 

@@ -133,7 +133,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     head_lr = _head_lr(cfg, peak_lr.value)
     precision = _precision(cfg, device)
     freeze_bn, refit_head = _freeze_bn(cfg), _refit_head(cfg)
-    drop_path = _drop_path(cfg, len(train_samples))
+    drop_path = _drop_path(cfg, len(train_samples), cross_fitted=plan is not None)
     if drop_path.decided_by == RULE and drop_path.value:
         cfg = cfg.replace(model_kwargs={**cfg.model.kwargs, "drop_path_rate": drop_path.value})
     cfg = cfg.replace(lr=peak_lr.value, head_lr=head_lr.value, precision=precision.value,
@@ -282,17 +282,20 @@ def _freeze_bn(cfg: TrainConfig) -> Choice:
     return Choice("frozen-stages", "held in the stages the strategy freezes", RULE)
 
 
-def _drop_path(cfg: TrainConfig, images: int) -> Choice:
-    """Stochastic depth for lp-ft of a timm model on fewer than cross_fit.SMALL_DATA training images
-    (plan.SMALL_DATA_DROP_PATH, measured there); otherwise the model's own default."""
+def _drop_path(cfg: TrainConfig, images: int, cross_fitted: bool) -> Choice:
+    """Stochastic depth for lp-ft of a timm model cross-fitted on small data (fewer than cross_fit.SMALL_DATA
+    images, no validation split: plan.SMALL_DATA_DROP_PATH, measured there); otherwise the model's own default.
+    A run with a validation split of its own trains as before issue 23 (its 'no worse' figure stands). The
+    folds inherit the final run's value through its config."""
     if "drop_path_rate" in (cfg.model.kwargs or {}):
         return Choice(cfg.model.kwargs["drop_path_rate"], "set in the config", USER)
-    if cfg.transfer.strategy != "lp-ft" or images >= SMALL_DATA or not takes_drop_path(cfg.model.name):
-        return Choice(None, "the model's own (plan.SMALL_DATA_DROP_PATH is for lp-ft of a timm model on fewer "
-                            f"than {SMALL_DATA} images)", RULE)
-    return Choice(SMALL_DATA_DROP_PATH, f"drop path {SMALL_DATA_DROP_PATH:g}: lp-ft on {images} training images "
-                                        f"(fewer than cross_fit.SMALL_DATA = {SMALL_DATA}; plan.SMALL_DATA_DROP_PATH)",
-                  RULE)
+    if not cross_fitted or cfg.transfer.strategy != "lp-ft" or images >= SMALL_DATA \
+            or not takes_drop_path(cfg.model.name):
+        return Choice(None, "the model's own (plan.SMALL_DATA_DROP_PATH is for lp-ft of a timm model cross-fitted on "
+                            f"fewer than {SMALL_DATA} images)", RULE)
+    return Choice(SMALL_DATA_DROP_PATH, f"drop path {SMALL_DATA_DROP_PATH:g}: lp-ft on {images} training images, "
+                                        f"cross-fitted (fewer than cross_fit.SMALL_DATA = {SMALL_DATA}; "
+                                        "plan.SMALL_DATA_DROP_PATH)", RULE)
 
 
 def _refit_head(cfg: TrainConfig) -> Choice:
