@@ -14,7 +14,7 @@ import torch
 
 import ocula
 from ocula.data.batch_augment import BatchAugment
-from ocula.data.box_augment import BoxAugment, affine_with_boxes
+from ocula.data.box_augment import BoxAugment, affine_with_boxes, mosaic
 from ocula.data.contract import DataContract
 from ocula.data.synth_detection import write_photo_objects
 from ocula.evaluation.detection import pycocotools_map
@@ -88,6 +88,36 @@ def test_boxes_follow_the_pixels_through_the_augmentation():
         assert abs(xs.min().item() - x1) <= 1.5 and abs(xs.max().item() + 1 - x2) <= 1.5
         assert abs(ys.min().item() - y1) <= 1.5 and abs(ys.max().item() + 1 - y2) <= 1.5
     assert (moved[:, 1, 0] == -1).all()  # padding stays padding
+
+
+def test_mosaic_boxes_cover_exactly_the_pixels_of_their_objects():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.zeros(6, 1, 64, 64)
+    boxes = torch.full((6, 2, 5), -1.0)
+    for i in range(6):  # image i: one box of value i + 1 at a place of its own
+        x1, y1 = 4 + 7 * i, 30 - 4 * i
+        x[i, :, y1:y1 + 12, x1:x1 + 14] = i + 1.0
+        boxes[i, 0] = torch.tensor([i % 3, x1 / 64, y1 / 64, (x1 + 14) / 64, (y1 + 12) / 64])
+    out, placed = mosaic(x, boxes, gen)
+    assert out.shape == x.shape and placed.shape == (6, 8, 5)
+    kept = 0
+    for img, rows in zip(out, placed):
+        for b in rows[rows[:, 0] >= 0]:
+            x1, y1, x2, y2 = (b[1:] * 64).round().long().tolist()
+            patch = img[0, y1:y2, x1:x2]
+            assert patch.numel() and (patch > 0).all()  # inside the box: its object's pixels only
+            assert (patch == patch.flatten()[0]).all() and int(patch.flatten()[0]) - 1 in range(6)
+            assert int(b[0]) == (int(patch.flatten()[0]) - 1) % 3  # the class came with its pixels
+            kept += 1
+        visible = set((img[0][img[0] > 0]).unique().long().tolist())
+        assert len(visible) <= 4  # at most four images in one mosaic
+    assert kept >= 6  # most objects survive their crop
+    assert (placed[..., 1:][placed[..., 0] < 0] == 0).all()  # padding stays padding
+
+
+def test_mosaic_is_for_boxes_only():
+    with pytest.raises(ocula.errors.OculaError, match="mosaic .* is for detection data"):
+        ocula.train("digits", model="seed_cnn", augment="mosaic", epochs=1)
 
 
 def test_box_augment_eval_path_only_resizes():

@@ -123,8 +123,10 @@ class OptimConfig(Section):
 @dataclass
 class AugmentConfig(Section):
     preset: str = option("auto", "training augmentation; auto: light, or none for multilabel data (a shift can move "
-                         "a labelled object out of the frame; docs/benchmarks.md, issue 16)",
-                         ("auto", "none", "light", "strong", "rrc", "randaugment", "trivialaugment"), flat="augment")
+                         "a labelled object out of the frame; docs/benchmarks.md, issue 16); mosaic: boxes only, "
+                         "four images a sample (data.box_augment.mosaic), then light",
+                         ("auto", "none", "light", "strong", "rrc", "randaugment", "trivialaugment", "mosaic"),
+                         flat="augment")
     hflip: Union[bool, str] = option("auto", "mirror images in every preset but none: auto = when a quick probe finds "
                                      "labels survive it", FLIP)
     time_flip: Union[bool, str] = option(TIME_FLIP_DEFAULT, "clips: also play half of them backwards; off by default "

@@ -162,6 +162,7 @@ PRESETS = {
     "rrc": {"rrc": (0.08, 1.0), "flip": True},
     "randaugment": {"rrc": (0.08, 1.0), "flip": True, "policy": "randaugment"},
     "trivialaugment": {"rrc": (0.08, 1.0), "flip": True, "policy": "trivialaugment"},
+    "mosaic": {"shift": 1 / 7, "flip": True},  # boxes only (engine.resolve refuses it elsewhere): box_augment mosaics
 }
 
 

@@ -15,7 +15,8 @@ from ocula.data.batch_augment import BatchAugment, eval_resize, to_float
 from ocula.errors import OculaError
 
 # side scale of the visible region (s < 1 zooms in) and shift in units of the half-side, per preset
-RANGES = {"light": {"scale": (0.6, 1.4), "shift": 0.2}, "strong": {"scale": (0.4, 1.6), "shift": 0.35}}
+RANGES = {"light": {"scale": (0.6, 1.4), "shift": 0.2}, "strong": {"scale": (0.4, 1.6), "shift": 0.35},
+          "mosaic": {"scale": (0.6, 1.4), "shift": 0.2}}  # mosaic: light's zoom and shift after the mosaic
 MIN_VISIBLE = 0.3  # a box keeps its label when at least this fraction of its area stays in the frame
 MIN_SIDE = 2 / 640  # … and both sides stay at least ~2 px of a 640 px image
 
@@ -36,11 +37,14 @@ class BoxAugment:
         if self.preset not in RANGES:
             return ["resize only"]
         r = RANGES[self.preset]
-        return [f"zoom {r['scale'][0]:g}-{r['scale'][1]:g}", f"shift ±{r['shift'] / 2:.0%} of the side",
+        return (["mosaic of 4 images (native-scale crops around a random centre)"] if self.preset == "mosaic"
+                else []) + [f"zoom {r['scale'][0]:g}-{r['scale'][1]:g}", f"shift ±{r['shift'] / 2:.0%} of the side",
                 "horizontal flip" if self.hflip else "no flip"]
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, gen: Optional[torch.Generator]):
         x = to_float(x_uint8, self.contract)
+        if self.preset == "mosaic":
+            x, y = mosaic(x, y, gen)
         if self.preset not in RANGES:
             return eval_resize(x, self.contract), y
         return affine_with_boxes(x, y, self.contract.input_size, gen, **RANGES[self.preset], hflip=self.hflip)
@@ -59,6 +63,41 @@ def affine_with_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, gen: Opti
     grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], size, size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out, _move_boxes(boxes, s, t, flip)
+
+
+def mosaic(x: torch.Tensor, boxes: torch.Tensor, gen: Optional[torch.Generator]):
+    """YOLO's mosaic at the images' own scale: each output image is cut at a random centre (a quarter to three
+    quarters of each side) into four regions, its own crop in the top-left one and a crop of the same size from
+    another image of the batch in each of the others, each from a random place in its image. Boxes move with their
+    crops; one left with under MIN_VISIBLE of its area, or a side under MIN_SIDE, becomes padding. (B, C, H, W),
+    (B, M, 5) → (B, C, H, W), (B, 4M, 5)."""
+    b, _, h, w = x.shape
+    out = torch.empty_like(x)
+    boxes = boxes.float()
+    placed = torch.full((b, 4 * boxes.shape[1], 5), -1.0)
+    placed[..., 1:] = 0
+    centre = torch.rand(b, 2, generator=gen) * 0.5 + 0.25
+    others = torch.randint(b, (b, 3), generator=gen)
+    corners = torch.rand(b, 4, 2, generator=gen)
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    for i in range(b):
+        cx, cy = int(centre[i, 0] * w), int(centre[i, 1] * h)
+        regions = ((0, 0, cx, cy), (cx, 0, w, cy), (0, cy, cx, h), (cx, cy, w, h))  # x1, y1, x2, y2 in the output
+        for q, (src, (x1, y1, x2, y2)) in enumerate(zip([i, *others[i].tolist()], regions)):
+            rw, rh = x2 - x1, y2 - y1
+            ox, oy = int(corners[i, q, 0] * (w - rw)), int(corners[i, q, 1] * (h - rh))  # the crop's corner
+            out[i, :, y1:y2, x1:x2] = x[src, :, oy:oy + rh, ox:ox + rw]
+            cls, pix = boxes[src, :, 0], boxes[src, :, 1:] * scale
+            moved = pix + torch.tensor([x1 - ox, y1 - oy, x1 - ox, y1 - oy], dtype=torch.float32)
+            clipped = torch.stack([moved[:, 0].clamp(x1, x2), moved[:, 1].clamp(y1, y2),
+                                   moved[:, 2].clamp(x1, x2), moved[:, 3].clamp(y1, y2)], -1)
+            area = ((moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])).clamp_min(1e-12)
+            cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+            keep = (cls >= 0) & (cw * ch / area >= MIN_VISIBLE) & (cw / w >= MIN_SIDE) & (ch / h >= MIN_SIDE)
+            rows = slice(q * boxes.shape[1], (q + 1) * boxes.shape[1])
+            placed[i, rows, 0] = torch.where(keep, cls, torch.full_like(cls, -1.0))
+            placed[i, rows, 1:] = torch.where(keep.unsqueeze(-1), clipped / scale, torch.zeros_like(clipped))
+    return out, placed
 
 
 def _move_boxes(boxes: torch.Tensor, s: torch.Tensor, t: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

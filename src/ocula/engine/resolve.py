@@ -175,6 +175,9 @@ def _task(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
 
 
 def _augment(cfg: TrainConfig, splits: DatasetSplits) -> Choice:
+    if cfg.augment.preset == "mosaic" and not splits.boxes:
+        raise OculaError("--augment mosaic puts four images' boxes in one: it is for detection data; "
+                         "use light or strong")
     if cfg.augment.preset != "auto":
         return Choice(cfg.augment.preset, "set in the config", USER)
     preset, reason = tasks.task_type(cfg, splits.multilabel, boxes=splits.boxes).default_augment()
