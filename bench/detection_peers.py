@@ -14,6 +14,7 @@ Rows:
                    is the budget every peer gets for its training loop alone
   torchvision      bench/detection_torchvision_loop.py: the same FCOS model by hand, fp32, per-image decoding
   yolo             bench/detection_yolo.py: Ultralytics YOLO11n from scratch (its own venv; AGPL, a peer only)
+  mosaic           `ocula train DATA --augment mosaic` (data.box_augment.mosaic; a candidate, not the default)
   lite0-scratch    `ocula train DATA --backbone efficientnet_lite0`
   lite0-imagenet   the same from the PyPI ImageNet EfficientNet-Lite0 file (--pretrained FILE)
 """
@@ -132,6 +133,8 @@ def main() -> None:
             found = run_peer("detection_yolo.py", yolo, budget, ["--img-size", str(size), "--threads", str(args.threads),
                              "--gt-coco", str(coco)], args.work / "yolo.json")
             found = {"row": "yolo", **found.get("result", found)}
+        elif row == "mosaic":
+            found = run_ocula("ocula-mosaic", coco, args.work, ["--augment", "mosaic"])
         elif row in ("lite0-scratch", "lite0-imagenet"):
             extra = ["--backbone", "efficientnet_lite0"]
             if row == "lite0-imagenet":
