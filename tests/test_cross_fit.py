@@ -171,3 +171,23 @@ def test_a_probe_only_summary_counts_held_out_images_not_the_training_set():
                             scores={"0/plain": 1.0}, fold_s=[300.0, 270.0, 350.0])
     text = result.summary()
     assert "out of fold on 126 images" in text and "every training image" in text and "all 126" not in text
+
+
+def test_cross_fitted_lp_ft_of_a_timm_model_trains_with_drop_path_and_ships_it(small_digits, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_efficientnet", num_classes=7).state_dict().items()},
+              str(weights))
+    out = tmp_path / "dp"
+    run = ocula.train(str(small_digits / "train"), model="test_efficientnet", pretrained=str(weights), epochs=1,
+                      strategy="lp-ft", cross_fit=2, img_size=32, out=str(out), seed=0)
+    choice = json.loads((out / "resolved.json").read_text())["choices"]["drop_path"]
+    assert (choice["value"], choice["decided_by"]) == (0.2, "rule") and "cross-fitted" in choice["reason"]
+    fold = json.loads((out / "cross_fit" / "fold-1" / "resolved.json").read_text())["choices"]["drop_path"]
+    assert fold["value"] == 0.2  # the folds train the recipe the final run ships
+    clf = ocula.load(run.dir)
+    assert clf.meta["arch"]["kwargs"]["drop_path_rate"] == 0.2
+    assert any(type(m).__name__ == "DropPath" for m in clf.model.modules()) and not clf.model.training
+    assert clf.predict(str(next((small_digits / "train" / "3").iterdir())))  # the bundle rebuilds and predicts
