@@ -91,9 +91,7 @@ def mosaic(x: torch.Tensor, boxes: torch.Tensor, gen: Optional[torch.Generator])
             moved = pix + torch.tensor([x1 - ox, y1 - oy, x1 - ox, y1 - oy], dtype=torch.float32)
             clipped = torch.stack([moved[:, 0].clamp(x1, x2), moved[:, 1].clamp(y1, y2),
                                    moved[:, 2].clamp(x1, x2), moved[:, 3].clamp(y1, y2)], -1)
-            area = ((moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])).clamp_min(1e-12)
-            cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-            keep = (cls >= 0) & (cw * ch / area >= MIN_VISIBLE) & (cw / w >= MIN_SIDE) & (ch / h >= MIN_SIDE)
+            keep = (cls >= 0) & _still_visible(moved / scale, clipped / scale)
             rows = slice(q * boxes.shape[1], (q + 1) * boxes.shape[1])
             placed[i, rows, 0] = torch.where(keep, cls, torch.full_like(cls, -1.0))
             placed[i, rows, 1:] = torch.where(keep.unsqueeze(-1), clipped / scale, torch.zeros_like(clipped))
@@ -109,10 +107,15 @@ def _move_boxes(boxes: torch.Tensor, s: torch.Tensor, t: torch.Tensor, flip: tor
     x1, x2 = torch.minimum(u1, u2), torch.maximum(u1, u2)  # a mirror swaps left and right
     moved = (torch.stack([x1, v1, x2, v2], -1) + 1) / 2
     clipped = moved.clamp(0, 1)
-    area = ((moved[..., 2] - moved[..., 0]) * (moved[..., 3] - moved[..., 1])).clamp_min(1e-12)
-    w, h = clipped[..., 2] - clipped[..., 0], clipped[..., 3] - clipped[..., 1]
-    visible = (w * h / area >= MIN_VISIBLE) & (w >= MIN_SIDE) & (h >= MIN_SIDE)
-    keep = (cls >= 0) & visible
+    keep = (cls >= 0) & _still_visible(moved, clipped)
     boxes[..., 0] = torch.where(keep, cls, torch.full_like(cls, -1.0))
     boxes[..., 1:] = torch.where(keep.unsqueeze(-1), clipped, torch.zeros_like(clipped))
     return boxes
+
+
+def _still_visible(moved: torch.Tensor, clipped: torch.Tensor) -> torch.Tensor:
+    """(…, 4) boxes as moved and as clipped to the frame, normalised → whether each keeps its label: at least
+    MIN_VISIBLE of its area inside and both sides at least MIN_SIDE."""
+    area = ((moved[..., 2] - moved[..., 0]) * (moved[..., 3] - moved[..., 1])).clamp_min(1e-12)
+    w, h = clipped[..., 2] - clipped[..., 0], clipped[..., 3] - clipped[..., 1]
+    return (w * h / area >= MIN_VISIBLE) & (w >= MIN_SIDE) & (h >= MIN_SIDE)
