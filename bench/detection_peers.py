@@ -34,6 +34,8 @@ from detection_common import read_coco_split, score  # noqa: E402
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
+sys.path.insert(0, str(SRC))
+from ocula.models.detection import DEFAULT_BACKBONE, DEFAULT_FPN_CHANNELS, DEFAULT_HEAD_CONVS  # noqa: E402
 
 
 def make_data(root: Path, args) -> tuple[Path, Path]:
@@ -124,7 +126,8 @@ def main() -> None:
             budget, img_size = budget or found["wall_s"], found["img_size"]
         elif row == "torchvision":
             size = img_size or args.size
-            same_model = ["--backbone", "efficientnet_lite0", "--fpn-channels", "64", "--head-convs", "2"]  # ocula's
+            same_model = ["--backbone", DEFAULT_BACKBONE, "--fpn-channels", str(DEFAULT_FPN_CHANNELS),
+                          "--head-convs", str(DEFAULT_HEAD_CONVS)]  # ocula's default detector
             found = run_peer("detection_torchvision_loop.py", coco, budget, ["--img-size", str(size), "--threads",
                              str(args.threads)] + same_model, args.work / "torchvision.json")
             found = {"row": "torchvision", **found.get("result", found)}

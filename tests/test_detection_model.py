@@ -193,3 +193,10 @@ def test_lite0_imagenet_weights_load_into_the_detector_backbone():
     load_weights(reference, path)
     for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, reference.state_dict()[k]), k
+
+
+def test_weights_for_another_backbone_name_the_flag_that_fixes_it():
+    """The default backbone (cs3darknet_s) is not lite0: the ImageNet lite0 file says to name its backbone."""
+    model = Detector(2, S)
+    with pytest.raises(OculaError, match=r"backbone is cs3darknet_s: name the one .*--backbone efficientnet_lite0"):
+        load_backbone_weights(model, _lite0_file())

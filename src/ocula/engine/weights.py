@@ -60,7 +60,11 @@ def load_backbone_weights(model: nn.Module, source) -> LoadReport:
     if not arch:
         raise OculaError("load_backbone_weights needs a timm features_only backbone (it names its architecture)")
     full = timm.create_model(arch, pretrained=False)
-    report = load_weights(full, source)
+    try:
+        report = load_weights(full, source)
+    except OculaError as e:  # the default backbone is not the one the file is for: say how to name it
+        raise OculaError(f"{e} The backbone is {arch}: name the one these weights are for "
+                         f"(e.g. --backbone efficientnet_lite0).") from None
     full_state, want = full.state_dict(), features.state_dict()
     shared = {k: v for k, v in full_state.items() if k in want and v.shape == want[k].shape}
     features.load_state_dict(shared, strict=False)

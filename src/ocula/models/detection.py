@@ -36,13 +36,16 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ocula.errors import OculaError, unknown
 
-# Measured (issue 25): FCOS train step, 256 px, batch 16, 2 cores shared with other jobs, fp32, s/step:
-# efficientnet_lite0 29, mobilenetv3_large_100 32, resnet18 38, resnet10t 43 (noisy: load 5-7). Backbone
-# MACs per image: 0.48, 0.28, 2.37, 1.43, but the 128-channel head costs 1.62 on every backbone, so the
-# light ones win by ~25%, not 5x. lite0 is the fastest measured and the one ImageNet file that loads offline
-# (load_backbone_weights), so scratch and pretrained runs share a default. bf16 autocast is not the
-# default anywhere: this CPU has AVX2 without AVX512-BF16/AMX, and a resnet18 bf16 step took over 4x fp32.
-DEFAULT_BACKBONE = "efficientnet_lite0"
+# The default backbone is what trains fastest and learns most per second from scratch on a CPU. FCOS train
+# step, 160 px, batch 8, one thread, AMD EPYC (AVX2), images/s: regnetx_002 22.0, hgnetv2_b0 17.8,
+# cs3darknet_s 15.7, mobilenetv3_large_100 14.4, efficientnet_lite0 9.6, resnet10t 9.2, resnet18 6.8
+# (lite0's depthwise convolutions lead its backward pass here). On the photo-objects tuning seed (issue 25,
+# docs/benchmarks.md) cs3darknet_s, the CSP-Darknet of YOLOv5/YOLOX at its small width, scored test mAP
+# 0.626 in 36 epochs against regnetx_002's 0.567 in 46 and lite0's 0.382 in 23, in about the same wall clock.
+# From ImageNet weights, name the backbone they are for (--backbone efficientnet_lite0 --pretrained FILE).
+# bf16 autocast is not the default anywhere: this CPU has AVX2 without AVX512-BF16/AMX, and a resnet18 bf16
+# step took over 4x fp32.
+DEFAULT_BACKBONE = "cs3darknet_s"
 # With torchvision's 256 FPN channels and 4 convs per branch the FCOS head costs 6.5 GMAC per 256 px image
 # (FPN 0.9), 2.7x a whole resnet18. The default is sized for a CPU from scratch: 64 channels and 2 convs per
 # branch make the whole lite0 detector 1.13 GFLOPs at 224 px (torch.utils.flop_counter), against 3.55 for

@@ -25,9 +25,10 @@ from ocula.tasks.folds import Folds, shuffled_folds
 DEFAULT_MODEL = "fcos"  # ocula.models.detectors: a timm backbone, torchvision's FPN and FCOS head
 PROBE_CROP = 32  # side of the box crops the flip probe learns from (engine.flip_probe)
 PROBE_MAX_CROPS = 2000
-# A detector from scratch needs many passes over a small set; a CPU gives it minutes. 6,000 images seen is
-# 20 epochs of 300 images, about ten minutes on two CPU cores at 224 px (docs/benchmarks.md, issue 25).
-DEFAULT_IMAGES_SEEN = 6000
+# A detector from scratch needs many passes over a small set; a CPU gives it minutes. 9,600 images seen is
+# 36 epochs of 270 images (300 less the carved validation split): about ten minutes on one CPU core at 160 px
+# with the default cs3darknet_s backbone (docs/benchmarks.md, issue 25).
+DEFAULT_IMAGES_SEEN = 9600
 MIN_EPOCHS, MAX_EPOCHS = 10, 300
 # Batches of 8 at AdamW 1e-3, as a hand-written torchvision loop takes them: on 300 photo-object images
 # the engine's defaults (batch 33, lr 3e-3: 184 steps in 23 epochs) scored 0.265 mAP where that loop,
