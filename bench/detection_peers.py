@@ -15,6 +15,7 @@ Rows:
   torchvision      bench/detection_torchvision_loop.py: the same FCOS model by hand, fp32, per-image decoding
   yolo             bench/detection_yolo.py: Ultralytics YOLO11n from scratch (its own venv; AGPL, a peer only)
   mosaic           `ocula train DATA --augment mosaic` (data.box_augment.mosaic; a candidate, not the default)
+  ocula:--A=x:--B  `ocula train DATA --A=x --B`: any candidate setting (--rows ocula:--backbone=regnetx_002:--epochs=46)
   lite0-scratch    `ocula train DATA --backbone efficientnet_lite0`
   lite0-imagenet   the same from the PyPI ImageNet EfficientNet-Lite0 file (--pretrained FILE)
 """
@@ -138,6 +139,10 @@ def main() -> None:
             found = {"row": "yolo", **found.get("result", found)}
         elif row == "mosaic":
             found = run_ocula("ocula-mosaic", coco, args.work, ["--augment", "mosaic"])
+        elif row.startswith("ocula:"):  # ocula:--backbone=regnetx_002:--epochs=46, a candidate default
+            extra = row.split(":")[1:]
+            found = run_ocula("ocula-" + "-".join(e.lstrip("-").replace("=", "") for e in extra), coco, args.work,
+                              extra)
         elif row in ("lite0-scratch", "lite0-imagenet"):
             extra = ["--backbone", "efficientnet_lite0"]
             if row == "lite0-imagenet":
