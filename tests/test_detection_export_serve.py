@@ -163,6 +163,15 @@ def test_int8_is_attempted_and_its_gate_decides(exported, detection_run, photo_o
     assert gate["max_drop_points"] == 2.0 and 0 <= gate["agreement"] <= 1
     assert gate["passed"] == (gate["agreement"] >= gate["min_agreement"] and abs(gate["delta_mAP_points"]) <= 2.0)
     assert (gate["reason"] is None) == gate["passed"]
+    # the GroupNorm head stays fp32 (quantize.fp32_nodes: all int8 lost 24 mAP points on a trained detector),
+    # the FPN is quantized
+    import onnx
+
+    convs = {n.name: n.input[1] for n in onnx.load(exported[0]).graph.node if n.op_type == "Conv"}
+    head = [name for name, weight in convs.items() if ".head." in weight]
+    fpn = [name for name, weight in convs.items() if ".fpn." in weight]
+    assert head and fpn
+    assert set(head) <= set(info["fp32_nodes"]) and not set(fpn) & set(info["fp32_nodes"])
 
 
 def test_page_draws_the_boxes_over_the_image(detection_run, images, tmp_path):

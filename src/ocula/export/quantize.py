@@ -186,21 +186,59 @@ def _quiet_quantizer():
 
 
 def fp32_nodes(proto) -> list[str]:
-    """Nodes the static scheme leaves in fp32: in a graph with depthwise convolutions (MobileNet,
-    EfficientNet-Lite), the convolutions that read the image itself.
+    """Nodes the static scheme leaves in fp32.
 
-    Measured on efficientnet_lite0 (ImageNet weights, fine-tuned on Fashion-MNIST at 224 px): the stem's
-    uint8 ReLU6 output alone fell to 25 dB SQNR and the noise compounds through 16 thin blocks; in fp32
-    it halved the mean |Δlogit| at no measurable cost in speed (the stem is ~3% of the MACs). Graphs
+    In a graph with depthwise convolutions (MobileNet, EfficientNet-Lite), the convolutions that read the
+    image itself. Measured on efficientnet_lite0 (ImageNet weights, fine-tuned on Fashion-MNIST at 224 px):
+    the stem's uint8 ReLU6 output alone fell to 25 dB SQNR and the noise compounds through 16 thin blocks;
+    in fp32 it halved the mean |Δlogit| at no measurable cost in speed (the stem is ~3% of the MACs). Graphs
     without depthwise convolutions (resnet18, seed_cnn) quantize everything as before: their stem is a
     bigger share of the work and they passed the gate quantized.
+
+    In a graph with GroupNorm (exported as Reshape → InstanceNormalization → Reshape → Mul → Add: a
+    detector's FCOS or RetinaNet head), the convolutions that feed one and everything downstream of them. Measured on
+    ocula's default detector (cs3darknet_s FCOS, photo-objects seed 2, 150 test images): all int8 lost 23.9
+    mAP points and agreed on 62.7% of the confident boxes; with the head's output convolutions alone in fp32,
+    still 62.7%; with the whole head in fp32, 0.3 points and 100% (docs/benchmarks.md, issue 25).
     `proto`: a loaded ONNX model or a path to one."""
     graph = (load_proto(proto) if isinstance(proto, (str, Path)) else proto).graph
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    if not any(_group(n) > 1 for n in convs):
+    nodes = list(graph.node)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    kept = []
+    if any(_group(n) > 1 for n in convs):
+        inputs = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+        kept = [n.name for n in convs if n.input and n.input[0] in inputs]
+    kept += [n.name for n in _after_group_norm(nodes) if n.name not in kept]
+    return kept
+
+
+def _after_group_norm(nodes) -> list:
+    """Every Conv whose output reaches an InstanceNormalization through Reshapes only, and all that follows
+    from them (the head and the decoding after it), in graph order."""
+    made_by = {out: n for n in nodes for out in n.output}
+    seeds = set()
+    for node in nodes:
+        if node.op_type != "InstanceNormalization" or not node.input:
+            continue
+        src = made_by.get(node.input[0])
+        while src is not None and src.op_type == "Reshape":
+            src = made_by.get(src.input[0])
+        if src is not None and src.op_type == "Conv":
+            seeds.add(id(src))
+    if not seeds:
         return []
-    inputs = {i.name for i in graph.input} - {i.name for i in graph.initializer}
-    return [n.name for n in convs if n.input and n.input[0] in inputs]
+    readers: dict = {}
+    for n in nodes:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    reached, todo = set(seeds), [n for n in nodes if id(n) in seeds]
+    while todo:
+        for out in todo.pop().output:
+            for reader in readers.get(out, []):
+                if id(reader) not in reached:
+                    reached.add(id(reader))
+                    todo.append(reader)
+    return [n for n in nodes if id(n) in reached]
 
 
 def _group(node) -> int:
