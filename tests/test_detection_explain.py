@@ -123,3 +123,15 @@ def test_a_blank_map_is_announced(trained):
     found = box_map(fresh, x[0], location=box_map(trained, x[0])["location"])
     assert (found["note"] is None) == (found["map"].max() > 0)
     assert box_map(trained, x[0])["note"] is None
+
+
+def test_cam_layers_of_the_default_backbone_are_its_fpn_stages():
+    """timm's FeatureListNet (cspnet, the default backbone) registers feature_info's "stages.1" as "stages_1":
+    the box CAM finds the three stages that feed the FPN (a trained run's map: `ocula explain`, docs)."""
+    from ocula.explain.boxes import box_layers
+    from ocula.models.detection import DEFAULT_BACKBONE, build_detector
+
+    model = build_detector("fcos", 2, backbone=DEFAULT_BACKBONE, img_size=64).eval()
+    layers = box_layers(model)
+    assert [layer.name for layer in layers] == ["backbone.stages_1", "backbone.stages_2", "backbone.stages_3"]
+    assert all(layer.module is model.get_submodule(layer.name) for layer in layers)

@@ -57,7 +57,14 @@ def box_layers(model: nn.Module, layer: Optional[str] = None) -> list[TargetLaye
     if info is None:
         raise OculaError(f"cannot choose a CAM layer for {type(model).__name__}; pass --layer NAME")
     stages = info if isinstance(info, (list, tuple)) else info.get_dicts()
-    return [resolve_target_layer(model, f"backbone.{d['module']}") for d in stages]
+    return [resolve_target_layer(model, _stage_name(model.backbone, d["module"])) for d in stages]
+
+
+def _stage_name(backbone: nn.Module, module: str) -> str:
+    """`feature_info` names a stage as in the plain model ("stages.1"); timm's FeatureListNet (cspnet,
+    regnet, resnet...) registers it flattened ("stages_1"), EfficientNetFeatures keeps the plain name."""
+    names = {name for name, _ in backbone.named_modules()}
+    return "backbone." + (module if module in names else module.replace(".", "_"))
 
 
 def pick_box(dets: torch.Tensor, cls: Optional[int]) -> Optional[int]:
