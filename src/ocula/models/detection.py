@@ -37,8 +37,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from ocula.errors import OculaError, unknown
 
 # The default backbone is what trains fastest and learns most per second from scratch on a CPU. FCOS train
-# step, 160 px, batch 8, one thread, AMD EPYC (AVX2), images/s: regnetx_002 22.0, hgnetv2_b0 17.8,
-# cs3darknet_s 15.7, mobilenetv3_large_100 14.4, efficientnet_lite0 9.6, resnet10t 9.2, resnet18 6.8
+# step, 160 px, batch 8, one thread, channels_last, AMD EPYC (AVX2), images/s (bench/detection_backbone_speed.py):
+# regnetx_002 19.4, mobilenetv3_large_100 19.4, hgnetv2_b0 19.1, cs3darknet_s 16.4, resnet10t 11.0,
+# efficientnet_lite0 9.1, resnet18 6.4
 # (lite0's depthwise convolutions lead its backward pass here). On the photo-objects tuning seed (issue 25,
 # docs/benchmarks.md) cs3darknet_s, the CSP-Darknet of YOLOv5/YOLOX at its small width, scored test mAP
 # 0.626 in 36 epochs against regnetx_002's 0.567 in 46 and lite0's 0.382 in 23, in about the same wall clock.
