@@ -200,3 +200,14 @@ def test_weights_for_another_backbone_name_the_flag_that_fixes_it():
     model = Detector(2, S)
     with pytest.raises(OculaError, match=r"backbone is cs3darknet_s: name the one .*--backbone efficientnet_lite0"):
         load_backbone_weights(model, _lite0_file())
+
+
+def test_grey_detection_data_is_read_as_rgb():
+    """The detectors take 3 channels: a grey set's contract becomes RGB (it failed with "fcos takes RGB")."""
+    from ocula.data.contract import DataContract
+    from ocula.tasks.detection import DetectionTask
+
+    grey = DataContract(input_size=123, channels=1, mean=(0.5,), std=(0.25,))
+    rgb = DetectionTask.adapt_contract(grey)
+    assert rgb.channels == 3 and rgb.mean == (0.5,) * 3 and rgb.std == (0.25,) * 3
+    assert rgb.resize == "stretch" and rgb.input_size == 123

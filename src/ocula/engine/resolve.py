@@ -117,7 +117,12 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
                               modality=for_model(cfg.model.name), task=given_cfg.task.name)
     cross_fit = _cross_fit(cfg, plan, given)
     chosen = choose_contract(cfg, splits)  # size and channels from the data
-    chosen = replace(chosen, contract=task_kind.adapt_contract(chosen.contract))  # detection: no centre crop
+    adapted = task_kind.adapt_contract(chosen.contract)  # detection: no centre crop, RGB
+    reason = chosen.reason
+    if adapted.channels != chosen.contract.channels:
+        reason = reason.replace(f"×{chosen.contract.channels}:", f"×{adapted.channels}:", 1) + \
+            f", read as {adapted.channels} channels (the {task_kind.name} models take them)"
+    chosen = replace(chosen, contract=adapted, reason=reason)
     cfg, contract = adopt_source(cfg, source, chosen.contract, splits.channels)  # a source model's preprocessing
     if contract is not chosen.contract:
         chosen = InputChoice(contract, f"input {contract.input_size}×{contract.input_size}×{contract.channels}: "

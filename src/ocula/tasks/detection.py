@@ -86,8 +86,9 @@ class DetectionTask(Task):
 
     @staticmethod
     def adapt_contract(contract: DataContract) -> DataContract:
-        """The whole image, stretched to the square input: a centre crop would cut boxes off."""
-        return replace(contract, resize="stretch", crop_pct=1.0)
+        """The whole image, stretched to the square input: a centre crop would cut boxes off. Always RGB: the
+        detectors take 3 channels, so grey images are read as RGB."""
+        return replace(contract, resize="stretch", crop_pct=1.0, channels=3)
 
     @staticmethod
     def wrap_augment(augment):
