@@ -198,8 +198,8 @@ def fp32_nodes(proto) -> list[str]:
     In a graph with GroupNorm (exported as Reshape → InstanceNormalization → Reshape → Mul → Add: a
     detector's FCOS or RetinaNet head), the convolutions that feed one and everything downstream of them. Measured on
     ocula's default detector (cs3darknet_s FCOS, photo-objects seed 2, 150 test images): all int8 lost 23.9
-    mAP points and agreed on 62.7% of the confident boxes; with the head's output convolutions alone in fp32,
-    still 62.7%; with the whole head in fp32, 0.3 points and 100% (docs/benchmarks.md, issue 25).
+    mAP points and agreed on 62.7% of the confident boxes; with the whole head in fp32, 0.3 points and 100%
+    (0.2 points and 99.8% on seed 3, where the rule was not chosen; docs/benchmarks.md, issue 25).
     `proto`: a loaded ONNX model or a path to one."""
     graph = (load_proto(proto) if isinstance(proto, (str, Path)) else proto).graph
     nodes = list(graph.node)
