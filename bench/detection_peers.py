@@ -48,6 +48,11 @@ def make_data(root: Path, args) -> tuple[Path, Path]:
         if not out.exists():
             write_photo_objects(out, train=args.train, test=args.test, size=args.size, classes=args.classes,
                                 layout=layout, seed=args.seed)
+            if args.grey:  # another kind of image for the defaults: one channel, saved as such
+                from PIL import Image
+
+                for path in out.rglob("*.jpg"):
+                    Image.open(path).convert("L").save(path)
     return coco, yolo
 
 
@@ -108,6 +113,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=160, help="image side (160: a row fits in minutes on a CPU)")
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grey", action="store_true", help="save the images grey (a defaults check on other data)")
     ap.add_argument("--budget-s", type=float, help="peers' budget (default: the ocula row's wall clock)")
     ap.add_argument("--threads", type=int, default=2, help="every row's torch threads (OMP_NUM_THREADS)")
     ap.add_argument("--lite0", default=None, help="the ImageNet EfficientNet-Lite0 .pth (default: the PyPI package's)")
