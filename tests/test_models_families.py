@@ -106,3 +106,15 @@ def test_video_models_are_marked_and_scratch_vits_registered():
     video = {n for n in OWN if get_spec(n).modality == "video"}
     assert {"seed_lstm", "cnn_lstm", "cnn_gru", "cnn_transformer", "frame_avg", "seed_attention_video"} <= video
     assert {"vit_nano_scratch", "vit_micro_scratch", "vit_tiny_scratch"} <= set(OWN) - video
+
+
+@pytest.mark.parametrize("name", ["seed_lstm", "cnn_lstm", "cnn_gru"])
+def test_recurrences_train_under_bf16_autocast_on_a_cpu_without_bf16(name):
+    """oneDNN has no bf16 LSTM on such a CPU; the recurrence runs in fp32 inside the autocast region."""
+    model = create_model(name, 2, 3, 16, frames=3, backbone="seed_cnn") if name != "seed_lstm" else \
+        create_model(name, 2, 3, 16, frames=3)
+    x = torch.rand(2, 3, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    logits.float().sum().backward()
+    assert logits.shape == (2, 2) and all(p.grad is not None for p in model.parameters() if p.requires_grad)

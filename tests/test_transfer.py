@@ -349,3 +349,27 @@ def test_few_images_from_weights_fit_a_probe_on_all_of_them(digits_base, tmp_pat
     assert len(trainer.train_samples) == 50
     trainer.fit()
     assert trainer.transfer.probe.images == 50 and trainer.global_step == 0
+
+
+def test_cpu_bf16_is_chosen_by_a_measured_step_not_by_the_flags(monkeypatch):
+    """An EPYC with AVX512-BF16 and no AMX was seen beside AMX Xeons: the flags say bf16 exists, the measured
+    step says whether it pays."""
+    import torch
+
+    from ocula.config import build_config
+    from ocula.engine import resolve, setup
+
+    cpu = torch.device("cpu")
+    cfg = build_config(data="digits", model="seed_cnn")
+    assert setup.cpu_bf16_speedup() > 0  # the real measurement runs here (emulated bf16 where the CPU lacks it)
+    monkeypatch.setattr(setup, "cpu_flags", lambda: {"avx2"})
+    assert not setup.has_fast_bf16(cpu) and setup.resolve_precision("auto", cpu) is None
+    monkeypatch.setattr(setup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(setup, "cpu_bf16_speedup", lambda: 0.8)
+    assert setup.resolve_precision("auto", cpu) is None
+    slow = resolve._precision(cfg, cpu)
+    assert slow.value == "fp32" and "0.80×" in slow.reason and "BF16_MIN_SPEEDUP" in slow.reason
+    monkeypatch.setattr(setup, "cpu_bf16_speedup", lambda: 1.9)
+    assert setup.resolve_precision("auto", cpu) == torch.bfloat16
+    fast = resolve._precision(cfg, cpu)
+    assert fast.value == "bf16" and "1.90×" in fast.reason

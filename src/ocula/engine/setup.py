@@ -1,6 +1,7 @@
 """From a TrainConfig to the objects the Trainer needs: data, contract, model, loaders, precision."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -22,11 +23,46 @@ from ocula.models.compiled import compile_model
 from ocula.models.registry import create_model, get_spec, safe_name
 
 
+BF16_MIN_SPEEDUP = 1.15  # a CPU's bf16 must beat its fp32 by this much on the measured step to be chosen
+
+
 def has_fast_bf16(device: torch.device) -> bool:
-    """bf16 pays off on GPUs that support it and CPUs with AMX or AVX512-BF16; elsewhere it is slower."""
+    """bf16 pays off on GPUs that support it; on a CPU only where it has bf16 instructions (AMX or AVX512-BF16)
+    and a measured training step runs at least BF16_MIN_SPEEDUP times faster in bf16 than in fp32. The flags
+    alone are not enough: what they are worth differs from one CPU to the next (and a bf16 step on a CPU that
+    lacks them is emulated, several times slower)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16-autocast time of a small convolutional training step on this CPU (the median of three
+    after one warm-up each; about a second, once per process)."""
+    from time import perf_counter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        x, y = torch.randn(32, 3, 64, 64), torch.randint(0, 10, (32,))
+
+    def step_seconds(bf16: bool) -> float:
+        times = []
+        for _ in range(4):
+            t0 = perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+            loss.backward()
+            times.append(perf_counter() - t0)
+        return sorted(times[1:])[1]
+
+    try:
+        return step_seconds(False) / step_seconds(True)
+    except RuntimeError:  # no bf16 kernel for one of the ops here: not fast
+        return 0.0
 
 
 def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = False) -> Optional[torch.dtype]:

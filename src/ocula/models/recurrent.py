@@ -20,6 +20,15 @@ from ocula.models.registry import create_model, register_model
 DEFAULT_BACKBONE = "resnet18"
 
 
+def run_recurrence(rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The LSTM/GRU in fp32 whatever the autocast: oneDNN has no bf16 LSTM primitive on a CPU without bf16
+    instructions ("could not create a primitive descriptor", seen on an AVX2 EPYC with --precision bf16), and
+    the recurrence is a sliver of a clip model's cost next to its frame encoder."""
+    with torch.autocast(x.device.type, enabled=False):
+        out, _ = rnn(x.float())
+    return out
+
+
 def with_frame_differences(x: torch.Tensor) -> torch.Tensor:
     """Clips (B, T, C, H, W) → (B, T, 2C, H, W): each frame and its change from the frame before (zero for the
     first), TSN's "RGB difference" input. What moves becomes a pattern in one image (where the object was and
@@ -71,8 +80,7 @@ class SeedLSTM(ClassifierModel):
         self.num_classes, self.frames = num_classes, frames
 
     def forward_features(self, x):
-        out, _ = self.lstm(x.flatten(2))  # (B, T, C*H*W) → (B, T, hidden)
-        return out
+        return run_recurrence(self.lstm, x.flatten(2))  # (B, T, C*H*W) → (B, T, hidden)
 
     def pool(self, features):
         return self.drop(features[:, -1])  # the last LSTM's final state, as return_sequences=False
@@ -101,8 +109,7 @@ def _cnn_rnn(cell: str):
             self.num_classes, self.frames = num_classes, frames
 
         def forward_features(self, x):
-            out, _ = self.rnn(self.encoder(x))  # (B, T, D) → (B, T, hidden)
-            return out
+            return run_recurrence(self.rnn, self.encoder(x))  # (B, T, D) → (B, T, hidden)
 
         def pool(self, features):
             return self.drop(features[:, -1])
