@@ -57,10 +57,10 @@ demo: install datasets
 	$(OCULA) report runs/demo-fmnist
 
 # One pytest-xdist worker per core of the CI machine (2), whole test files per worker (their fixtures are
-# module-wide); the longest files start first (tests/conftest.py). TEST_WORKERS=0 runs in this process.
+# module-wide), in collection order (--no-loadscope-reorder: the longest files first, tests/conftest.py). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: install datasets browsers
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The quick subset for the edit-test loop: no test marked slow (training runs, real weights) or dist
 # (several torch.distributed processes); stops at the first failure.
@@ -71,7 +71,7 @@ test-fast: install
 test-min: install-min datasets browsers
 	@grep -iE "^(torch|torchvision|timm|numpy|pillow|safetensors|onnx|onnxruntime|onnxscript|fastapi|pydantic)==" \
 	  $(MIN_VENV)/versions.txt | tr '\n' ' '; echo
-	$(MIN_PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
+	$(MIN_PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 # Longer fuzzing than `make test` runs: 5,000 examples per property, schemathesis 300 per operation and
 # mode, then coverage-guided atheris on the decoders where its wheel installs (docs/bench/reliability.md).
