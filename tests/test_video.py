@@ -149,3 +149,22 @@ def test_cli_make_train_evaluate_predict(tmp_path, capsys, video_run, clips):
         warnings.simplefilter("ignore")
         assert main(["evaluate", video_run, str(clips / "frames"), "--out", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "report.json").is_file()
+
+
+def test_decoding_workers_start_from_a_forkserver_and_decode_what_the_main_process_does(clips):
+    """A DataLoader worker forked after the parent decoded clips hung in FFmpeg's slice threads; workers now
+    start from a forkserver (so the dataset must pickle), and a single batch is decoded in-process."""
+    from ocula.modality.video.loader import ClipLoader, decode_workers
+
+    assert decode_workers(None, 1, 16) == 0 and decode_workers(4, 40, 16) == 3 and decode_workers(0, 99, 4) == 0
+    train = sorted((clips / "mp4" / "train").rglob("*.mp4"))
+    samples = FileSamples([str(p) for p in train], [int(p.parent.name == "up") for p in train])
+    batches = {}
+    for workers in (0, 2):
+        loader = ClipLoader(samples, C32, 4, train=False, workers=workers)
+        assert loader.loader.multiprocessing_context is None if workers == 0 else \
+            loader.loader.multiprocessing_context.get_start_method() == "forkserver"
+        batches[workers] = [(x, y) for x, y, _, _ in loader]
+    assert len(batches[2]) == len(batches[0]) == 3
+    for (a, ya), (b, yb) in zip(batches[0], batches[2]):
+        assert torch.equal(a, b) and torch.equal(ya, yb)

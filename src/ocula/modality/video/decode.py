@@ -258,7 +258,10 @@ def _constant_rate_timing(stream) -> Optional[tuple[float, float, list]]:
 def _upright(frame, stream) -> np.ndarray:
     """(H, W, 3) uint8 as the video is meant to be shown: its display matrix (or a legacy `rotate` tag)
     turned into quarter turns counter-clockwise."""
-    rgb = frame.to_ndarray(format="rgb24")
+    # threads=1: PyAV keeps one colour converter per process, and with slice threads (the default) a
+    # DataLoader worker forked after the parent decoded a clip waits forever for threads it does not have
+    # (seen in test_video under CI and under load here: the worker sat in avpriv_slicethread_execute)
+    rgb = frame.to_ndarray(format="rgb24", threads=1)
     degrees = frame.rotation  # counter-clockwise, from the display matrix
     if not degrees:
         tag = stream.metadata.get("rotate")  # older muxers: clockwise degrees

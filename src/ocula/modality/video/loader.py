@@ -26,6 +26,22 @@ from ocula.modality.video.augment import ClipAugment
 from ocula.modality.video.decode import fit_geometry, read_clip
 
 TRAIN_OVERSAMPLE = 2  # the RAM cache of a training split holds 2T frames per clip: room for temporal jitter
+# Decoding workers start from a forkserver, never forked from this process: FFmpeg's slice threads (and any
+# other thread holding a lock at fork time) do not survive a fork, and a forked worker decoding a clip sat
+# in avpriv_slicethread_execute forever (test_video, on CI and here under load).
+WORKER_START = "forkserver"
+
+
+def decode_workers(workers: Optional[int], clips: int, batch_size: int) -> int:
+    """Worker processes for decoding `clips` in batches: none for a single batch (starting a process costs
+    more than decoding a few clips), never more than there are batches."""
+    workers = default_workers() if workers is None else workers
+    batches = -(-clips // max(1, batch_size))
+    return 0 if batches <= 1 else min(workers, batches)
+
+
+def worker_start(workers: int) -> Optional[str]:
+    return WORKER_START if workers > 0 else None
 
 
 class ClipDataset(Dataset):
@@ -56,10 +72,11 @@ class ClipLoader(StreamLoader):
     def __init__(self, samples: FileSamples, contract: DataContract, batch_size: int, *, train: bool,
                  augment: Optional[BatchAugment] = None, workers: Optional[int] = None, seed: int = 0,
                  epoch: int = 0, sampler=None, pad: str = "repeat", stream: int = 1):
-        workers = default_workers() if workers is None else workers
+        workers = decode_workers(workers, len(samples), batch_size)
         dataset = ClipDataset(samples, contract, train=train, seed=seed, epoch=epoch, pad=pad)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                             num_workers=workers, collate_fn=collate_skipping_bad,
+                            multiprocessing_context=worker_start(workers),
                             drop_last=train and len(samples) > batch_size,  # a batch of 1 breaks BatchNorm
                             generator=epoch_generator(seed, epoch), prefetch_factor=2 if workers else None)
         augment = augment if train and augment is not None else ClipAugment(contract, "none", train=False)
@@ -75,9 +92,9 @@ def cache_clips(samples: FileSamples, contract: DataContract, *, frames: Optiona
                 ) -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Decode every clip once (uniform sampling, `frames` per clip) → (uint8 TensorSamples, skipped)."""
     t = frames or contract.frames or 1
-    workers = default_workers() if workers is None else workers
+    workers = decode_workers(workers, len(samples), 16)
     loader = DataLoader(ClipDataset(samples, contract, pad=pad, frames=t), batch_size=16, num_workers=workers,
-                        collate_fn=collate_skipping_bad)
+                        collate_fn=collate_skipping_bad, multiprocessing_context=worker_start(workers))
     s = contract.input_size
     return drain_to_tensors(loader, samples, torch.zeros(0, t, contract.channels, s, s, dtype=torch.uint8), desc,
                             "clip")
