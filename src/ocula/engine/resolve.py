@@ -275,12 +275,14 @@ def _precision(cfg: TrainConfig, device: torch.device) -> Choice:
     name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     if cfg.run.precision != "auto":
         return Choice(name, "set in the config", USER)
-    fast = setup.has_fast_bf16(device)
-    if device.type == "cpu" and {"amx_bf16", "avx512_bf16"} & setup.cpu_flags():
-        speed = f"bf16 measured {setup.cpu_bf16_speedup():.2f}× fp32's speed on a training step here"
-        why = ("fine-tuning pretrained weights on a CPU" if fast and name == "fp32" else
-               f"{speed}" if fast else f"{speed}, below setup.BF16_MIN_SPEEDUP")
+    measured = device.type == "cpu" and setup.cpu_has_bf16()
+    if measured and cfg.from_weights:
+        why = "fine-tuning pretrained weights on a CPU"
+    elif measured:
+        why = f"bf16 measured {setup.cpu_bf16_speedup():.2f}× fp32's speed on a training step here" + \
+            ("" if name == "bf16" else ", below setup.BF16_MIN_SPEEDUP")
     else:
+        fast = setup.has_fast_bf16(device)
         why = ("no fast bf16 on this device" if not fast else "fine-tuning pretrained weights on a CPU"
                if name == "fp32" else "fast bf16 on this device")
     return Choice(name, f"{why} (setup.resolve_precision)", DATA)

@@ -24,6 +24,11 @@ from ocula.models.registry import create_model, get_spec, safe_name
 
 
 BF16_MIN_SPEEDUP = 1.15  # a CPU's bf16 must beat its fp32 by this much on the measured step to be chosen
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo flags of a CPU with bf16 instructions
+
+
+def cpu_has_bf16() -> bool:
+    return bool(BF16_FLAGS & cpu_flags())
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -33,7 +38,7 @@ def has_fast_bf16(device: torch.device) -> bool:
     lacks them is emulated, several times slower)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    return cpu_has_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,7 +76,8 @@ def resolve_precision(requested: str, device: torch.device, fine_tuning: bool = 
     bf16 loss rose in its second epoch; fp32 with the refitted head gained 1.8 points over five training
     subsets (docs/benchmarks.md, issue 13). From scratch it stays bf16, for speed."""
     if requested == "auto":
-        requested = "fp32" if not has_fast_bf16(device) or (fine_tuning and device.type == "cpu") else "bf16"
+        # fine-tuning on a CPU first: it is fp32 whatever bf16 would measure, so nothing is measured
+        requested = "fp32" if (fine_tuning and device.type == "cpu") or not has_fast_bf16(device) else "bf16"
     if requested == "fp32":
         return None
     if requested == "fp16":
