@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,9 +147,9 @@ def main() -> None:
         elif row == "mosaic":
             found = run_ocula("ocula-mosaic", coco, args.work, ["--augment", "mosaic"])
         elif row.startswith("ocula:"):  # ocula:--backbone=regnetx_002:--epochs=46, a candidate default
-            extra = row.split(":")[1:]
-            found = run_ocula("ocula-" + "-".join(e.lstrip("-").replace("=", "") for e in extra), coco, args.work,
-                              extra)
+            extra = ["--" + e for e in row[len("ocula:"):].lstrip("-").split(":--")]  # a JSON value keeps its ":"
+            name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "", e.replace("=", "")) for e in extra)
+            found = run_ocula("ocula-" + name, coco, args.work, extra)
         elif row in ("lite0-scratch", "lite0-imagenet"):
             extra = ["--backbone", "efficientnet_lite0"]
             if row == "lite0-imagenet":

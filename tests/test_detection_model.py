@@ -211,3 +211,13 @@ def test_grey_detection_data_is_read_as_rgb():
     rgb = DetectionTask.adapt_contract(grey)
     assert rgb.channels == 3 and rgb.mean == (0.5,) * 3 and rgb.std == (0.25,) * 3
     assert rgb.resize == "stretch" and rgb.input_size == 123
+
+
+def test_anchor_scale_moves_fcos_scale_ranges_and_is_fcos_only():
+    """FCOS gives level k the points whose largest side distance is 4-8x its anchor: at 160 px every photo-objects
+    box falls to P3; anchor_scale shrinks the anchors (and the ranges) to spread boxes over the levels."""
+    anchors, per_level = Detector(2, S, backbone=TINY, anchor_scale=0.5).anchors_at(S)
+    widths = (anchors[:, 2] - anchors[:, 0]).split(per_level)
+    assert [float(w[0]) for w in widths] == [4.0, 8.0, 16.0, 32.0, 64.0]
+    with pytest.raises(OculaError, match="anchor_scale applies to fcos"):
+        Detector(2, S, backbone=TINY, head="retinanet", anchor_scale=0.5)

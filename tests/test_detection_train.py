@@ -14,7 +14,7 @@ import torch
 
 import ocula
 from ocula.data.batch_augment import BatchAugment
-from ocula.data.box_augment import BoxAugment, affine_with_boxes, mosaic
+from ocula.data.box_augment import BoxAugment, affine_with_boxes, mosaic, train_size
 from ocula.data.contract import DataContract
 from ocula.data.synth_detection import write_photo_objects
 from ocula.evaluation.detection import pycocotools_map
@@ -29,6 +29,8 @@ def test_a_coco_folder_trains_a_detector_with_no_flags_but_the_data(detection_ru
     assert resolved["choices"]["model"]["value"] == "fcos"  # the config's seed_cnn cannot take boxes
     assert resolved["input"]["contract"]["resize"] == "stretch"  # a centre crop would cut boxes off
     assert resolved["choices"]["strategy"]["value"] == "full"
+    assert resolved["choices"]["progressive"]["value"] == 0.7  # from scratch: the first epoch at 0.7 of the side
+    assert resolved["config"]["augment"]["progressive"] == 0.7
     summary = json.loads((Path(detection_run) / "summary.json").read_text())
     assert summary["monitor"] == "val/mAP"
     metrics = (Path(detection_run) / "metrics.csv").read_text().splitlines()
@@ -127,6 +129,24 @@ def test_box_augment_eval_path_only_resizes():
     y = torch.rand(2, 3, 5)
     out, same = augment(x, y, None)
     assert out.shape == (2, 3, 32, 32) and torch.equal(same, y)
+
+
+def test_progressive_resizing_trains_the_first_half_smaller_and_ends_at_the_input_size():
+    from ocula.config import build_config
+    from ocula.engine.setup import make_augment
+
+    assert [train_size(160, 0.7, e, 10) for e in range(10)] == [112] * 5 + [160] * 5
+    assert train_size(160, 1.0, 0, 10) == 160 and train_size(160, 0.7, None, 10) == 160  # off; the run's size
+    assert train_size(40, 0.3, 0, 4) == 16  # never below one step
+    contract = DataContract(input_size=64, channels=3, resize="stretch")
+    cfg = build_config("data/", task="detection", model="fcos", augment="light", hflip=True, progressive=0.5,
+                       epochs=4)
+    x, y = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8), torch.rand(2, 3, 5)
+    first, last = (make_augment(cfg, contract, 2, epoch=e) for e in (0, 3))
+    assert first(x, y, None)[0].shape[-1] == 32 and last(x, y, None)[0].shape[-1] == 64
+    assert "first 2 epochs at 32 px, then 64 px" in make_augment(cfg, contract, 2).describe()
+    with pytest.raises(ocula.errors.OculaError, match="progressive=0.1"):
+        build_config("data/", progressive=0.1)
 
 
 def test_hostile_annotations_are_one_line_each_and_training_goes_on(tmp_path):

@@ -12,7 +12,7 @@ from ocula.modality import for_model
 from ocula.modality.sources import resolve_data
 
 AUTO_FIELDS = ("task", "model", "augment", "batch_size", "epochs", "strategy", "cross_fit", "peak_lr", "head_lr", "precision", "freeze_bn", "refit_head",
-               "drop_path")
+               "drop_path", "progressive")
 
 
 def _resolve(**options):
@@ -37,6 +37,7 @@ def test_every_auto_field_comes_back_as_a_value_with_its_reason():
     assert (cfg.augment.preset, cfg.transfer.strategy, cfg.task.name) == ("light", "full", "single-label")
     assert cfg.optim.lr == resolved.peak_lr.value == 3e-3 and cfg.run.precision == resolved.precision.value
     assert cfg.augment.hflip is False and resolved.flips["hflip"]["decided_by"] == "user"
+    assert cfg.augment.progressive == resolved.progressive.value == 1.0  # only a detector resizes progressively
     assert resolved.input.reason.startswith("input 8×8×1") and resolved.contract.channels == 1
     assert resolved.given.augment.preset == "auto" and resolved.given.optim.lr is None  # the config as given
     json.dumps(resolved.to_dict())  # RUN/resolved.json is plain JSON

@@ -134,6 +134,13 @@ class AugmentConfig(Section):
                                          "survive it", FLIP)
     mixup: float = option(0.0, "Beta(alpha) for mixup; 0 = off")
     cutmix: float = option(0.0, "Beta(alpha) for CutMix; 0 = off")
+    progressive: Optional[float] = option(None, "boxes: progressive resizing, the first half of the epochs trained "
+                                          "at this fraction of the input size (data.box_augment.train_size); 1 = "
+                                          "off; default: the task's (Task.default_progressive)")
+
+    def check(self) -> None:
+        if self.progressive is not None and not 0.25 <= self.progressive <= 1:
+            raise OculaError(f"progressive={self.progressive}: a fraction of the input size between 0.25 and 1")
 
 
 @dataclass

@@ -19,19 +19,34 @@ RANGES = {"light": {"scale": (0.6, 1.4), "shift": 0.2}, "strong": {"scale": (0.4
           "mosaic": {"scale": (0.6, 1.4), "shift": 0.2}}  # mosaic: light's zoom and shift after the mosaic
 MIN_VISIBLE = 0.3  # a box keeps its label when at least this fraction of its area stays in the frame
 MIN_SIDE = 2 / 640  # … and both sides stay at least ~2 px of a 640 px image
+PROGRESSIVE_SHARE = 0.5  # progressive resizing: the share of the epochs trained at the smaller size
+SIZE_STEP = 16  # the smaller size is a multiple of this (the FPN's coarsest level halves it twice more)
+
+
+def train_size(size: int, fraction: float, epoch: Optional[int], epochs: Optional[int]) -> int:
+    """The side of the training images at `epoch` (0-based) of `epochs` under progressive resizing: the first
+    PROGRESSIVE_SHARE of the epochs at `fraction` of `size` (a multiple of SIZE_STEP), the rest at `size`. Boxes
+    are normalised, so only the pixels change; validation and prediction stay at `size`."""
+    if fraction >= 1 or epoch is None or not epochs or epoch >= round(epochs * PROGRESSIVE_SHARE):
+        return size
+    return max(SIZE_STEP, min(size, int(round(size * fraction / SIZE_STEP)) * SIZE_STEP))
 
 
 class BoxAugment:
     """Wraps the modality's BatchAugment (its contract, preset and flip decision) for box labels."""
 
-    def __init__(self, base: BatchAugment):
+    def __init__(self, base: BatchAugment, size: Optional[int] = None, progressive: str = ""):
+        """`size`: the side of the images it returns (default: the contract's; smaller under progressive resizing,
+        `train_size`); `progressive`: how the size changes over the epochs, for `describe`."""
         if base.preset not in (*RANGES, "none"):  # the image-only policies would move pixels under fixed boxes
             raise OculaError(f"--augment {base.preset} is for labels of whole images; boxes take none, light or "
                              f"strong")
         self.base, self.contract, self.preset, self.hflip = base, base.contract, base.preset, base.hflip
+        self.size, self.progressive = size or base.contract.input_size, progressive
 
     def describe(self) -> str:
-        return f"augment {self.preset} (boxes): " + ", ".join(self.operations())
+        return f"augment {self.preset} (boxes): " + ", ".join(self.operations()) + \
+            (f"; {self.progressive}" if self.progressive else "")
 
     def operations(self) -> list[str]:
         if self.preset not in RANGES:
@@ -46,8 +61,11 @@ class BoxAugment:
         if self.preset == "mosaic":
             x, y = mosaic(x, y, gen)
         if self.preset not in RANGES:
-            return eval_resize(x, self.contract), y
-        return affine_with_boxes(x, y, self.contract.input_size, gen, **RANGES[self.preset], hflip=self.hflip)
+            x = eval_resize(x, self.contract)
+            if self.size != x.shape[-1]:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            return x, y
+        return affine_with_boxes(x, y, self.size, gen, **RANGES[self.preset], hflip=self.hflip)
 
 
 def affine_with_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, gen: Optional[torch.Generator], *,

@@ -80,6 +80,7 @@ class Resolved:
     freeze_bn: Choice  # "everywhere", "frozen-stages", "never"
     refit_head: Choice
     drop_path: Choice  # stochastic depth of a timm model fine-tuned on small data (plan.SMALL_DATA_DROP_PATH)
+    progressive: Choice  # the size of the first half of the epochs, a fraction of the input (1: off)
 
     @property
     def contract(self) -> DataContract:
@@ -88,7 +89,8 @@ class Resolved:
     def choices(self) -> dict[str, Choice]:
         return {"task": self.task, "model": self.model, "augment": self.augment, "batch_size": self.batch_size, "epochs": self.epochs, "strategy": self.strategy, "cross_fit": self.cross_fit,
                 "peak_lr": self.peak_lr, "head_lr": self.head_lr, "precision": self.precision,
-                "freeze_bn": self.freeze_bn, "refit_head": self.refit_head, "drop_path": self.drop_path}
+                "freeze_bn": self.freeze_bn, "refit_head": self.refit_head, "drop_path": self.drop_path,
+                "progressive": self.progressive}
 
     def to_dict(self) -> dict:
         """RUN/resolved.json: the config as trained, and every choice with its reason."""
@@ -132,6 +134,8 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
     flips = saved_flips or _flips(cfg, task_kind.probe_samples(train_samples), task_kind.probe_contract(contract),
                                   len(splits.classes), modality, device)
     batch_size = _batch_size(cfg, len(train_samples), task_kind, modality)
+    progressive = _progressive(cfg, task_kind)
+    cfg = cfg.replace(progressive=progressive.value)
     epochs = _epochs(cfg, task_kind, len(train_samples), batch_size.value, modality)
     cfg = cfg.replace(batch_size=batch_size.value, epochs=epochs.value)  # before the lr: sgd's scales with the batch
     peak_lr = _peak_lr(cfg, task_kind, modality)
@@ -145,7 +149,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, *, device: torch.device, wo
                       hflip=flips["hflip"]["use"], time_flip=flips["time_flip"]["use"], refit_head=refit_head.value)
     return Resolved(cfg, given_cfg, splits, train_samples, val_samples, skipped, task, model, augment, batch_size,
                     epochs, strategy, cross_fit, chosen,
-                    flips, peak_lr, head_lr, precision, freeze_bn, refit_head, drop_path)
+                    flips, peak_lr, head_lr, precision, freeze_bn, refit_head, drop_path, progressive)
 
 
 # ---------------------------------------------------------------------- one rule each
@@ -237,7 +241,14 @@ def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int, modality=None)
     own = modality.default_epochs(images, batch, cfg.from_weights, cfg.model.name) if modality is not None else None
     if own is not None:
         return Choice(own[0], own[1], RULE)
-    value, why = task_kind.default_epochs(images, batch)
+    value, why = task_kind.default_epochs(images, batch, cfg.augment.progressive)
+    return Choice(value, why, RULE)
+
+
+def _progressive(cfg: TrainConfig, task_kind) -> Choice:
+    if cfg.augment.progressive is not None:
+        return Choice(cfg.augment.progressive, "set in the config", USER)
+    value, why = task_kind.default_progressive(cfg.from_weights)
     return Choice(value, why, RULE)
 
 

@@ -175,7 +175,7 @@ def make_loader(samples, contract: DataContract, cfg: TrainConfig, *, train: boo
     weights = None
     if train and cfg.data.balance == "sampler":
         weights = balanced_sample_weights(samples, num_classes)
-    augment = make_augment(cfg, contract, num_classes, modality) if train else None
+    augment = make_augment(cfg, contract, num_classes, modality, epoch=epoch) if train else None
     if isinstance(samples, TensorSamples):
         return modality.tensor_loader(samples, contract, cfg.optim.batch_size, train=train, augment=augment,
                                       seed=cfg.run.seed, rank=rank, world=world, sample_weights=weights)
@@ -194,13 +194,14 @@ def resolve_augment(cfg: TrainConfig, task_kind) -> TrainConfig:
 
 
 def make_augment(cfg: TrainConfig, contract: DataContract, num_classes: int,
-                 modality: Optional[Modality] = None) -> BatchAugment:
-    """The training augmentation, with the run's flip decisions (resolved from 'auto' by the Trainer)."""
+                 modality: Optional[Modality] = None, epoch: Optional[int] = None) -> BatchAugment:
+    """The training augmentation at `epoch` (None: the run's, for its description), with the run's flip decisions
+    (resolved from 'auto' by the Trainer)."""
     modality = modality or for_contract(contract)
     flips = {key: _resolved(getattr(cfg.augment, key), key) for key in modality.flips}
     augment = modality.augment(contract, cfg.augment.preset, flips=flips, mixup=cfg.augment.mixup,
                                cutmix=cfg.augment.cutmix, num_classes=num_classes)
-    return tasks.task_type(cfg).wrap_augment(augment)  # boxes move with the pixels
+    return tasks.task_type(cfg).wrap_augment(augment, cfg, epoch)  # boxes move with the pixels
 
 
 def _resolved(value, name: str) -> bool:

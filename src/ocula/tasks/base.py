@@ -45,9 +45,15 @@ class Task:
         return frozenset()
 
     @staticmethod
-    def default_epochs(images: int, batch: int) -> tuple[int, str]:
-        """(epochs, why) when the config names none, for `images` training images in batches of `batch`."""
+    def default_epochs(images: int, batch: int, progressive: float = 1.0) -> tuple[int, str]:
+        """(epochs, why) when the config names none, for `images` training images in batches of `batch`, the first
+        half of the epochs at `progressive` of the input size (`default_progressive`)."""
         return DEFAULT_EPOCHS, "config_sections.DEFAULT_EPOCHS"
+
+    @staticmethod
+    def default_progressive(from_weights: bool) -> tuple[float, str]:
+        """(fraction, why): progressive resizing when the config names none (data.box_augment.train_size)."""
+        return 1.0, "no progressive resizing (the task's input size throughout)"
 
     @staticmethod
     def default_batch(images: int):
@@ -76,8 +82,10 @@ class Task:
         return contract
 
     @staticmethod
-    def wrap_augment(augment):
-        """The modality's batch augmentation, made to move this task's labels with the pixels (boxes)."""
+    def wrap_augment(augment, cfg=None, epoch=None):
+        """The modality's batch augmentation, made to move this task's labels with the pixels (boxes); `cfg` and
+        `epoch` (0-based; None: the run as a whole, for its description) for a task whose augmentation changes
+        over the epochs (detection's progressive resizing)."""
         return augment
 
     @staticmethod
