@@ -147,6 +147,8 @@ def test_progressive_resizing_trains_the_first_half_smaller_and_ends_at_the_inpu
     assert "first 2 epochs at 32 px, then 64 px" in make_augment(cfg, contract, 2).describe()
     with pytest.raises(ocula.errors.OculaError, match="progressive=0.1"):
         build_config("data/", progressive=0.1)
+    with pytest.raises(ocula.errors.OculaError, match="--progressive .* for detection data"):
+        ocula.train("digits", model="seed_cnn", progressive=0.7, epochs=1)
 
 
 def test_hostile_annotations_are_one_line_each_and_training_goes_on(tmp_path):

@@ -247,6 +247,9 @@ def _epochs(cfg: TrainConfig, task_kind, images: int, batch: int, modality=None)
 
 def _progressive(cfg: TrainConfig, task_kind) -> Choice:
     if cfg.augment.progressive is not None:
+        if cfg.augment.progressive < 1 and not task_kind.resizes_progressively:
+            raise OculaError(f"--progressive resizes boxes with their images: it is for detection data, not "
+                             f"{task_kind.name}")
         return Choice(cfg.augment.progressive, "set in the config", USER)
     value, why = task_kind.default_progressive(cfg.from_weights)
     return Choice(value, why, RULE)

@@ -30,6 +30,7 @@ class Task:
     cross_fits: bool = True  # small data without a validation split may be cross-fitted (engine.cross_fit)
     fidelity_max_drop = {"fp32": 0.5, "int8": 1.0}  # the export gate's default allowed drop (accuracy points)
     explains_boxes: bool = False  # `ocula explain` maps one detected box (explain.boxes), not a class score
+    resizes_progressively: bool = False  # its augmentation takes --progressive (data.box_augment.train_size)
 
     # ------------------------------------------------------------------ before training (on the class)
     @classmethod

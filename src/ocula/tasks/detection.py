@@ -60,6 +60,7 @@ class DetectionTask(Task):
     calibrates = False
     cross_fits = False  # folds of a detector cost k full trainings: a carved val split decides instead
     imbalance_remedies = "none yet for boxes"
+    resizes_progressively = True
     explains_boxes = True  # explain: LayerCAM of the logit that scored one kept box (ocula.explain.boxes)
     fidelity_max_drop = {"fp32": 1.0, "int8": 2.0}  # |ΔmAP| in points: 0.01 for fp32 (the brief of issue 25)
 
