@@ -147,6 +147,10 @@ def test_progressive_resizing_trains_the_first_half_smaller_and_ends_at_the_inpu
     assert "first 2 epochs at 32 px, then 64 px" in make_augment(cfg, contract, 2).describe()
     with pytest.raises(ocula.errors.OculaError, match="progressive=0.1"):
         build_config("data/", progressive=0.1)
+    from ocula.tasks.detection import DetectionTask
+    # the epochs fill the full-size default's time: 36 at full size, 44 with half of them at 0.7 of the side
+    assert DetectionTask.default_epochs(270, 8)[0] == 36 and DetectionTask.default_epochs(270, 8, 0.7)[0] == 44
+    assert DetectionTask.default_progressive(from_weights=True)[0] == 1.0
     with pytest.raises(ocula.errors.OculaError, match="--progressive .* for detection data"):
         ocula.train("digits", model="seed_cnn", progressive=0.7, epochs=1)
 
