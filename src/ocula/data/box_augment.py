@@ -23,13 +23,20 @@ PROGRESSIVE_SHARE = 0.5  # progressive resizing: the share of the epochs trained
 SIZE_STEP = 16  # the smaller size is a multiple of this (the FPN's coarsest level halves it twice more)
 
 
+def progressive_schedule(size: int, fraction: float, epochs: Optional[int]) -> tuple[int, int]:
+    """(smaller side, first epoch at `size`) of progressive resizing: the first PROGRESSIVE_SHARE of the epochs at
+    `fraction` of `size` (a multiple of SIZE_STEP), the rest at `size`; (size, 0) when it is off."""
+    if fraction >= 1 or not epochs:
+        return size, 0
+    return (max(SIZE_STEP, min(size, int(round(size * fraction / SIZE_STEP)) * SIZE_STEP)),
+            round(epochs * PROGRESSIVE_SHARE))
+
+
 def train_size(size: int, fraction: float, epoch: Optional[int], epochs: Optional[int]) -> int:
-    """The side of the training images at `epoch` (0-based) of `epochs` under progressive resizing: the first
-    PROGRESSIVE_SHARE of the epochs at `fraction` of `size` (a multiple of SIZE_STEP), the rest at `size`. Boxes
-    are normalised, so only the pixels change; validation and prediction stay at `size`."""
-    if fraction >= 1 or epoch is None or not epochs or epoch >= round(epochs * PROGRESSIVE_SHARE):
-        return size
-    return max(SIZE_STEP, min(size, int(round(size * fraction / SIZE_STEP)) * SIZE_STEP))
+    """The side of the training images at `epoch` (0-based; None: the run's) of `epochs`. Boxes are normalised,
+    so only the pixels change; validation and prediction stay at `size`."""
+    small, switch = progressive_schedule(size, fraction, epochs)
+    return size if epoch is None or epoch >= switch else small
 
 
 class BoxAugment:

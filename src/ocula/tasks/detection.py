@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ocula.data.box_augment import PROGRESSIVE_SHARE, BoxAugment, train_size
+from ocula.data.box_augment import PROGRESSIVE_SHARE, BoxAugment, progressive_schedule, train_size
 from ocula.data.contract import DataContract
 from ocula.data.samples import TensorSamples
 from ocula.evaluation.detection import box_agreement, pr_curve, score_detections
@@ -111,13 +111,12 @@ class DetectionTask(Task):
 
     @staticmethod
     def wrap_augment(augment, cfg=None, epoch=None):
-        fraction = cfg.augment.progressive if cfg is not None and cfg.augment.progressive is not None else 1.0
+        fraction = (cfg.augment.progressive if cfg is not None else None) or 1.0  # None: not resolved, off
         full, epochs = augment.contract.input_size, cfg.optim.epochs if cfg is not None else None
-        size = train_size(full, fraction, epoch, epochs)
-        small = train_size(full, fraction, 0, epochs)
-        how = (f"progressive resizing: the first {round((epochs or 0) * PROGRESSIVE_SHARE)} epochs at {small} px, "
-               f"then {full} px (--progressive {fraction:g})" if small < full else "")
-        return BoxAugment(augment, size, how)
+        small, switch = progressive_schedule(full, fraction, epochs)
+        how = (f"progressive resizing: the first {switch} epochs at {small} px, then {full} px (--progressive "
+               f"{fraction:g})" if small < full else "")
+        return BoxAugment(augment, train_size(full, fraction, epoch, epochs), how)
 
     def describe_inferred(self) -> str:
         return "task detection: the data hold boxes (COCO or YOLO layout)"

@@ -26,6 +26,7 @@ from ocula.modality.video.augment import ClipAugment
 from ocula.modality.video.decode import fit_geometry, read_clip
 
 TRAIN_OVERSAMPLE = 2  # the RAM cache of a training split holds 2T frames per clip: room for temporal jitter
+CACHE_BATCH = 16  # clips a decoding worker hands back at once while the RAM cache fills
 # Decoding workers start from a forkserver, never forked from this process: FFmpeg's slice threads (and any
 # other thread holding a lock at fork time) do not survive a fork, and a forked worker decoding a clip sat
 # in avpriv_slicethread_execute forever (test_video, on CI and here under load).
@@ -92,9 +93,10 @@ def cache_clips(samples: FileSamples, contract: DataContract, *, frames: Optiona
                 ) -> tuple[TensorSamples, list[tuple[str, str]]]:
     """Decode every clip once (uniform sampling, `frames` per clip) → (uint8 TensorSamples, skipped)."""
     t = frames or contract.frames or 1
-    workers = decode_workers(workers, len(samples), 16)
-    loader = DataLoader(ClipDataset(samples, contract, pad=pad, frames=t), batch_size=16, num_workers=workers,
-                        collate_fn=collate_skipping_bad, multiprocessing_context=worker_start(workers))
+    workers = decode_workers(workers, len(samples), CACHE_BATCH)
+    loader = DataLoader(ClipDataset(samples, contract, pad=pad, frames=t), batch_size=CACHE_BATCH,
+                        num_workers=workers, collate_fn=collate_skipping_bad,
+                        multiprocessing_context=worker_start(workers))
     s = contract.input_size
     return drain_to_tensors(loader, samples, torch.zeros(0, t, contract.channels, s, s, dtype=torch.uint8), desc,
                             "clip")
