@@ -93,3 +93,45 @@ def test_config_takes_timm_optimizers_and_the_probe_factor_covers_them():
     assert cfg.optim.optimizer == "lion" and PROBE_LR_FACTOR["lion"] == 100 and PROBE_LR_FACTOR["sgd"] == 10
     with pytest.raises(OculaError):
         build_config("digits", optimizer="adamx")
+
+
+def test_adamw_is_fused_where_torch_supports_it():
+    model = torch.nn.Conv2d(3, 4, 3)
+    groups = optim.param_groups(model, 0.05)
+    assert optim.build_optimizer(groups, "adamw", 1e-3).defaults["fused"]
+    half_on_meta = [{"params": [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, device="meta"))]}]
+    assert not optim.fused_supported(half_on_meta)
+
+
+def test_resumed_moments_take_a_channels_last_weights_layout(tmp_path):
+    """A training state file holds moments contiguous; a fused AdamW pairs elements by memory order, so moments
+    restored in NCHW order under a channels_last weight would update the wrong elements (off by ~lr here)."""
+    from ocula.engine.run_files import _match_param_layout
+    from ocula.weights_file import load_state, save_state
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+        return conv, optim.build_optimizer(optim.param_groups(conv, 0.05), "adamw", 0.1)
+
+    def step(conv, opt, seed):
+        torch.manual_seed(seed)
+        opt.zero_grad()
+        conv(torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).square().mean().backward()
+        opt.step()
+
+    whole, opt = model_and_optimizer()
+    for seed in range(3):
+        step(whole, opt, seed)
+    resumed, opt = model_and_optimizer()
+    step(resumed, opt, 0)
+    save_state(tmp_path / "state.safetensors", {"model": resumed.state_dict(), "optimizer": opt.state_dict()})
+    state = load_state(tmp_path / "state.safetensors")
+    resumed, opt = model_and_optimizer()
+    resumed.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    _match_param_layout(opt)
+    assert opt.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
+    for seed in (1, 2):
+        step(resumed, opt, seed)
+    torch.testing.assert_close(resumed.weight, whole.weight, rtol=0, atol=1e-6)

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+from collections import Counter
 from typing import Any, Optional
 
 import torch
@@ -115,8 +116,9 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
     from safetensors.torch import save_file
 
     # safetensors refuses shared or non-contiguous storage; copies are cheap next to a disk write.
-    flat = {k: v.detach().cpu().contiguous().clone() if _shares_storage(v, tensors) else v.detach().cpu()
-            .contiguous() for k, v in tensors.items()}
+    shared = _shared_storages(tensors)
+    flat = {k: v.detach().cpu().contiguous().clone() if v.untyped_storage().data_ptr() in shared
+            else v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         _save_file(save_file, flat, tmp, metadata)
 
@@ -136,9 +138,10 @@ def _save_file(save_file, flat, tmp, metadata) -> None:
         raise
 
 
-def _shares_storage(t: torch.Tensor, all_tensors: dict) -> bool:
-    ptr = t.untyped_storage().data_ptr()
-    return sum(1 for v in all_tensors.values() if v.untyped_storage().data_ptr() == ptr) > 1
+def _shared_storages(tensors: dict) -> set[int]:
+    """Storage addresses that more than one of the tensors points into."""
+    counts = Counter(v.untyped_storage().data_ptr() for v in tensors.values())
+    return {ptr for ptr, n in counts.items() if n > 1}
 
 
 def load_tensors(path) -> dict[str, torch.Tensor]:

@@ -167,9 +167,21 @@ def load_training_state(trainer) -> None:
                                     f"{one_line(e)})") from None
 
 
+def _match_param_layout(optimizer) -> None:
+    """Give restored moments their parameter's memory layout: a file holds them contiguous, a channels_last
+    model's conv weights are not, and fused optimizer kernels pair elements by memory order, not by index."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            moments = optimizer.state.get(p, {})
+            for key, value in moments.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    moments[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _restore(t, path: Path, state: dict) -> None:
     load_into(path, t.model, state["model"], "this run's model")
     t.optimizer.load_state_dict(state["optimizer"])
+    _match_param_layout(t.optimizer)
     t.scheduler.load_state_dict(state["scheduler"])
     if t.ema is not None and "ema" in state:
         load_into(path, t.ema.module, state["ema"], "this run's EMA model")
