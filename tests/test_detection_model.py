@@ -221,3 +221,20 @@ def test_anchor_scale_moves_fcos_scale_ranges_and_is_fcos_only():
     assert [float(w[0]) for w in widths] == [4.0, 8.0, 16.0, 32.0, 64.0]
     with pytest.raises(OculaError, match="anchor_scale applies to fcos"):
         Detector(2, S, backbone=TINY, head="retinanet", anchor_scale=0.5)
+
+
+@pytest.mark.parametrize("head", ["fcos", "retinanet"])
+def test_box_loss_weight_scales_only_the_box_term(head):
+    x = torch.randn(2, 3, S, S)
+    targets = torch.tensor([[[0, 0.1, 0.1, 0.6, 0.7]], [[1, 0.3, 0.2, 0.9, 0.8]]])
+    losses = {}
+    for weight in (1.0, 2.5):
+        torch.manual_seed(0)
+        losses[weight] = Detector(2, S, backbone=TINY, head=head, box_loss_weight=weight)(x, targets)
+    for term, value in losses[1.0].items():
+        factor = 2.5 if term == "bbox_regression" else 1.0
+        if term != "loss":
+            torch.testing.assert_close(losses[2.5][term], value * factor)
+    assert losses[2.5]["loss"] > losses[1.0]["loss"]
+    with pytest.raises(OculaError, match="box_loss_weight must be > 0"):
+        Detector(2, S, backbone=TINY, box_loss_weight=0)

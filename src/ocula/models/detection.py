@@ -84,13 +84,16 @@ class Detector(nn.Module):
     def __init__(self, num_classes: int, img_size: int, *, head: str = "fcos", backbone: str = DEFAULT_BACKBONE,
                  pretrained_backbone: bool = False, fpn_channels: int = DEFAULT_FPN_CHANNELS, head_convs: Optional[int] = None,
                  score_thresh: float = 0.05, nms_thresh: float | None = None, detections_per_img: int = 100,
-                 topk_candidates: int = 1000, anchor_scale: float = 1.0):
+                 topk_candidates: int = 1000, anchor_scale: float = 1.0, box_loss_weight: float = 1.0):
         super().__init__()
         if head not in HEADS:
             raise unknown("detection head", head, HEADS)
         if num_classes < 1:
             raise OculaError(f"a detector needs at least one class, got num_classes={num_classes}")
         self.num_classes, self.img_size, self.head_name, self.backbone_name = num_classes, img_size, head, backbone
+        if box_loss_weight <= 0:
+            raise OculaError(f"box_loss_weight must be > 0, got {box_loss_weight}")
+        self.box_loss_weight = float(box_loss_weight)
         self.backbone = _timm_features(backbone, pretrained_backbone)
         self.fpn = FeaturePyramidNetwork(self.backbone.feature_info.channels(), fpn_channels,
                                          extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
@@ -181,8 +184,12 @@ class Detector(nn.Module):
 
     def _loss(self, targets, head, anchors, per_level) -> dict:
         if self.head_name == "fcos":
-            return dict(self._tv.compute_loss(targets, head, anchors, per_level))
-        return dict(self._tv.compute_loss(targets, head, anchors))
+            losses = dict(self._tv.compute_loss(targets, head, anchors, per_level))
+        else:
+            losses = dict(self._tv.compute_loss(targets, head, anchors))
+        if self.box_loss_weight != 1.0:  # torchvision weighs its terms equally; GFL/ATSS give GIoU 2
+            losses["bbox_regression"] = losses["bbox_regression"] * self.box_loss_weight
+        return losses
 
     def _anchors(self, size: int, features: list, device) -> torch.Tensor:
         """The (A, 4) pixel anchors of one image: every image of a fixed-size batch shares them, so they are
