@@ -265,3 +265,21 @@ def test_pr_and_grid_pngs(tmp_path):
     assert _png_size(path) == (4 * GRID_CELL, 2 * GRID_CELL + LEGEND_HEIGHT)
     one = detection_grid(images[:1], dets[:1], None, CLASSES, tmp_path / "one.png")
     assert _png_size(one) == (GRID_CELL, GRID_CELL + LEGEND_HEIGHT)
+
+
+def test_box_confusion_counts_hits_swaps_misses_and_false_boxes():
+    from ocula.evaluation.detection_confusion import box_confusion
+
+    truth = [np.array([[0, .1, .1, .4, .4], [1, .5, .5, .9, .9], [1, .0, .6, .2, .9]]),  # third: missed
+             np.array([[0, .2, .2, .6, .6]])]
+    found = [np.array([[.1, .1, .4, .41, .9, 0],  # cat as cat
+                       [.5, .5, .88, .9, .8, 0],  # the dog detected as a cat
+                       [.6, .0, .9, .3, .7, 1],  # on no object
+                       [.0, .6, .2, .9, .1, 1]]),  # would cover the missed dog, but scores under 0.25
+             np.array([[.2, .2, .6, .6, .6, 0], [.21, .2, .6, .6, .5, 0]])]  # a hit and its duplicate
+    confusion = box_confusion(truth, found, ["cat", "dog"])
+    assert confusion["names"] == ["cat", "dog", "background"]
+    assert confusion["matrix"] == [[2, 0, 0],   # cats: both found as cats
+                                   [1, 0, 1],   # dogs: one found as a cat, one missed
+                                   [1, 1, 0]]   # no object: the duplicate cat, the dog on nothing
+    assert box_confusion(truth, found, ["cat", "dog"], min_score=0.05)["matrix"][1] == [1, 1, 0]

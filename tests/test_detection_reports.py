@@ -38,9 +38,17 @@ def test_evaluate_writes_the_per_class_ap_table_pr_curves_and_examples(box_eval)
     assert list(rows[0]) == ["class", "AP", "AP50", "AR100", "n_boxes", "n_images"]
     assert [r["class"] for r in rows] == [r["class"] for r in report["per_class"]]
     assert sum(int(r["n_boxes"]) for r in rows) == report["boxes"]
-    for png in (out.pr_curves_png, out.detections_png):
+    for png in (out.pr_curves_png, out.detections_png, out.confusion_png):
         assert png.read_bytes().startswith(PNG), png
-    assert not out.confusion_png.exists()  # a classification picture has no meaning for boxes
+    # the box confusion matrix: every true box once in its row (found as some class, or missed: background)
+    confusion = report["box_confusion"]
+    assert confusion["names"] == [r["class"] for r in report["per_class"]] + ["background"]
+    matrix = np.asarray(confusion["matrix"])
+    assert matrix[:-1].sum() == report["boxes"] and matrix[-1, -1] == 0
+    with open(out.confusion_csv, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["true\\pred", *confusion["names"]]
+    assert [[int(v) for v in row[1:]] for row in table[1:]] == confusion["matrix"]
     assert report["pr_curve"]["iou"] == 0.5 and len(report["pr_curve"]["recall"]) == 101
     assert 0 < len(report["examples"]) <= 12 and all(os.path.isfile(e["path"]) for e in report["examples"])
     assert json.loads(out.report.read_text())["examples"] == report["examples"]
@@ -57,6 +65,7 @@ def test_evaluate_prints_map_and_ap_per_class_not_accuracy(detection_run, photo_
     assert ["class", "AP", "AP50", "AR100", "boxes"] in rows
     assert {r[0] for r in rows if len(r) == 5} >= {"cat", "coin", "cup"}  # AP per class
     assert "pr_curves.png" in done.stdout and "detections.png" in done.stdout
+    assert "confusion_matrix.png" in done.stdout and "missed;" in done.stdout
 
 
 def test_the_report_of_a_detection_run_shows_map_pr_curves_and_examples(detection_run, box_eval, tmp_path):
@@ -65,7 +74,9 @@ def test_the_report_of_a_detection_run_shows_map_pr_curves_and_examples(detectio
     evaluation = page.split('<section id="evaluation"')[1].split("</section>")[0]
     assert 'data-status="ran"' in evaluation and "mAP @[.5:.95]" in evaluation and "mAP75" in evaluation
     assert 'data-image="pr"' in evaluation and 'data-image="examples"' in evaluation
-    assert evaluation.count("<tr><td>") == 3  # AP per class
+    assert 'data-image="confusion"' in evaluation and "Most confused" in evaluation
+    per_class = evaluation.split('id="per-class"')[1].split("</table>")[0]
+    assert per_class.count("<tr><td>") == 3  # AP per class
     summary = page.split('<section id="summary"')[1].split("</section>")[0]
     assert "mAP on" in summary and "accuracy on" not in summary
     assert 'id="calibration" data-status="not run"' in page and "val/mAP" in page

@@ -159,6 +159,12 @@ def write_evaluation(report: dict, out_dir) -> None:
         plots.plot_pr_curves(report["pr_curves"], out.pr_curves_png)
     if report.get("pr_curve") or report.get("examples"):  # boxes: PR curves at one IoU, example images
         _write_box_pictures(report, out)
+    if report.get("box_confusion"):  # boxes: classes + background
+        write_confusion_csv(report, out.confusion_csv)
+        confusion = report["box_confusion"]
+        plots.plot_confusion_matrix(confusion["matrix"], confusion["names"], out.confusion_png, normalize=False,
+                                    title=f"Boxes: true class (rows) against detected class, IoU ≥ {confusion['iou']:g}, "
+                                          f"score ≥ {confusion['min_score']:g}")
     if report.get("calibration"):
         out.write_calibration(report["calibration"])
         plots.plot_reliability(report["calibration"], out.reliability_png)

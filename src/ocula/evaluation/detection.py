@@ -275,6 +275,11 @@ def _match(a: np.ndarray, b: np.ndarray, iou: float) -> list[tuple[int, int, flo
     """One-to-one greedy matching of rows of a to rows of b of the same class, best IoU first."""
     overlap = box_iou(a[:, :4], b[:, :4])
     overlap[a[:, 5][:, None] != b[:, 5][None, :]] = 0.0
+    return greedy_pairs(overlap, iou)
+
+
+def greedy_pairs(overlap: np.ndarray, iou: float) -> list[tuple[int, int, float]]:
+    """One-to-one pairs (row, column, IoU) of an IoU matrix at IoU ≥ iou, the best overlap first."""
     pairs, used_a, used_b = [], set(), set()
     for flat in np.argsort(-overlap, axis=None, kind="stable"):
         i, j = divmod(int(flat), overlap.shape[1])

@@ -60,9 +60,10 @@ def _annotate(ax, values: np.ndarray, normalize: bool) -> None:
 
 def plot_confusion_matrix(report_or_cm, class_names: Optional[Sequence[str]] = None,
                           path: PathLike = "confusion_matrix.png",
-                          normalize: bool = True) -> Optional[str]:
+                          normalize: bool = True, title: Optional[str] = None) -> Optional[str]:
     """Heatmap (rows = true, cols = predicted) saved as PNG; returns the path, or None without
-    matplotlib. `normalize` divides each row by its support so cells read as recall shares."""
+    matplotlib. `normalize` divides each row by its support so cells read as recall shares. `title`
+    replaces the default one, which names the accuracy."""
     cm, names = _confusion_inputs(report_or_cm, class_names)
     k = len(cm)
     side = min(max(4.0, 0.45 * k + 2.5), 40.0)  # inches; capped so 1000 classes stays plottable
@@ -85,7 +86,7 @@ def plot_confusion_matrix(report_or_cm, class_names: Optional[Sequence[str]] = N
     kind = "row-normalised" if normalize else "counts"
     ax.set(xlabel="predicted", ylabel="true")
     # a figure title, not an axes title: a long one would run into the colour bar
-    fig.suptitle(f"Confusion matrix ({kind}), accuracy {accuracy:.4f}")
+    fig.suptitle(title or f"Confusion matrix ({kind}), accuracy {accuracy:.4f}")
     return _save(fig, path)
 
 

@@ -10,6 +10,8 @@ import io
 import os
 from typing import Union
 
+import numpy as np
+
 from ocula.evaluation.multilabel import format_multilabel_report
 from ocula.io import write_json, write_text  # noqa: F401 - write_json(path, report) is part of ocula.evaluation
 
@@ -69,9 +71,21 @@ def format_detection_report(report: dict, max_classes: int = 50) -> str:
     if len(rows) > len(shown):
         out.append(f"{'':>{width}}  ... {len(rows) - len(shown)} more classes not shown "
                    f"(max_classes={max_classes}; the JSON report has all)")
+    if report.get("box_confusion"):
+        out += ["", box_confusion_line(report["box_confusion"])]
     if report.get("note"):
         out += ["", f"note: {report['note']}"]
     return "\n".join(out)
+
+
+def box_confusion_line(confusion: dict) -> str:
+    """The box confusion matrix in one line: objects found as their class, as another, missed; false boxes."""
+    m = np.asarray(confusion["matrix"], np.int64)
+    k = len(m) - 1
+    right = int(np.trace(m[:k, :k]))
+    return (f"objects: {right} detected as their class, {int(m[:k, :k].sum()) - right} as another class, "
+            f"{int(m[:k, k].sum())} missed; {int(m[k, :k].sum())} detections on no object "
+            f"(IoU >= {confusion['iou']:g}, score >= {confusion['min_score']:g}; confusion_matrix.csv)")
 
 
 def format_class_report(report: dict, max_classes: int = 50) -> str:
@@ -133,10 +147,14 @@ def _csv_text(rows: list[list]) -> str:
 
 
 def write_confusion_csv(report: dict, path: PathLike) -> None:
-    """Header `true\\pred,<class...>`, then one row per true class of counts."""
-    names = class_names_of(report)
+    """Header `true\\pred,<class...>`, then one row per true class of counts (boxes: `box_confusion`'s
+    matrix, whose last row and column are the background)."""
+    if "box_confusion" in report:
+        names, matrix = report["box_confusion"]["names"], report["box_confusion"]["matrix"]
+    else:
+        names, matrix = class_names_of(report), report["confusion_matrix"]
     rows = [["true\\pred", *names]]
-    rows += [[name, *counts] for name, counts in zip(names, report["confusion_matrix"])]
+    rows += [[name, *counts] for name, counts in zip(names, matrix)]
     write_text(path, _csv_text(rows))
 
 

@@ -164,8 +164,9 @@ def box_evaluation_section(reader: Reader, eval_dir: Path, report: dict) -> Sect
     """A COCO evaluation of boxes: mAP, mAP50, mAP75, AP per class, the PR curves at IoU 0.5 and the examples
     (EVAL/pr_curves.png, EVAL/detections.png, as `ocula evaluate` wrote them)."""
     out, again = EvalDir(eval_dir), f"`ocula evaluate {display_name(reader.run)} DATA`"
-    images = {name: png for name, png in (("pr", out.pr_curves_png), ("examples", out.detections_png))
-              if png.is_file()}
+    confusion = report.get("box_confusion")  # evaluations written before it have none
+    images = {name: png for name, png in (("pr", out.pr_curves_png), ("examples", out.detections_png),
+                                          ("confusion", out.confusion_png)) if png.is_file()}
     data = {"boxes": True, "dir": reader.rel(eval_dir), "source": report.get("data"), "split": report.get("split"),
             "headline": {k: report.get(k) for k in ("images", "boxes", "detections", "mAP", "mAP50", "mAP75",
                                                      "mAR100") if k in report},
@@ -173,7 +174,9 @@ def box_evaluation_section(reader: Reader, eval_dir: Path, report: dict) -> Sect
             "per_class": report.get("per_class") or [], "note": report.get("note"),
             "skipped": len(report.get("skipped") or []),
             "pr_reason": f"no {out.pr_curves_png.name} in the evaluation folder: {again} draws it",
-            "examples_reason": f"no {out.detections_png.name} in the evaluation folder: {again} draws it"}
+            "examples_reason": f"no {out.detections_png.name} in the evaluation folder: {again} draws it",
+            "confusion_reason": f"no {out.confusion_png.name} in the evaluation folder: {again} draws it",
+            "confused": most_confused(confusion["matrix"], confusion["names"]) if confusion else []}
     return Section("evaluation", "Evaluation: mAP, AP per class, PR curves and examples", data=data, images=images)
 
 

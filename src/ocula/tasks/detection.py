@@ -20,6 +20,7 @@ from ocula.data.box_augment import PROGRESSIVE_SHARE, BoxAugment, progressive_sc
 from ocula.data.contract import DataContract
 from ocula.data.samples import TensorSamples
 from ocula.evaluation.detection import box_agreement, pr_curve, score_detections
+from ocula.evaluation.detection_confusion import box_confusion
 from ocula.tasks.base import Task
 from ocula.tasks.folds import Folds, shuffled_folds
 
@@ -144,14 +145,16 @@ class DetectionTask(Task):
         return report
 
     def evaluation_extras(self, labels, probs, classes: list[str], names: list) -> dict:
-        """The PR curves at IoU 0.5 (`pr_curve`) and the first EXAMPLES images' boxes: truth (M, 5), detections
-        (D, 6) above EXAMPLE_MIN_SCORE, normalised, for EVAL/pr_curves.png and EVAL/detections.png."""
+        """The PR curves at IoU 0.5 (`pr_curve`), the first EXAMPLES images' boxes: truth (M, 5), detections
+        (D, 6) above EXAMPLE_MIN_SCORE, normalised, and the confusion matrix with a background class
+        (`box_confusion`), for EVAL/pr_curves.png, EVAL/detections.png and EVAL/confusion_matrix.{png,csv}."""
         examples = []
         for name, truth, dets in zip(names[:EXAMPLES], labels, probs):
             dets = dets[(dets[:, 5] >= 0) & (dets[:, 4] >= EXAMPLE_MIN_SCORE)]
             examples.append({"path": name, "truth": np.round(truth[truth[:, 0] >= 0], 5).tolist(),
                              "detections": np.round(dets, 5).tolist()})
-        return {"pr_curve": pr_curve(labels, probs, iou=0.5), "examples": examples}
+        return {"pr_curve": pr_curve(labels, probs, iou=0.5), "examples": examples,
+                "box_confusion": box_confusion(labels, probs, classes)}
 
     def fold_splitter(self, labels, k: int, seed: int) -> Folds:
         return shuffled_folds(len(labels), k, seed)
